@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Backend selection, shared by the socket and packet programs. */
+#ifndef KPX_LB_H
+#define KPX_LB_H
+
+#include "kpx_maps.h"
+
+static __always_inline struct kpx_frontend *
+kpx_lookup_frontend(__be32 addr, __be16 port, __u8 proto)
+{
+	struct kpx_frontend_key key = {
+		.addr = addr,
+		.port = port,
+		.proto = proto,
+	};
+
+	return bpf_map_lookup_elem(&kpx_frontends, &key);
+}
+
+/* Picks one of the frontend's slots with equal weight. NULL when the table
+ * is mid-update in a way the write order should make impossible; callers
+ * then leave the packet or socket untouched rather than guess. */
+static __always_inline struct kpx_backend *
+kpx_select_backend(const struct kpx_frontend *fe)
+{
+	struct kpx_slot_key key = {
+		.service_id = fe->service_id,
+		.slot = bpf_get_prandom_u32() % fe->backend_count,
+	};
+	struct kpx_slot *slot;
+
+	slot = bpf_map_lookup_elem(&kpx_slots, &key);
+	if (!slot)
+		return NULL;
+	return bpf_map_lookup_elem(&kpx_backends, &slot->backend_id);
+}
+
+#endif

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The contract between the control plane and the dataplane: the key and
+ * value layouts of every kpx map. src/datapath/codecs.ts mirrors these
+ * structs field by field; test/unit/btf-contract.test.ts compares both
+ * against the BTF of the committed objects. Addresses and ports are kept in
+ * network byte order, as the kernel hands them to the programs.
+ */
+#ifndef KPX_TYPES_H
+#define KPX_TYPES_H
+
+#include <linux/types.h>
+
+/* Frontend kinds, one per way a Service is addressed. */
+#define KPX_KIND_CLUSTER_IP 1
+#define KPX_KIND_NODE_PORT 2
+#define KPX_KIND_EXTERNAL_IP 3
+#define KPX_KIND_LOAD_BALANCER 4
+
+/* Endpoint states, as EndpointSlice conditions define them. */
+#define KPX_STATE_READY 0
+#define KPX_STATE_SERVING_TERMINATING 1
+
+/* Why a Service is recorded in kpx_services without frontends. */
+#define KPX_SKIP_NONE 0
+#define KPX_SKIP_EXTERNAL_NAME 1
+#define KPX_SKIP_HEADLESS 2
+#define KPX_SKIP_SERVICE_PROXY_NAME 3
+
+/* Sizes of the name fields: Kubernetes caps namespaces and Service names at
+ * 63 characters (DNS-1035 label) and port names at 15 (IANA service name). */
+#define KPX_NAME_LEN 64
+#define KPX_PORT_NAME_LEN 16
+
+/* kpx_frontends: one entry per address:port/protocol a Service answers on. */
+struct kpx_frontend_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct kpx_frontend {
+	__u32 service_id;
+	/* Copied into every frontend of the service so that a connect needs no
+	 * lookup beyond frontend, slot and backend. 0 means reject. */
+	__u16 backend_count;
+	__u8 kind; /* KPX_KIND_* */
+	__u8 pad;
+};
+
+/* kpx_slots: the usable backends of a service port, slots 0..count-1. */
+struct kpx_slot_key {
+	__u32 service_id;
+	__u32 slot;
+};
+
+struct kpx_slot {
+	__u32 backend_id;
+	__u8 state; /* KPX_STATE_* of this endpoint in this service */
+	__u8 pad[3];
+};
+
+/* kpx_backends: backend_id -> where traffic goes. */
+struct kpx_backend {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* kpx_services: service_id -> identity, read back by `kpx list` (no
+ * program reads it). A Service kpx deliberately leaves alone is recorded
+ * here too, with its reason and no frontend, so the kernel state alone can
+ * say why it is not programmed. */
+struct kpx_service {
+	char namespace[KPX_NAME_LEN];
+	char name[KPX_NAME_LEN];
+	char port_name[KPX_PORT_NAME_LEN];
+	__u8 proto;
+	__u8 skip_reason; /* KPX_SKIP_* */
+	__u8 pad[6];
+};
+
+/* kpx_sock_revnat: what a translated socket was really connected to, so
+ * recvmsg and getpeername can show the application the Service address. */
+struct kpx_sock_revnat_key {
+	__u64 cookie;
+	__be32 backend_addr;
+	__be16 backend_port;
+	__u16 pad;
+};
+
+struct kpx_sock_revnat {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+#endif

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Socket-level Service translation: a process in the attached cgroup that
+ * connects or sends to a Service frontend is given a backend address once,
+ * at connect()/sendmsg() time, so its packets never need NAT. recvmsg and
+ * getpeername translate back, so the application only ever sees the Service.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+#include "include/kpx_lb.h"
+
+#define SYS_PROCEED 1
+#define SYS_REJECT 0
+
+static __always_inline __u8 kpx_sock_proto(const struct bpf_sock_addr *ctx)
+{
+	return ctx->protocol == IPPROTO_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+}
+
+/* Rewrites ctx to a backend of the frontend it addresses, if any. */
+static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	__u8 proto;
+	struct kpx_frontend *fe;
+	struct kpx_backend *be;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return SYS_PROCEED;
+	proto = kpx_sock_proto(ctx);
+	fe = kpx_lookup_frontend(addr, port, proto);
+	if (!fe)
+		return SYS_PROCEED;
+	if (fe->backend_count == 0) {
+		/* kube-proxy REJECTs a Service without endpoints: fail at once
+		 * with the errno a refused connection gives. */
+		bpf_set_retval(-ECONNREFUSED);
+		return SYS_REJECT;
+	}
+	be = kpx_select_backend(fe);
+	if (!be)
+		return SYS_PROCEED;
+
+	struct kpx_sock_revnat_key rkey = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.backend_addr = be->addr,
+		.backend_port = be->port,
+	};
+	struct kpx_sock_revnat rval = {
+		.addr = addr,
+		.port = port,
+	};
+	bpf_map_update_elem(&kpx_sock_revnat, &rkey, &rval, BPF_ANY);
+
+	ctx->user_ip4 = be->addr;
+	ctx->user_port = (__u32)be->port;
+	return SYS_PROCEED;
+}
+
+/* Shows the Service address in place of the backend the socket talks to. */
+static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
+{
+	struct kpx_sock_revnat_key rkey = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.backend_addr = ctx->user_ip4,
+		.backend_port = (__be16)ctx->user_port,
+	};
+	struct kpx_sock_revnat *rval;
+
+	rval = bpf_map_lookup_elem(&kpx_sock_revnat, &rkey);
+	if (rval) {
+		ctx->user_ip4 = rval->addr;
+		ctx->user_port = (__u32)rval->port;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect4")
+int kpx_connect4(struct bpf_sock_addr *ctx)
+{
+	return kpx_translate4(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int kpx_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return kpx_translate4(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int kpx_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return kpx_untranslate4(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int kpx_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return kpx_untranslate4(ctx);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,264 @@
+/**
+ * Byte codecs for the map keys and values declared in bpf/include/kpx_types.h.
+ * Each codec lists the C struct's members with their offsets; a test checks
+ * those against the BTF of the committed objects, so the two cannot drift.
+ * Addresses and ports are network byte order (as the programs see them),
+ * everything else host order, as the kernel stores map memory.
+ */
+import { endianness } from 'node:os';
+
+type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'chars';
+
+interface FieldSpec {
+  /** The C member name, as BTF spells it. */
+  c: string;
+  kind: FieldKind;
+  offset: number;
+  /** Bytes; only needed for 'chars', derived for the others. */
+  size?: number;
+}
+
+export interface FieldLayout {
+  c: string;
+  offset: number;
+  size: number;
+}
+
+const SCALAR_SIZE: Record<Exclude<FieldKind, 'chars'>, number> = {
+  u8: 1,
+  u16: 2,
+  u32: 4,
+  u64: 8,
+  be16: 2,
+  ipv4: 4,
+};
+
+const LITTLE = endianness() === 'LE';
+
+export function ipv4ToBytes(address: string, out: Buffer, offset: number): void {
+  const parts = address.split('.');
+  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${address}`);
+  for (let i = 0; i < 4; i++) out[offset + i] = Number(parts[i]);
+}
+
+export function bytesToIpv4(buf: Buffer, offset: number): string {
+  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
+}
+
+/**
+ * Encodes and decodes one C struct. T's keys are the C member names that
+ * carry meaning; members whose name starts with "pad" are written as zero.
+ */
+export class StructCodec<T extends object> {
+  readonly fields: readonly FieldLayout[];
+  private readonly specs: readonly (FieldSpec & { size: number })[];
+
+  constructor(
+    readonly cName: string,
+    readonly size: number,
+    specs: FieldSpec[],
+  ) {
+    this.specs = specs.map((s) => ({ ...s, size: s.kind === 'chars' ? (s.size ?? 0) : SCALAR_SIZE[s.kind] }));
+    this.fields = this.specs.map(({ c, offset, size }) => ({ c, offset, size }));
+  }
+
+  encode(value: T): Buffer {
+    const buf = Buffer.alloc(this.size);
+    this.encodeInto(value, buf, 0);
+    return buf;
+  }
+
+  encodeInto(value: T, buf: Buffer, base: number): void {
+    const v = value as Record<string, unknown>;
+    for (const f of this.specs) {
+      if (f.c.startsWith('pad')) continue;
+      const at = base + f.offset;
+      const x = v[f.c];
+      switch (f.kind) {
+        case 'u8':
+          buf.writeUInt8(x as number, at);
+          break;
+        case 'u16':
+          if (LITTLE) buf.writeUInt16LE(x as number, at);
+          else buf.writeUInt16BE(x as number, at);
+          break;
+        case 'u32':
+          if (LITTLE) buf.writeUInt32LE(x as number, at);
+          else buf.writeUInt32BE(x as number, at);
+          break;
+        case 'u64':
+          if (LITTLE) buf.writeBigUInt64LE(x as bigint, at);
+          else buf.writeBigUInt64BE(x as bigint, at);
+          break;
+        case 'be16':
+          buf.writeUInt16BE(x as number, at);
+          break;
+        case 'ipv4':
+          ipv4ToBytes(x as string, buf, at);
+          break;
+        case 'chars': {
+          const bytes = Buffer.from(x as string, 'utf8');
+          // Always leave room for the terminating NUL C expects.
+          if (bytes.length >= f.size) throw new Error(`${this.cName}.${f.c} longer than ${f.size - 1} bytes: ${x as string}`);
+          bytes.copy(buf, at);
+          break;
+        }
+      }
+    }
+  }
+
+  decode(buf: Buffer, base = 0): T {
+    const out: Record<string, unknown> = {};
+    for (const f of this.specs) {
+      if (f.c.startsWith('pad')) continue;
+      const at = base + f.offset;
+      switch (f.kind) {
+        case 'u8':
+          out[f.c] = buf.readUInt8(at);
+          break;
+        case 'u16':
+          out[f.c] = LITTLE ? buf.readUInt16LE(at) : buf.readUInt16BE(at);
+          break;
+        case 'u32':
+          out[f.c] = LITTLE ? buf.readUInt32LE(at) : buf.readUInt32BE(at);
+          break;
+        case 'u64':
+          out[f.c] = LITTLE ? buf.readBigUInt64LE(at) : buf.readBigUInt64BE(at);
+          break;
+        case 'be16':
+          out[f.c] = buf.readUInt16BE(at);
+          break;
+        case 'ipv4':
+          out[f.c] = bytesToIpv4(buf, at);
+          break;
+        case 'chars': {
+          const raw = buf.subarray(at, at + f.size);
+          const nul = raw.indexOf(0);
+          out[f.c] = raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8');
+          break;
+        }
+      }
+    }
+    return out as T;
+  }
+}
+
+/** Mirrors of the constants in kpx_types.h. */
+export const KIND = { ClusterIP: 1, NodePort: 2, ExternalIP: 3, LoadBalancer: 4 } as const;
+export const STATE = { ready: 0, 'serving-terminating': 1 } as const;
+export const SKIP = { none: 0, ExternalName: 1, headless: 2, 'service-proxy-name': 3 } as const;
+export const NAME_LEN = 64;
+export const PORT_NAME_LEN = 16;
+export const IPPROTO = { TCP: 6, UDP: 17 } as const;
+
+export interface FrontendKey {
+  addr: string;
+  port: number;
+  proto: number;
+}
+export interface FrontendValue {
+  service_id: number;
+  backend_count: number;
+  kind: number;
+}
+export interface SlotKey {
+  service_id: number;
+  slot: number;
+}
+export interface SlotValue {
+  backend_id: number;
+  state: number;
+}
+export interface BackendValue {
+  addr: string;
+  port: number;
+  proto: number;
+}
+export interface ServiceValue {
+  namespace: string;
+  name: string;
+  port_name: string;
+  proto: number;
+  skip_reason: number;
+}
+export interface SockRevnatKey {
+  cookie: bigint;
+  backend_addr: string;
+  backend_port: number;
+}
+export interface SockRevnatValue {
+  addr: string;
+  port: number;
+}
+export interface Id {
+  id: number;
+}
+
+export const frontendKey = new StructCodec<FrontendKey>('kpx_frontend_key', 8, [
+  { c: 'addr', kind: 'ipv4', offset: 0 },
+  { c: 'port', kind: 'be16', offset: 4 },
+  { c: 'proto', kind: 'u8', offset: 6 },
+  { c: 'pad', kind: 'u8', offset: 7 },
+]);
+
+export const frontendValue = new StructCodec<FrontendValue>('kpx_frontend', 8, [
+  { c: 'service_id', kind: 'u32', offset: 0 },
+  { c: 'backend_count', kind: 'u16', offset: 4 },
+  { c: 'kind', kind: 'u8', offset: 6 },
+  { c: 'pad', kind: 'u8', offset: 7 },
+]);
+
+export const slotKey = new StructCodec<SlotKey>('kpx_slot_key', 8, [
+  { c: 'service_id', kind: 'u32', offset: 0 },
+  { c: 'slot', kind: 'u32', offset: 4 },
+]);
+
+export const slotValue = new StructCodec<SlotValue>('kpx_slot', 8, [
+  { c: 'backend_id', kind: 'u32', offset: 0 },
+  { c: 'state', kind: 'u8', offset: 4 },
+  { c: 'pad', kind: 'chars', offset: 5, size: 3 },
+]);
+
+export const backendValue = new StructCodec<BackendValue>('kpx_backend', 8, [
+  { c: 'addr', kind: 'ipv4', offset: 0 },
+  { c: 'port', kind: 'be16', offset: 4 },
+  { c: 'proto', kind: 'u8', offset: 6 },
+  { c: 'pad', kind: 'u8', offset: 7 },
+]);
+
+export const serviceValue = new StructCodec<ServiceValue>('kpx_service', 152, [
+  { c: 'namespace', kind: 'chars', offset: 0, size: NAME_LEN },
+  { c: 'name', kind: 'chars', offset: 64, size: NAME_LEN },
+  { c: 'port_name', kind: 'chars', offset: 128, size: PORT_NAME_LEN },
+  { c: 'proto', kind: 'u8', offset: 144 },
+  { c: 'skip_reason', kind: 'u8', offset: 145 },
+  { c: 'pad', kind: 'chars', offset: 146, size: 6 },
+]);
+
+export const sockRevnatKey = new StructCodec<SockRevnatKey>('kpx_sock_revnat_key', 16, [
+  { c: 'cookie', kind: 'u64', offset: 0 },
+  { c: 'backend_addr', kind: 'ipv4', offset: 8 },
+  { c: 'backend_port', kind: 'be16', offset: 12 },
+  { c: 'pad', kind: 'u16', offset: 14 },
+]);
+
+export const sockRevnatValue = new StructCodec<SockRevnatValue>('kpx_sock_revnat', 8, [
+  { c: 'addr', kind: 'ipv4', offset: 0 },
+  { c: 'port', kind: 'be16', offset: 4 },
+  { c: 'pad', kind: 'u16', offset: 6 },
+]);
+
+/** The __u32 keys of kpx_backends and kpx_services. */
+export const u32Key = new StructCodec<Id>('__u32', 4, [{ c: 'id', kind: 'u32', offset: 0 }]);
+
+/** Every struct of the contract, for the BTF test. */
+export const CONTRACT_STRUCTS = [
+  frontendKey,
+  frontendValue,
+  slotKey,
+  slotValue,
+  backendValue,
+  serviceValue,
+  sockRevnatKey,
+  sockRevnatValue,
+];

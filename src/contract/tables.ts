@@ -1,0 +1,56 @@
+/**
+ * The maps the control plane writes, with the codecs of their keys and
+ * values. Names are the map names in bpf/include/kpx_maps.h and the pin
+ * names under the bpffs folder.
+ */
+import {
+  backendValue,
+  frontendKey,
+  frontendValue,
+  serviceValue,
+  slotKey,
+  slotValue,
+  u32Key,
+  type StructCodec,
+} from './codecs.js';
+
+export interface TableSpec<K extends object, V extends object> {
+  map: string;
+  key: StructCodec<K>;
+  value: StructCodec<V>;
+}
+
+export const TABLES = {
+  frontends: { map: 'kpx_frontends', key: frontendKey, value: frontendValue },
+  slots: { map: 'kpx_slots', key: slotKey, value: slotValue },
+  backends: { map: 'kpx_backends', key: u32Key, value: backendValue },
+  services: { map: 'kpx_services', key: u32Key, value: serviceValue },
+} as const;
+
+export type TableName = keyof typeof TABLES;
+
+/**
+ * Write order that keeps every lookup on a complete service: what a lookup
+ * reaches last is written first. Removal goes the other way.
+ */
+export const WRITE_ORDER: readonly TableName[] = ['backends', 'slots', 'services', 'frontends'];
+export const DELETE_ORDER: readonly TableName[] = ['frontends', 'slots', 'services', 'backends'];
+
+/** Maps the programs own (written by the kernel), pinned alongside. */
+export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat'] as const;
+
+export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...KERNEL_OWNED_MAPS];
+
+export interface Entry {
+  key: Buffer;
+  value: Buffer;
+}
+
+/** One table's content, by the key's hex form (map key identity is its bytes). */
+export type TableContent = Map<string, Entry>;
+
+export type Tables = Record<TableName, TableContent>;
+
+export function emptyTables(): Tables {
+  return { frontends: new Map(), slots: new Map(), backends: new Map(), services: new Map() };
+}

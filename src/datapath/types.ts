@@ -1,0 +1,18 @@
+import type { Model } from '../model/types.js';
+
+export interface SyncResult {
+  /** Map entries (ebpf) or rules (iptables) written and removed by this sync. */
+  written: number;
+  removed: number;
+}
+
+/** What the reconciler drives: one per mode, the only code that touches the kernel. */
+export interface Datapath {
+  readonly mode: 'ebpf' | 'iptables';
+  /** Makes the kernel hold exactly what the model says. Throws and keeps the last good state on failure. */
+  sync(model: Model): SyncResult;
+  /** Forgets what it believes is applied and reads it back from the kernel (drift, partial failures). */
+  reread(): void;
+  /** Releases the agent's handles; the dataplane stays in the kernel. */
+  close(): void;
+}

@@ -1,0 +1,726 @@
+// A throwaway network lab made of network namespaces, one cgroup and one bpffs.
+//
+//   <runId>-node     bridge br0 10.244.0.1/24, ip_forward=1, ext<k> links to external hosts
+//   <runId>-<pod>    eth0 <address>/24 on br0, default via 10.244.0.1 (incl. "client" 10.244.0.100)
+//   <runId>-<ext>    eth0 <address>/24, default via 192.0.2.1 (node side of its own veth)
+//
+// The kpx agent stays in the root netns and only attaches cgroup programs to
+// lab.cgroupPath; clients run inside that cgroup *and* a lab netns so their
+// connect()/sendmsg() go through kpx. Nothing here links to the root netns.
+//
+// Every resource is named after the run id and recorded on an undo stack, so
+// close() (or a failed createLab) removes exactly what was made. Labs left by
+// a killed process are found through /run/kpx/<runId>/pid and swept.
+import { execFile, execFileSync, spawn as spawnChild, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+export const LAB_ROOT = '/run/kpx';
+export const NETNS_DIR = '/run/netns';
+export const POD_GATEWAY = '10.244.0.1';
+export const EXTERNAL_GATEWAY = '192.0.2.1';
+export const CLIENT_HOST = { name: 'client', address: '10.244.0.100' } as const;
+/** Scripts run with `node` inside lab namespaces. */
+export const NAME_SERVER_SCRIPT = fileURLToPath(new URL('./name-server.js', import.meta.url));
+export const PROBE_SCRIPT = fileURLToPath(new URL('./probe.js', import.meta.url));
+
+const NODE_HOST = 'node';
+const CHILD_STOP_GRACE_MS = 2000;
+const DEFAULT_EXEC_TIMEOUT_MS = 30_000;
+/** A run dir without pid file younger than this may still be being created. */
+const UNFINISHED_RUN_DIR_GRACE_MS = 60_000;
+
+// ---------------------------------------------------------------- public API
+
+export interface Handle {
+  close(): Promise<void>;
+}
+
+export interface HostSpec {
+  name: string;
+  address: string;
+}
+
+export interface LabSpec {
+  runId?: string;
+  pods: HostSpec[];
+  externalHosts?: HostSpec[];
+}
+
+export interface ExecOptions {
+  /** Join the lab cgroup before exec'ing, so the process's sockets are kpx-managed. */
+  inCgroup?: boolean;
+  timeoutMs?: number;
+  input?: string;
+}
+
+export interface ExecResult {
+  /** Exit code; null when killed by a signal (e.g. on timeout). */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+export interface SpawnOptions {
+  inCgroup?: boolean;
+}
+
+export interface LabProcess extends Handle {
+  readonly pid: number;
+  /** Settles when the process has exited. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the first stdout line matching pattern; rejects on exit or timeout. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
+}
+
+export interface NameServerSpec {
+  host: string;
+  tcp?: number[];
+  udp?: number[];
+}
+
+export type HostKind = 'node' | 'pod' | 'external';
+
+export interface LabHost {
+  name: string;
+  kind: HostKind;
+  /** Address of eth0 (pods, externals) or br0 (node). */
+  address: string;
+}
+
+export interface Lab extends Handle {
+  readonly runId: string;
+  readonly cgroupPath: string;
+  readonly bpffsPath: string;
+  readonly manifestsDir: string;
+  readonly hosts: readonly LabHost[];
+  netnsPath(host: string): string;
+  exec(host: string, argv: string[], opts?: ExecOptions): Promise<ExecResult>;
+  spawn(host: string, argv: string[], opts?: SpawnOptions): LabProcess;
+  startNameServers(servers: NameServerSpec[]): Promise<LabProcess[]>;
+  trackCleanup(fn: () => void | Promise<void>): void;
+}
+
+export function newRunId(): string {
+  return `kpx${randomBytes(3).toString('hex')}`;
+}
+
+export function runDirOf(runId: string): string {
+  return `${LAB_ROOT}/${runId}`;
+}
+
+export async function createLab(spec: LabSpec): Promise<Lab> {
+  const runId = spec.runId ?? newRunId();
+  const hosts = planHosts(runId, spec);
+  await sweepStaleLabs();
+  const lab = new LabImpl(runId, hosts);
+  try {
+    await lab.build(spec.externalHosts ?? []);
+  } catch (err) {
+    await lab.close().catch((closeErr: unknown) => {
+      process.stderr.write(`kpx lab ${runId}: cleanup after failed create: ${String(closeErr)}\n`);
+    });
+    throw err;
+  }
+  return lab;
+}
+
+/**
+ * Removes labs whose creating process is gone (killed test runs). Returns the
+ * run ids swept. Labs of live processes, including our own, are left alone.
+ */
+export async function sweepStaleLabs(): Promise<string[]> {
+  const swept: string[] = [];
+  for (const runId of await listRunDirs()) {
+    if (!(await isStaleRun(runId))) continue;
+    await removeRunByDiscovery(runId);
+    swept.push(runId);
+  }
+  if (swept.length > 0) await removeLabRootIfEmpty();
+  return swept;
+}
+
+// ---------------------------------------------------------- host planning
+
+function planHosts(runId: string, spec: LabSpec): LabHost[] {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(runId)) throw new Error(`invalid runId: ${runId}`);
+  const hosts: LabHost[] = [
+    { name: NODE_HOST, kind: 'node', address: POD_GATEWAY },
+    { name: CLIENT_HOST.name, kind: 'pod', address: CLIENT_HOST.address },
+    ...spec.pods.map((p) => ({ ...p, kind: 'pod' as const })),
+    ...(spec.externalHosts ?? []).map((h) => ({ ...h, kind: 'external' as const })),
+  ];
+  const seen = new Set<string>();
+  for (const h of hosts) {
+    if (!/^[a-z0-9][a-z0-9-]*$/.test(h.name)) throw new Error(`invalid host name: ${h.name}`);
+    if (seen.has(h.name)) throw new Error(`duplicate or reserved host name: ${h.name}`);
+    seen.add(h.name);
+  }
+  return hosts;
+}
+
+// ---------------------------------------------------------- the lab itself
+
+interface UndoStep {
+  label: string;
+  undo(): Promise<void>;
+  /** Best-effort synchronous variant for the process-exit path. */
+  undoSync(): void;
+}
+
+class LabImpl implements Lab {
+  readonly runDir: string;
+  readonly bpffsPath: string;
+  readonly manifestsDir: string;
+  cgroupPath = '';
+  private readonly undoStack: UndoStep[] = [];
+  private readonly liveChildren = new Set<ChildProcess>();
+  private closing: Promise<void> | undefined;
+
+  constructor(readonly runId: string, readonly hosts: readonly LabHost[]) {
+    this.runDir = runDirOf(runId);
+    this.bpffsPath = `${this.runDir}/bpffs`;
+    this.manifestsDir = `${this.runDir}/manifests`;
+    openLabs.add(this);
+    installExitHandlers();
+  }
+
+  netnsPath(host: string): string {
+    if (!this.hosts.some((h) => h.name === host)) throw new Error(`lab ${this.runId} has no host ${host}`);
+    return `${NETNS_DIR}/${this.netnsName(host)}`;
+  }
+
+  private netnsName(host: string): string {
+    return `${this.runId}-${host}`;
+  }
+
+  // -------------------------------------------------------------- build
+
+  async build(externals: HostSpec[]): Promise<void> {
+    await this.createRunDir();
+    await this.mountBpffs();
+    await this.createCgroup();
+    for (const host of this.hosts) await this.createNetns(host.name);
+    await this.setUpNode();
+    const pods = this.hosts.filter((h) => h.kind === 'pod');
+    for (const [i, pod] of pods.entries()) await this.attachPod(pod, `vp${i}`);
+    for (const [k, ext] of externals.entries()) await this.attachExternal(ext, `ext${k}`);
+  }
+
+  private async createRunDir(): Promise<void> {
+    await mkdirUnderLabRoot(this.runDir);
+    this.pushUndo({
+      label: `remove ${this.runDir}`,
+      undo: async () => { await rm(this.runDir, { recursive: true, force: true }); await removeLabRootIfEmpty(); },
+      undoSync: () => { rmSync(this.runDir, { recursive: true, force: true }); removeLabRootIfEmptySync(); },
+    });
+    // The pid file is what lets sweepStaleLabs() recognise a dead run.
+    await writeFile(`${this.runDir}/pid`, `${process.pid}\n`);
+    await mkdir(this.manifestsDir);
+  }
+
+  private async mountBpffs(): Promise<void> {
+    await mkdir(this.bpffsPath);
+    await run('mount', ['-t', 'bpf', 'bpf', this.bpffsPath]);
+    this.pushUndo(unmountStep(this.bpffsPath));
+  }
+
+  private async createCgroup(): Promise<void> {
+    let mount = findCgroup2Mount();
+    if (!mount) {
+      mount = `${this.runDir}/cgroup2`;
+      await mkdir(mount);
+      await run('mount', ['-t', 'cgroup2', 'none', mount]);
+      this.pushUndo(unmountStep(mount));
+    }
+    this.cgroupPath = `${mount}/${this.runId}`;
+    // Recorded so a sweep can find the cgroup even if it lives in our own mount.
+    await writeFile(`${this.runDir}/cgroup`, `${this.cgroupPath}\n`);
+    await mkdir(this.cgroupPath);
+    const cgroupPath = this.cgroupPath;
+    this.pushUndo({
+      label: `remove cgroup ${cgroupPath}`,
+      undo: () => removeCgroup(cgroupPath),
+      undoSync: () => removeCgroupSync(cgroupPath),
+    });
+  }
+
+  private async createNetns(host: string): Promise<void> {
+    const name = this.netnsName(host);
+    await run('ip', ['netns', 'add', name]);
+    this.pushUndo({
+      label: `delete netns ${name}`,
+      undo: () => deleteNetns(name),
+      undoSync: () => deleteNetnsSync(name),
+    });
+    await this.ip(host, 'link', 'set', 'lo', 'up');
+  }
+
+  private async setUpNode(): Promise<void> {
+    await this.ip(NODE_HOST, 'link', 'add', 'br0', 'type', 'bridge');
+    await this.ip(NODE_HOST, 'addr', 'add', `${POD_GATEWAY}/24`, 'dev', 'br0');
+    await this.ip(NODE_HOST, 'link', 'set', 'br0', 'up');
+    // /proc/sys/net is per netns: the writer's netns decides which one is set.
+    await this.runInNetns(NODE_HOST, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  }
+
+  /** veth created inside the node netns with its peer moved straight into the pod: no host-side names. */
+  private async attachPod(pod: LabHost, bridgePort: string): Promise<void> {
+    await this.ip(NODE_HOST, 'link', 'add', bridgePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(pod.name));
+    await this.ip(NODE_HOST, 'link', 'set', bridgePort, 'master', 'br0', 'up');
+    await this.configureEth0(pod.name, pod.address, POD_GATEWAY);
+  }
+
+  /**
+   * Each external host gets its own point-to-point veth. The node side holds
+   * 192.0.2.1 as /32 plus a host route, so several externals can share it.
+   */
+  private async attachExternal(ext: HostSpec, nodePort: string): Promise<void> {
+    await this.ip(NODE_HOST, 'link', 'add', nodePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(ext.name));
+    await this.ip(NODE_HOST, 'addr', 'add', `${EXTERNAL_GATEWAY}/32`, 'dev', nodePort);
+    await this.ip(NODE_HOST, 'link', 'set', nodePort, 'up');
+    await this.ip(NODE_HOST, 'route', 'add', `${ext.address}/32`, 'dev', nodePort);
+    await this.configureEth0(ext.name, ext.address, EXTERNAL_GATEWAY);
+  }
+
+  private async configureEth0(host: string, address: string, gateway: string): Promise<void> {
+    await this.ip(host, 'addr', 'add', `${address}/24`, 'dev', 'eth0');
+    await this.ip(host, 'link', 'set', 'eth0', 'up');
+    // onlink: the gateway need not be inside the host's /24.
+    await this.ip(host, 'route', 'add', 'default', 'via', gateway, 'dev', 'eth0', 'onlink');
+  }
+
+  private ip(host: string, ...args: string[]): Promise<void> {
+    return run('ip', ['-n', this.netnsName(host), ...args]);
+  }
+
+  private runInNetns(host: string, argv: string[]): Promise<void> {
+    return run('nsenter', [`--net=${this.netnsPath(host)}`, '--', ...argv]);
+  }
+
+  private pushUndo(step: UndoStep): void {
+    this.undoStack.push(step);
+  }
+
+  // -------------------------------------------------------------- processes
+
+  /** argv that enters the netns (and optionally the cgroup) before exec'ing the program. */
+  private enterArgv(host: string, argv: string[], inCgroup: boolean): string[] {
+    if (argv.length === 0) throw new Error('empty argv');
+    const nsPath = this.netnsPath(host);
+    if (!inCgroup) return ['nsenter', `--net=${nsPath}`, '--', ...argv];
+    // $$ stays the same pid through both execs, so the program starts inside
+    // the cgroup before it can open any socket. Paths go in as arguments, never
+    // spliced into the script.
+    const script = 'echo $$ > "$1" || exit 125; ns=$2; shift 2; exec nsenter --net="$ns" -- "$@"';
+    return ['sh', '-c', script, 'sh', `${this.cgroupPath}/cgroup.procs`, nsPath, ...argv];
+  }
+
+  private startChild(host: string, argv: string[], inCgroup: boolean): ChildProcess {
+    if (this.closing) throw new Error(`lab ${this.runId} is closed`);
+    const [cmd, ...args] = this.enterArgv(host, argv, inCgroup);
+    const child = spawnChild(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.liveChildren.add(child);
+    child.once('exit', () => this.liveChildren.delete(child));
+    child.once('error', () => this.liveChildren.delete(child));
+    return child;
+  }
+
+  exec(host: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const child = this.startChild(host, argv, opts.inCgroup ?? false);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
+    return new Promise((resolve, reject) => {
+      let stdout = '';
+      let stderr = '';
+      let timedOut = false;
+      const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
+      child.stdout!.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
+      child.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+      child.once('error', (err) => { clearTimeout(timer); reject(err); });
+      child.once('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr, timedOut }); });
+      child.stdin!.on('error', () => { /* child may exit without reading its input */ });
+      child.stdin!.end(opts.input ?? '');
+    });
+  }
+
+  spawn(host: string, argv: string[], opts: SpawnOptions = {}): LabProcess {
+    const child = this.startChild(host, argv, opts.inCgroup ?? false);
+    child.stdin!.end();
+    return new TrackedProcess(child, argv.join(' '));
+  }
+
+  async startNameServers(servers: NameServerSpec[]): Promise<LabProcess[]> {
+    const started = servers.map((s) => this.spawn(s.host, nameServerArgv(s)));
+    try {
+      await Promise.all(started.map((p) => p.waitFor(/^listening/)));
+    } catch (err) {
+      await Promise.allSettled(started.map((p) => p.close()));
+      throw err;
+    }
+    return started;
+  }
+
+  trackCleanup(fn: () => void | Promise<void>): void {
+    this.pushUndo({
+      label: 'tracked cleanup',
+      undo: async () => { await fn(); },
+      undoSync: () => { Promise.resolve().then(fn).catch(() => { /* exiting anyway */ }); },
+    });
+  }
+
+  // -------------------------------------------------------------- teardown
+
+  /** Undoes everything in reverse order; keeps going past failures; idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.closeNow();
+    return this.closing;
+  }
+
+  private async closeNow(): Promise<void> {
+    const errors: unknown[] = [];
+    await Promise.allSettled([...this.liveChildren].map((c) => stopChild(c)));
+    for (let step = this.undoStack.pop(); step; step = this.undoStack.pop()) {
+      try {
+        await step.undo();
+      } catch (err) {
+        errors.push(new Error(`${step.label}: ${err instanceof Error ? err.message : String(err)}`));
+      }
+    }
+    openLabs.delete(this);
+    if (openLabs.size === 0) uninstallExitHandlers();
+    if (errors.length > 0) throw new AggregateError(errors, `lab ${this.runId}: ${errors.length} cleanup step(s) failed`);
+  }
+
+  /** For the exit path only: no awaiting possible, so everything is sync and best-effort. */
+  closeSync(): void {
+    this.closing ??= Promise.resolve();
+    for (const child of this.liveChildren) child.kill('SIGKILL');
+    for (let step = this.undoStack.pop(); step; step = this.undoStack.pop()) {
+      try {
+        step.undoSync();
+      } catch (err) {
+        process.stderr.write(`kpx lab ${this.runId}: ${step.label}: ${String(err)}\n`);
+      }
+    }
+    openLabs.delete(this);
+  }
+}
+
+function nameServerArgv(s: NameServerSpec): string[] {
+  const argv = [process.execPath, NAME_SERVER_SCRIPT, '--name', s.host];
+  if (s.tcp?.length) argv.push('--tcp', s.tcp.join(','));
+  if (s.udp?.length) argv.push('--udp', s.udp.join(','));
+  return argv;
+}
+
+class TrackedProcess implements LabProcess {
+  readonly pid: number;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private out = '';
+  private err = '';
+  private hasExited = false;
+
+  constructor(private readonly child: ChildProcess, private readonly description: string) {
+    this.pid = child.pid ?? -1;
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => { this.out += s; });
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => { this.err += s; });
+    this.exited = new Promise((resolve) => {
+      child.once('close', (code, signal) => { this.hasExited = true; resolve({ code, signal }); });
+      child.once('error', () => { this.hasExited = true; resolve({ code: null, signal: null }); });
+    });
+  }
+
+  stdout(): string { return this.out; }
+  stderr(): string { return this.err; }
+
+  waitFor(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const line = this.out.split('\n').find((l) => pattern.test(l));
+        if (line === undefined) return false;
+        done();
+        resolve(line);
+        return true;
+      };
+      const fail = (why: string): void => {
+        done();
+        reject(new Error(`${this.description}: ${why} waiting for ${pattern}; stderr: ${this.err.trim()}`));
+      };
+      const onData = (): void => { check(); };
+      const onExit = (): void => { if (!check()) fail('exited'); };
+      const timer = setTimeout(() => fail(`timed out after ${timeoutMs} ms`), timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.child.stdout!.off('data', onData);
+        this.child.off('close', onExit);
+      };
+      if (check()) return;
+      if (this.hasExited) return fail('exited');
+      this.child.stdout!.on('data', onData);
+      this.child.once('close', onExit);
+    });
+  }
+
+  async close(): Promise<void> {
+    await stopChild(this.child);
+  }
+}
+
+/** SIGTERM, then SIGKILL if still running after the grace period. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_STOP_GRACE_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+// ---------------------------------------------------------- resource primitives
+
+async function run(cmd: string, args: string[]): Promise<void> {
+  try {
+    await execFileAsync(cmd, args);
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr?.trim();
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${stderr || (err as Error).message}`);
+  }
+}
+
+function runSync(cmd: string, args: string[]): void {
+  execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function unmountStep(mountPoint: string): UndoStep {
+  return {
+    label: `unmount ${mountPoint}`,
+    undo: () => unmount(mountPoint),
+    undoSync: () => {
+      if (isMounted(mountPoint)) runSync('umount', ['-l', mountPoint]);
+    },
+  };
+}
+
+async function unmount(mountPoint: string): Promise<void> {
+  if (!isMounted(mountPoint)) return;
+  try {
+    await run('umount', [mountPoint]);
+  } catch {
+    // Busy (someone's cwd or open fd): detach it anyway so nothing stays visible.
+    await run('umount', ['-l', mountPoint]);
+  }
+}
+
+async function deleteNetns(name: string): Promise<void> {
+  if (!existsSync(`${NETNS_DIR}/${name}`)) return;
+  // Processes would keep the namespace (and its veths) alive after the delete.
+  for (const pid of await netnsPids(name)) killQuietly(pid);
+  await run('ip', ['netns', 'del', name]);
+}
+
+function deleteNetnsSync(name: string): void {
+  if (!existsSync(`${NETNS_DIR}/${name}`)) return;
+  const out = execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8' });
+  for (const pid of parsePids(out)) killQuietly(pid);
+  runSync('ip', ['netns', 'del', name]);
+}
+
+async function netnsPids(name: string): Promise<number[]> {
+  const { stdout } = await execFileAsync('ip', ['netns', 'pids', name]);
+  return parsePids(stdout);
+}
+
+async function listNetns(): Promise<string[]> {
+  const { stdout } = await execFileAsync('ip', ['netns', 'list']);
+  return stdout.split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
+}
+
+/** Kills everything in the cgroup (cgroup.kill), waits for it to drain, removes it. */
+async function removeCgroup(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  await writeFile(`${path}/cgroup.kill`, '1');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await rmdir(path);
+      return;
+    } catch (err) {
+      // EBUSY while killed processes are still exiting.
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || attempt >= 50) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+function removeCgroupSync(path: string): void {
+  if (!existsSync(path)) return;
+  writeFileSync(`${path}/cgroup.kill`, '1');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      rmdirSync(path);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || attempt >= 20) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    }
+  }
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch { /* already gone */ }
+}
+
+function parsePids(text: string): number[] {
+  return text.split(/\s+/).filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n > 0);
+}
+
+interface MountEntry {
+  fsType: string;
+  mountPoint: string;
+}
+
+function readMounts(): MountEntry[] {
+  // Paths in /proc/mounts escape space, tab, newline and backslash as octal.
+  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return readFileSync('/proc/mounts', 'utf8').split('\n').filter(Boolean).map((line) => {
+    const [, mountPoint = '', fsType = ''] = line.split(' ');
+    return { fsType, mountPoint: unescape(mountPoint) };
+  });
+}
+
+function isMounted(mountPoint: string): boolean {
+  return readMounts().some((m) => m.mountPoint === mountPoint);
+}
+
+/** The host's cgroup2 mount, ignoring ones that labs mounted for themselves. */
+export function findCgroup2Mount(): string | undefined {
+  return readMounts().find((m) => m.fsType === 'cgroup2' && !m.mountPoint.startsWith(`${LAB_ROOT}/`))?.mountPoint;
+}
+
+async function mkdirUnderLabRoot(dir: string): Promise<void> {
+  // A concurrent removeLabRootIfEmpty() may delete the parent between the two mkdirs; retry once.
+  for (let attempt = 0; ; attempt++) {
+    await mkdir(LAB_ROOT, { recursive: true });
+    try {
+      await mkdir(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt > 0) throw err;
+    }
+  }
+}
+
+async function removeLabRootIfEmpty(): Promise<void> {
+  await rmdir(LAB_ROOT).catch(() => { /* not empty (other labs) or already gone */ });
+}
+
+function removeLabRootIfEmptySync(): void {
+  try {
+    rmdirSync(LAB_ROOT);
+  } catch { /* not empty or gone */ }
+}
+
+// ---------------------------------------------------------- stale-lab sweep
+
+async function listRunDirs(): Promise<string[]> {
+  try {
+    return (await readdir(LAB_ROOT, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function isStaleRun(runId: string): Promise<boolean> {
+  const runDir = runDirOf(runId);
+  const pidText = await readFile(`${runDir}/pid`, 'utf8').catch(() => undefined);
+  if (pidText === undefined) {
+    const age = Date.now() - (await stat(runDir)).mtimeMs;
+    return age > UNFINISHED_RUN_DIR_GRACE_MS;
+  }
+  const pid = Number(pidText.trim());
+  return !(Number.isInteger(pid) && pid > 0 && isAlive(pid));
+}
+
+/** Removes a dead run's resources from what is left on the machine, not from an undo stack. */
+async function removeRunByDiscovery(runId: string): Promise<void> {
+  const runDir = runDirOf(runId);
+  const errors: string[] = [];
+  const attempt = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    try { await fn(); } catch (err) { errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`); }
+  };
+  const cgroupPath = (await readFile(`${runDir}/cgroup`, 'utf8').catch(() => '')).trim();
+  if (cgroupPath) await attempt(`cgroup ${cgroupPath}`, () => removeCgroup(cgroupPath));
+  for (const name of (await listNetns()).filter((n) => n.startsWith(`${runId}-`))) {
+    await attempt(`netns ${name}`, () => deleteNetns(name));
+  }
+  // Deepest mounts first (e.g. bpffs and an own cgroup2 mount under the run dir).
+  const mounts = readMounts().map((m) => m.mountPoint).filter((p) => p.startsWith(`${runDir}/`)).sort().reverse();
+  for (const mountPoint of mounts) await attempt(`unmount ${mountPoint}`, () => unmount(mountPoint));
+  if (errors.length > 0) {
+    // Keep the run dir (and its pid file) so a later sweep retries.
+    process.stderr.write(`kpx lab sweep ${runId}: ${errors.join('; ')}\n`);
+    return;
+  }
+  await rm(runDir, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------- process-exit safety
+
+const openLabs = new Set<LabImpl>();
+let exitHandlersInstalled = false;
+const FATAL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+function closeAllLabsSync(): void {
+  for (const lab of [...openLabs]) lab.closeSync();
+}
+
+function onFatalSignal(signal: NodeJS.Signals): void {
+  closeAllLabsSync();
+  uninstallExitHandlers();
+  // Re-raise so the process dies the way it would have without us.
+  process.kill(process.pid, signal);
+}
+
+function onUncaughtException(err: Error): void {
+  closeAllLabsSync();
+  // With no other handler, behave like Node's default: report and exit 1.
+  if (process.listenerCount('uncaughtException') === 1) {
+    process.stderr.write(`${err.stack ?? String(err)}\n`);
+    process.exit(1);
+  }
+}
+
+function installExitHandlers(): void {
+  if (exitHandlersInstalled) return;
+  exitHandlersInstalled = true;
+  for (const s of FATAL_SIGNALS) process.on(s, onFatalSignal);
+  process.on('uncaughtException', onUncaughtException);
+  // Also covers process.exit() with labs still open.
+  process.on('exit', closeAllLabsSync);
+}
+
+function uninstallExitHandlers(): void {
+  if (!exitHandlersInstalled) return;
+  exitHandlersInstalled = false;
+  for (const s of FATAL_SIGNALS) process.off(s, onFatalSignal);
+  process.off('uncaughtException', onUncaughtException);
+  process.off('exit', closeAllLabsSync);
+}

@@ -1,0 +1,659 @@
+/**
+ * buildModel: Kubernetes objects in, the kpx model out, with kube-proxy's
+ * semantics. Pure: no I/O, no logging, no clock, no randomness. Input is
+ * treated as arbitrary JSON; nothing here throws on a malformed object, it is
+ * rejected with a reason and everything else goes on.
+ */
+
+import { HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, type ObjectSnapshot } from '../k8s/types.js';
+import { allocateClusterIPs, looksLikeIPv6, parseIPv4 } from './cluster-ip.js';
+import type {
+  Backend,
+  EndpointState,
+  Frontend,
+  IgnoreReason,
+  IgnoredService,
+  Model,
+  ModelOptions,
+  Protocol,
+  Rejected,
+  ServicePort,
+} from './types.js';
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function hasOwn(o: Obj, k: string): boolean {
+  return Object.prototype.hasOwnProperty.call(o, k);
+}
+
+function isPort(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function show(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  try {
+    const s = JSON.stringify(v);
+    return s === undefined ? String(v) : s;
+  } catch {
+    return String(v);
+  }
+}
+
+type Kind = 'Service' | 'Endpoints' | 'EndpointSlice';
+
+/** An object with a usable identity. */
+interface Named {
+  kind: Kind;
+  namespace: string;
+  name: string;
+  origin: string;
+  raw: Obj;
+  meta: Obj;
+  /** Tie-breaker for sorting identical identities deterministically. */
+  json: string;
+}
+
+interface LivePort {
+  index: number;
+  portName: string;
+  protocol: Protocol;
+  port: number;
+}
+
+interface LiveService {
+  id: Named;
+  /** Explicit IPv4 ClusterIP, or null when one must be allocated. */
+  clusterIP: string | null;
+  ports: LivePort[];
+  externalIPs: string[];
+  loadBalancerIPs: string[];
+}
+
+interface EpPort {
+  name: string;
+  protocol: string;
+  port: number;
+}
+
+interface Ep {
+  address: string;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName?: string;
+}
+
+/** Endpoints paired with ports: one EndpointSlice, or one subset of an Endpoints object. */
+interface EpGroup {
+  ports: EpPort[];
+  endpoints: Ep[];
+}
+
+class Rejections {
+  readonly list: Rejected[] = [];
+  add(kind: string, namespace: string, name: string, origin: string, reason: string): void {
+    this.list.push({ kind, namespace, name, origin, reason });
+  }
+  of(id: Named, reason: string): void {
+    this.add(id.kind, id.namespace, id.name, id.origin, reason);
+  }
+}
+
+function safeJSON(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+function identify(kind: Kind, raw: unknown, rej: Rejections): Named | null {
+  const origin = isObj(raw) && typeof raw.origin === 'string' ? raw.origin : '';
+  if (!isObj(raw)) {
+    rej.add(kind, '', '', origin, `${kind} is not an object`);
+    return null;
+  }
+  const metaRaw = raw.metadata;
+  const meta: Obj = isObj(metaRaw) ? metaRaw : {};
+  const nsRaw = meta.namespace;
+  const nsGuess = typeof nsRaw === 'string' ? nsRaw : '';
+  if (metaRaw !== undefined && metaRaw !== null && !isObj(metaRaw)) {
+    rej.add(kind, '', '', origin, 'metadata is not an object');
+    return null;
+  }
+  const name = meta.name;
+  if (typeof name !== 'string' || name === '') {
+    rej.add(kind, nsGuess, '', origin, name === undefined || name === null || name === '' ? 'missing metadata.name' : `metadata.name is not a string: ${show(name)}`);
+    return null;
+  }
+  let namespace = 'default';
+  if (nsRaw !== undefined && nsRaw !== null && nsRaw !== '') {
+    if (typeof nsRaw !== 'string') {
+      rej.add(kind, '', name, origin, `metadata.namespace is not a string: ${show(nsRaw)}`);
+      return null;
+    }
+    namespace = nsRaw;
+  }
+  return { kind, namespace, name, origin, raw, meta, json: safeJSON(raw) };
+}
+
+function compareNamed(a: Named, b: Named): number {
+  return cmp(a.namespace, b.namespace) || cmp(a.name, b.name) || cmp(a.origin, b.origin) || cmp(a.json, b.json);
+}
+
+/** Identifies, sorts and de-duplicates one kind of object; later duplicates are rejected. */
+function collect(kind: Kind, raws: unknown, rej: Rejections): Named[] {
+  const list = Array.isArray(raws) ? raws : [];
+  const named: Named[] = [];
+  for (const raw of list) {
+    const id = identify(kind, raw, rej);
+    if (id) named.push(id);
+  }
+  named.sort(compareNamed);
+  const out: Named[] = [];
+  const seen = new Map<string, Named>();
+  for (const id of named) {
+    const key = `${id.namespace}/${id.name}`;
+    const first = seen.get(key);
+    if (first) {
+      rej.of(id, `duplicate ${kind} ${key} (first defined in ${first.origin || 'an earlier object'})`);
+      continue;
+    }
+    seen.set(key, id);
+    out.push(id);
+  }
+  return out;
+}
+
+function labelsOf(id: Named): Obj {
+  return isObj(id.meta.labels) ? id.meta.labels : {};
+}
+
+type ServiceVerdict = { ignored: IgnoreReason } | { live: LiveService } | null;
+
+function portLabel(index: number, name: unknown): string {
+  return typeof name === 'string' && name !== '' ? `spec.ports[${index}] ${JSON.stringify(name)}` : `spec.ports[${index}]`;
+}
+
+function checkService(id: Named, rej: Rejections): ServiceVerdict {
+  const labels = labelsOf(id);
+  if (hasOwn(labels, SERVICE_PROXY_NAME_LABEL)) return { ignored: 'service-proxy-name' };
+  if (hasOwn(labels, HEADLESS_LABEL)) return { ignored: 'headless' };
+
+  const specRaw = id.raw.spec;
+  if (specRaw !== undefined && specRaw !== null && !isObj(specRaw)) {
+    rej.of(id, 'spec is not an object');
+    return null;
+  }
+  const spec: Obj = isObj(specRaw) ? specRaw : {};
+
+  const typeRaw = spec.type;
+  if (typeRaw !== undefined && typeRaw !== null && typeof typeRaw !== 'string') {
+    rej.of(id, `spec.type is not a string: ${show(typeRaw)}`);
+    return null;
+  }
+  const type = typeof typeRaw === 'string' && typeRaw !== '' ? typeRaw : 'ClusterIP';
+  if (type === 'ExternalName') return { ignored: 'ExternalName' };
+  if (spec.clusterIP === 'None') return { ignored: 'headless' };
+  if (type !== 'ClusterIP' && type !== 'NodePort' && type !== 'LoadBalancer') {
+    rej.of(id, `unsupported spec.type ${show(type)}`);
+    return null;
+  }
+
+  // ClusterIP: spec.clusterIP, else the primary of spec.clusterIPs.
+  let ipRaw: unknown = spec.clusterIP;
+  if ((ipRaw === undefined || ipRaw === null || ipRaw === '') && Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0) {
+    ipRaw = spec.clusterIPs[0];
+  }
+  let clusterIP: string | null = null;
+  if (ipRaw !== undefined && ipRaw !== null && ipRaw !== '') {
+    if (typeof ipRaw === 'string' && parseIPv4(ipRaw) !== null) {
+      clusterIP = ipRaw;
+    } else if (looksLikeIPv6(ipRaw)) {
+      rej.of(id, 'IPv6 not supported yet');
+      return null;
+    } else {
+      rej.of(id, `invalid spec.clusterIP ${show(ipRaw)}`);
+      return null;
+    }
+  }
+
+  // Ports.
+  const portsRaw = spec.ports;
+  if (portsRaw === undefined || portsRaw === null) {
+    rej.of(id, 'spec.ports is missing');
+    return null;
+  }
+  if (!Array.isArray(portsRaw)) {
+    rej.of(id, 'spec.ports is not a list');
+    return null;
+  }
+  if (portsRaw.length === 0) {
+    rej.of(id, 'spec.ports is empty');
+    return null;
+  }
+  const multi = portsRaw.length > 1;
+  const ports: LivePort[] = [];
+  const names = new Map<string, number>();
+  const numbers = new Map<string, number>();
+  portsRaw.forEach((p: unknown, index: number) => {
+    if (!isObj(p)) {
+      rej.of(id, `spec.ports[${index}] is not an object`);
+      return;
+    }
+    const label = portLabel(index, p.name);
+    const nameRaw = p.name;
+    if (nameRaw !== undefined && nameRaw !== null && typeof nameRaw !== 'string') {
+      rej.of(id, `${label}: name is not a string: ${show(nameRaw)}`);
+      return;
+    }
+    const portName = typeof nameRaw === 'string' ? nameRaw : '';
+    const protoRaw = p.protocol;
+    if (protoRaw !== undefined && protoRaw !== null && typeof protoRaw !== 'string') {
+      rej.of(id, `${label}: protocol is not a string: ${show(protoRaw)}`);
+      return;
+    }
+    const proto = typeof protoRaw === 'string' && protoRaw !== '' ? protoRaw : 'TCP';
+    if (proto !== 'TCP' && proto !== 'UDP') {
+      rej.of(id, `${label}: protocol ${proto} not supported`);
+      return;
+    }
+    if (!isPort(p.port)) {
+      rej.of(id, `${label}: invalid port ${show(p.port)} (want an integer 1..65535)`);
+      return;
+    }
+    const tp = p.targetPort;
+    if (tp !== undefined && tp !== null && !isPort(tp) && !(typeof tp === 'string' && tp !== '')) {
+      rej.of(id, `${label}: invalid targetPort ${show(tp)} (want an integer 1..65535 or a port name)`);
+      return;
+    }
+    const np = p.nodePort;
+    if (np !== undefined && np !== null && !isPort(np)) {
+      rej.of(id, `${label}: invalid nodePort ${show(np)} (want an integer 1..65535)`);
+      return;
+    }
+    if (multi && portName === '') {
+      rej.of(id, `${label}: a Service with more than one port must name each port`);
+      return;
+    }
+    const firstName = names.get(portName);
+    if (multi && firstName !== undefined) {
+      rej.of(id, `${label}: duplicate port name (also spec.ports[${firstName}])`);
+      return;
+    }
+    const numKey = `${p.port}/${proto}`;
+    const firstNum = numbers.get(numKey);
+    if (firstNum !== undefined) {
+      rej.of(id, `${label}: duplicate port ${numKey} (also spec.ports[${firstNum}])`);
+      return;
+    }
+    names.set(portName, index);
+    numbers.set(numKey, index);
+    ports.push({ index, portName, protocol: proto, port: p.port });
+  });
+
+  // External IPs.
+  const externalIPs: string[] = [];
+  const ext = spec.externalIPs;
+  if (ext !== undefined && ext !== null) {
+    if (!Array.isArray(ext)) {
+      rej.of(id, 'spec.externalIPs is not a list');
+    } else {
+      ext.forEach((ip: unknown, i: number) => {
+        if (typeof ip === 'string' && parseIPv4(ip) !== null) {
+          if (!externalIPs.includes(ip)) externalIPs.push(ip);
+        } else if (looksLikeIPv6(ip)) {
+          rej.of(id, `spec.externalIPs[${i}] ${show(ip)}: IPv6 not supported yet`);
+        } else {
+          rej.of(id, `spec.externalIPs[${i}]: invalid IPv4 address ${show(ip)}`);
+        }
+      });
+    }
+  }
+
+  // Load balancer ingress IPs (status), only for type LoadBalancer.
+  const loadBalancerIPs: string[] = [];
+  if (type === 'LoadBalancer') {
+    const status = id.raw.status;
+    const lb = isObj(status) ? status.loadBalancer : undefined;
+    const ingress = isObj(lb) ? lb.ingress : undefined;
+    if (ingress !== undefined && ingress !== null) {
+      if (!Array.isArray(ingress)) {
+        rej.of(id, 'status.loadBalancer.ingress is not a list');
+      } else {
+        ingress.forEach((ing: unknown, i: number) => {
+          const where = `status.loadBalancer.ingress[${i}]`;
+          if (!isObj(ing)) {
+            rej.of(id, `${where} is not an object`);
+            return;
+          }
+          const mode = ing.ipMode;
+          if (mode === 'Proxy') return;
+          if (mode !== undefined && mode !== null && mode !== 'VIP') {
+            rej.of(id, `${where}: unsupported ipMode ${show(mode)}`);
+            return;
+          }
+          const ip = ing.ip;
+          if (ip === undefined || ip === null || ip === '') return; // hostname-only ingress
+          if (typeof ip === 'string' && parseIPv4(ip) !== null) {
+            if (!loadBalancerIPs.includes(ip)) loadBalancerIPs.push(ip);
+          } else if (looksLikeIPv6(ip)) {
+            rej.of(id, `${where} ${show(ip)}: IPv6 not supported yet`);
+          } else {
+            rej.of(id, `${where}: invalid IPv4 address ${show(ip)}`);
+          }
+        });
+      }
+    }
+  }
+
+  return { live: { id, clusterIP, ports, externalIPs, loadBalancerIPs } };
+}
+
+/** Reads a condition; missing/null gives the default, a non-boolean is an error (undefined). */
+function condition(conds: Obj, key: string, dflt: boolean): boolean | undefined {
+  const v = conds[key];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v === 'boolean') return v;
+  return undefined;
+}
+
+function parseEpPorts(id: Named, raw: unknown, where: string, rej: Rejections): EpPort[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) {
+    rej.of(id, `${where} is not a list`);
+    return [];
+  }
+  const out: EpPort[] = [];
+  raw.forEach((p: unknown, i: number) => {
+    const at = `${where}[${i}]`;
+    if (!isObj(p)) {
+      rej.of(id, `${at} is not an object`);
+      return;
+    }
+    const name = p.name;
+    if (name !== undefined && name !== null && typeof name !== 'string') {
+      rej.of(id, `${at}: name is not a string: ${show(name)}`);
+      return;
+    }
+    const label = typeof name === 'string' && name !== '' ? `${at} ${JSON.stringify(name)}` : at;
+    const proto = p.protocol;
+    if (proto !== undefined && proto !== null && typeof proto !== 'string') {
+      rej.of(id, `${label}: protocol is not a string: ${show(proto)}`);
+      return;
+    }
+    if (!isPort(p.port)) {
+      rej.of(id, `${label}: invalid port ${show(p.port)} (want an integer 1..65535)`);
+      return;
+    }
+    out.push({
+      name: typeof name === 'string' ? name : '',
+      protocol: typeof proto === 'string' && proto !== '' ? proto : 'TCP',
+      port: p.port,
+    });
+  });
+  return out;
+}
+
+function parseSlice(id: Named, rej: Rejections): EpGroup {
+  const ports = parseEpPorts(id, id.raw.ports, 'ports', rej);
+  const endpoints: Ep[] = [];
+  const eps = id.raw.endpoints;
+  if (eps !== undefined && eps !== null && !Array.isArray(eps)) {
+    rej.of(id, 'endpoints is not a list');
+  } else if (Array.isArray(eps)) {
+    eps.forEach((e: unknown, i: number) => {
+      const at = `endpoints[${i}]`;
+      if (!isObj(e)) {
+        rej.of(id, `${at} is not an object`);
+        return;
+      }
+      const addrs = e.addresses;
+      if (!Array.isArray(addrs) || addrs.length === 0) {
+        rej.of(id, `${at}: no addresses`);
+        return;
+      }
+      // kube-proxy uses only the first address of an endpoint.
+      const address = addrs[0];
+      if (typeof address !== 'string' || parseIPv4(address) === null) {
+        rej.of(id, `${at}: invalid IPv4 address ${show(address)}`);
+        return;
+      }
+      const condsRaw = e.conditions;
+      if (condsRaw !== undefined && condsRaw !== null && !isObj(condsRaw)) {
+        rej.of(id, `${at} ${address}: conditions is not an object`);
+        return;
+      }
+      const conds: Obj = isObj(condsRaw) ? condsRaw : {};
+      const ready = condition(conds, 'ready', true);
+      const serving = condition(conds, 'serving', true);
+      const terminating = condition(conds, 'terminating', false);
+      if (ready === undefined || serving === undefined || terminating === undefined) {
+        rej.of(id, `${at} ${address}: conditions must be booleans`);
+        return;
+      }
+      const ep: Ep = { address, ready, serving, terminating };
+      if (typeof e.nodeName === 'string' && e.nodeName !== '') ep.nodeName = e.nodeName;
+      endpoints.push(ep);
+    });
+  }
+  return { ports, endpoints };
+}
+
+function parseEndpoints(id: Named, rej: Rejections): EpGroup[] {
+  const subsets = id.raw.subsets;
+  if (subsets === undefined || subsets === null) return [];
+  if (!Array.isArray(subsets)) {
+    rej.of(id, 'subsets is not a list');
+    return [];
+  }
+  const groups: EpGroup[] = [];
+  subsets.forEach((s: unknown, i: number) => {
+    const at = `subsets[${i}]`;
+    if (!isObj(s)) {
+      rej.of(id, `${at} is not an object`);
+      return;
+    }
+    const ports = parseEpPorts(id, s.ports, `${at}.ports`, rej);
+    const endpoints: Ep[] = [];
+    const addrs = s.addresses;
+    if (addrs !== undefined && addrs !== null && !Array.isArray(addrs)) {
+      rej.of(id, `${at}.addresses is not a list`);
+    } else if (Array.isArray(addrs)) {
+      addrs.forEach((a: unknown, j: number) => {
+        const aat = `${at}.addresses[${j}]`;
+        if (!isObj(a)) {
+          rej.of(id, `${aat} is not an object`);
+          return;
+        }
+        const ip = a.ip;
+        if (typeof ip !== 'string' || parseIPv4(ip) === null) {
+          rej.of(id, looksLikeIPv6(ip) ? `${aat} ${show(ip)}: IPv6 not supported yet` : `${aat}: invalid IPv4 address ${show(ip)}`);
+          return;
+        }
+        const ep: Ep = { address: ip, ready: true, serving: true, terminating: false };
+        if (typeof a.nodeName === 'string' && a.nodeName !== '') ep.nodeName = a.nodeName;
+        endpoints.push(ep);
+      });
+    }
+    // notReadyAddresses are never used by kube-proxy.
+    groups.push({ ports, endpoints });
+  });
+  return groups;
+}
+
+function stateRank(ep: Ep): number {
+  if (ep.ready) return 0;
+  if (ep.serving && ep.terminating) return 1;
+  return 2;
+}
+
+function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol): Backend[] {
+  const best = new Map<string, { rank: number; backend: Backend }>();
+  for (const g of groups) {
+    for (const p of g.ports) {
+      if (p.name !== portName || p.protocol !== protocol) continue;
+      for (const ep of g.endpoints) {
+        const rank = stateRank(ep);
+        const key = `${ep.address}:${p.port}`;
+        const prev = best.get(key);
+        if (prev && prev.rank <= rank) continue;
+        const state: EndpointState = rank === 0 ? 'ready' : 'serving-terminating';
+        const backend: Backend = { address: ep.address, port: p.port, state };
+        if (ep.nodeName !== undefined) backend.nodeName = ep.nodeName;
+        best.set(key, { rank, backend });
+      }
+    }
+  }
+  const all = [...best.values()];
+  let chosen = all.filter((c) => c.rank === 0);
+  if (chosen.length === 0) chosen = all.filter((c) => c.rank === 1);
+  return chosen.map((c) => c.backend).sort(compareBackends);
+}
+
+function compareBackends(a: Backend, b: Backend): number {
+  const ia = parseIPv4(a.address) ?? 0;
+  const ib = parseIPv4(b.address) ?? 0;
+  return ia - ib || a.port - b.port;
+}
+
+export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model {
+  const rej = new Rejections();
+  const snap: Obj = isObj(snapshot) ? (snapshot as unknown as Obj) : {};
+
+  // Services.
+  const services = collect('Service', snap.services, rej);
+  const allServiceKeys = new Set(services.map((s) => `${s.namespace}/${s.name}`));
+  const ignored: IgnoredService[] = [];
+  let live: LiveService[] = [];
+  for (const id of services) {
+    const v = checkService(id, rej);
+    if (v === null) continue;
+    if ('ignored' in v) ignored.push({ namespace: id.namespace, name: id.name, reason: v.ignored });
+    else live.push(v.live);
+  }
+
+  // ClusterIPs: explicit ones must be unique; missing ones are allocated.
+  const reserved: string[] = [];
+  for (const id of services) {
+    const spec = id.raw.spec;
+    if (isObj(spec) && typeof spec.clusterIP === 'string' && parseIPv4(spec.clusterIP) !== null) reserved.push(spec.clusterIP);
+  }
+  const owner = new Map<string, string>();
+  const kept: LiveService[] = [];
+  for (const s of live) {
+    if (s.clusterIP !== null) {
+      const prev = owner.get(s.clusterIP);
+      if (prev !== undefined) {
+        rej.of(s.id, `spec.clusterIP ${s.clusterIP} is already used by Service ${prev}`);
+        continue;
+      }
+      owner.set(s.clusterIP, `${s.id.namespace}/${s.id.name}`);
+    }
+    kept.push(s);
+  }
+  live = kept;
+  const needIP = live.filter((s) => s.clusterIP === null);
+  if (needIP.length > 0) {
+    if (!opts.allocateClusterIPs) {
+      for (const s of needIP) rej.of(s.id, 'spec.clusterIP is missing');
+      live = live.filter((s) => s.clusterIP !== null);
+    } else {
+      const { allocated, failed } = allocateClusterIPs(
+        opts.serviceClusterIPRange,
+        needIP.map((s) => `${s.id.namespace}/${s.id.name}`),
+        reserved,
+      );
+      for (const s of needIP) {
+        const key = `${s.id.namespace}/${s.id.name}`;
+        const ip = allocated.get(key);
+        if (ip !== undefined) s.clusterIP = ip;
+        else rej.of(s.id, failed.get(key) ?? 'cannot allocate a ClusterIP');
+      }
+      live = live.filter((s) => s.clusterIP !== null);
+    }
+  }
+  const liveKeys = new Set(live.map((s) => `${s.id.namespace}/${s.id.name}`));
+
+  // EndpointSlices, grouped by Service.
+  const groupsBySvc = new Map<string, EpGroup[]>();
+  const hasSlices = new Set<string>();
+  for (const id of collect('EndpointSlice', snap.endpointSlices, rej)) {
+    const svcName = labelsOf(id)[SERVICE_NAME_LABEL];
+    if (typeof svcName !== 'string' || svcName === '') {
+      rej.of(id, `missing label ${SERVICE_NAME_LABEL}`);
+      continue;
+    }
+    const key = `${id.namespace}/${svcName}`;
+    if (!allServiceKeys.has(key)) {
+      rej.of(id, `no Service ${key}`);
+      continue;
+    }
+    hasSlices.add(key);
+    if (!liveKeys.has(key)) continue; // Service ignored or already rejected
+    const at = id.raw.addressType;
+    if (at === 'IPv6') continue; // not supported yet; silently, like a single-stack kube-proxy
+    if (at !== 'IPv4') {
+      rej.of(id, at === undefined || at === null ? 'missing addressType' : `unsupported addressType ${show(at)}`);
+      continue;
+    }
+    const list = groupsBySvc.get(key) ?? [];
+    list.push(parseSlice(id, rej));
+    groupsBySvc.set(key, list);
+  }
+
+  // Legacy Endpoints, only for Services without any EndpointSlice.
+  for (const id of collect('Endpoints', snap.endpoints, rej)) {
+    const key = `${id.namespace}/${id.name}`;
+    if (!allServiceKeys.has(key)) {
+      rej.of(id, `no Service ${key}`);
+      continue;
+    }
+    if (hasSlices.has(key) || !liveKeys.has(key)) continue;
+    groupsBySvc.set(key, parseEndpoints(id, rej));
+  }
+
+  // Service ports.
+  const servicePorts: ServicePort[] = [];
+  for (const s of live) {
+    const key = `${s.id.namespace}/${s.id.name}`;
+    const groups = groupsBySvc.get(key) ?? [];
+    const clusterIP = s.clusterIP as string;
+    for (const p of s.ports) {
+      const frontends: Frontend[] = [{ kind: 'ClusterIP', address: clusterIP, port: p.port }];
+      for (const ip of s.externalIPs) frontends.push({ kind: 'ExternalIP', address: ip, port: p.port });
+      for (const ip of s.loadBalancerIPs) frontends.push({ kind: 'LoadBalancer', address: ip, port: p.port });
+      servicePorts.push({
+        ref: { namespace: s.id.namespace, name: s.id.name, portName: p.portName, protocol: p.protocol },
+        frontends,
+        backends: backendsFor(groups, p.portName, p.protocol),
+      });
+    }
+  }
+  servicePorts.sort(
+    (a, b) =>
+      cmp(a.ref.namespace, b.ref.namespace) ||
+      cmp(a.ref.name, b.ref.name) ||
+      cmp(a.ref.portName, b.ref.portName) ||
+      cmp(a.ref.protocol, b.ref.protocol),
+  );
+  ignored.sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));
+  const rejected = rej.list.sort(
+    (a, b) =>
+      cmp(a.kind, b.kind) ||
+      cmp(a.namespace, b.namespace) ||
+      cmp(a.name, b.name) ||
+      cmp(a.origin, b.origin) ||
+      cmp(a.reason, b.reason),
+  );
+  return { servicePorts, ignored, rejected };
+}

@@ -1,0 +1,90 @@
+/**
+ * Owns timing between the source and the datapath: coalesces bursts of
+ * changes into one sync, retries a failed sync with backoff while the last
+ * good state stays in the kernel, and re-reads the kernel periodically to
+ * repair drift.
+ */
+import type { Logger } from 'pino';
+import type { Datapath } from '../datapath/types.js';
+import type { Model, Rejected } from '../model/types.js';
+
+export interface SyncerOptions {
+  /** Full resync: re-read the kernel and re-apply, to repair anything changed behind our back. */
+  resyncIntervalMs: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+}
+
+export const DEFAULT_SYNCER_OPTIONS: SyncerOptions = { resyncIntervalMs: 60_000, retryMinMs: 100, retryMaxMs: 10_000 };
+
+export class Syncer {
+  private scheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private retryDelay: number;
+  private reported = new Set<string>();
+  private stopped = false;
+  syncs = 0;
+
+  constructor(
+    private readonly buildModel: () => Model,
+    private readonly datapath: Datapath,
+    private readonly log: Logger,
+    private readonly opts: SyncerOptions = DEFAULT_SYNCER_OPTIONS,
+  ) {
+    this.retryDelay = opts.retryMinMs;
+  }
+
+  start(): void {
+    this.resyncTimer = setInterval(() => {
+      this.datapath.reread();
+      this.request();
+    }, this.opts.resyncIntervalMs);
+    this.resyncTimer.unref();
+    this.request();
+  }
+
+  /** Asks for a sync; every request made before it runs is served by the same sync. */
+  request(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = setImmediate(() => this.run());
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.resyncTimer);
+    if (this.scheduled) {
+      clearImmediate(this.scheduled as NodeJS.Immediate);
+      clearTimeout(this.scheduled as NodeJS.Timeout);
+    }
+  }
+
+  private run(): void {
+    this.scheduled = undefined;
+    const started = process.hrtime.bigint();
+    try {
+      const model = this.buildModel();
+      this.reportRejected(model.rejected);
+      const result = this.datapath.sync(model);
+      this.syncs++;
+      this.retryDelay = this.opts.retryMinMs;
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      const level = result.written || result.removed ? 'info' : 'debug';
+      this.log[level]({ ...result, servicePorts: model.servicePorts.length, ms: +ms.toFixed(3) }, 'synced');
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, retryInMs: this.retryDelay }, 'sync failed; the previous state stays in place');
+      if (!this.stopped) this.scheduled = setTimeout(() => this.run(), this.retryDelay);
+      this.retryDelay = Math.min(this.retryDelay * 2, this.opts.retryMaxMs);
+    }
+  }
+
+  /** One log line per bad object, when it first shows up (not on every sync). */
+  private reportRejected(rejected: Rejected[]): void {
+    const now = new Set<string>();
+    for (const r of rejected) {
+      const id = `${r.origin}|${r.kind}|${r.namespace}/${r.name}|${r.reason}`;
+      now.add(id);
+      if (!this.reported.has(id)) this.log.warn({ ...r }, `skipping ${r.kind} ${r.namespace}/${r.name}: ${r.reason}`);
+    }
+    this.reported = now;
+  }
+}

@@ -1,0 +1,16 @@
+import type { ObjectSnapshot } from '../k8s/types.js';
+import type { Rejected } from '../model/types.js';
+
+export interface SourceSnapshot {
+  objects: ObjectSnapshot;
+  /** Objects the source could not even read (bad files, unknown kinds). */
+  rejected: Rejected[];
+}
+
+/** Where Services and endpoints come from: a manifest folder or the API server. */
+export interface Source {
+  /** Resolves once the first complete view is available; onChange fires after every later change. */
+  start(onChange: () => void): Promise<void>;
+  snapshot(): SourceSnapshot;
+  close(): void;
+}
