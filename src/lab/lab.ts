@@ -83,6 +83,8 @@ export interface LabProcess extends Handle {
 
 export interface NameServerSpec {
   host: string;
+  /** What the server answers with; the host name by default. */
+  name?: string;
   tcp?: number[];
   udp?: number[];
 }
@@ -415,7 +417,7 @@ class LabImpl implements Lab {
 }
 
 function nameServerArgv(s: NameServerSpec): string[] {
-  const argv = [process.execPath, NAME_SERVER_SCRIPT, '--name', s.host];
+  const argv = [process.execPath, NAME_SERVER_SCRIPT, '--name', s.name ?? s.host];
   if (s.tcp?.length) argv.push('--tcp', s.tcp.join(','));
   if (s.udp?.length) argv.push('--udp', s.udp.join(','));
   return argv;

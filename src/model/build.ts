@@ -58,8 +58,8 @@ interface Named {
   origin: string;
   raw: Obj;
   meta: Obj;
-  /** Tie-breaker for sorting identical identities deterministically. */
-  json: string;
+  /** Tie-breaker for sorting identical identities deterministically; computed only on a tie. */
+  json?: string;
 }
 
 interface LivePort {
@@ -143,11 +143,16 @@ function identify(kind: Kind, raw: unknown, rej: Rejections): Named | null {
     }
     namespace = nsRaw;
   }
-  return { kind, namespace, name, origin, raw, meta, json: safeJSON(raw) };
+  return { kind, namespace, name, origin, raw, meta };
 }
 
 function compareNamed(a: Named, b: Named): number {
-  return cmp(a.namespace, b.namespace) || cmp(a.name, b.name) || cmp(a.origin, b.origin) || cmp(a.json, b.json);
+  return cmp(a.namespace, b.namespace) || cmp(a.name, b.name) || cmp(a.origin, b.origin) || cmp(jsonOf(a), jsonOf(b));
+}
+
+function jsonOf(id: Named): string {
+  if (id.json === undefined) id.json = safeJSON(id.raw);
+  return id.json;
 }
 
 /** Identifies, sorts and de-duplicates one kind of object; later duplicates are rejected. */

@@ -326,13 +326,13 @@ test('ExternalIP and LoadBalancer frontends, in order; ipMode Proxy skipped; Nod
         {
           type: 'LoadBalancer',
           clusterIP: '10.96.0.30',
-          externalIPs: ['203.0.113.9', 'not-an-ip', '203.0.113.1'],
+          externalIPs: ['203.0.113.9', 'not-an-ip', '203.0.113.1', '2001:db8::1', '203.0.113.9'],
           ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }],
         },
         {
           status: {
             loadBalancer: {
-              ingress: [{ ip: '198.51.100.7' }, { ip: '198.51.100.8', ipMode: 'Proxy' }, { hostname: 'lb.example.com' }, { ip: '198.51.100.2', ipMode: 'VIP' }],
+              ingress: [{ ip: '198.51.100.7' }, { ip: '198.51.100.8', ipMode: 'Proxy' }, { hostname: 'lb.example.com' }, { ip: '198.51.100.2', ipMode: 'VIP' }, { ip: '198.51.100.3', ipMode: 'Magic' }],
             },
           },
         },
@@ -350,7 +350,11 @@ test('ExternalIP and LoadBalancer frontends, in order; ipMode Proxy skipped; Nod
   ]);
   // Status on a non-LoadBalancer Service is not used.
   assert.deepEqual(port(m, 'default', 'np').frontends, [{ kind: 'ClusterIP', address: '10.96.0.31', port: 81 }]);
-  assert.deepEqual(m.rejected, [rej('Service', 'lb', 'spec.externalIPs[1]: invalid IPv4 address "not-an-ip"', 'svc.yaml')]);
+  assert.deepEqual(m.rejected, [
+    rej('Service', 'lb', 'spec.externalIPs[1]: invalid IPv4 address "not-an-ip"', 'svc.yaml'),
+    rej('Service', 'lb', 'spec.externalIPs[3] "2001:db8::1": IPv6 not supported yet', 'svc.yaml'),
+    rej('Service', 'lb', 'status.loadBalancer.ingress[4]: unsupported ipMode "Magic"', 'svc.yaml'),
+  ]);
 });
 
 test('bad inputs are rejected with reasons naming the object; other Services still come out', () => {
@@ -581,6 +585,9 @@ test('input-order independence: shuffled input gives the same model', () => {
     svc('ext', { type: 'ExternalName', externalName: 'x' }),
     svc('bad', { clusterIP: 'nope', ports: [{ port: 80 }] }),
     svc('web', { ports: [{ port: 1 }] }, { origin: 'zdup.yaml' }),
+    // Same identity and origin, different content: the tie is broken by content, not input order.
+    svc('tie', { clusterIP: '10.96.1.2', ports: [{ port: 2 }] }, { origin: 't.yaml' }),
+    svc('tie', { clusterIP: '10.96.1.1', ports: [{ port: 1 }] }, { origin: 't.yaml' }),
     { kind: 'Service', metadata: {}, origin: 'a.yaml' },
     { kind: 'Service', metadata: {}, origin: 'b.yaml' },
   ];
@@ -592,8 +599,9 @@ test('input-order independence: shuffled input gives the same model', () => {
   ];
   const endpoints = [eps('api', [{ addresses: [{ ip: '10.0.2.2' }, { ip: '10.0.2.1' }], ports: [{ port: 8080 }] }], { namespace: 'prod' }), eps('ghost', [])];
   const reference = buildModel(snap(services, slices, endpoints), ALLOC);
-  assert.equal(reference.servicePorts.length, 5);
-  assert.equal(reference.rejected.length, 6);
+  assert.equal(reference.servicePorts.length, 6);
+  assert.equal(reference.rejected.length, 7);
+  assert.deepEqual(port(reference, 'default', 'tie').frontends, [{ kind: 'ClusterIP', address: '10.96.1.1', port: 1 }]);
   for (let seed = 1; seed <= 20; seed++) {
     const m = buildModel(snap(shuffle(services, seed), shuffle(slices, seed * 7), shuffle(endpoints, seed * 13)), ALLOC);
     assert.deepEqual(m, reference, `seed ${seed}`);

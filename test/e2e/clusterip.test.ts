@@ -1,0 +1,289 @@
+// Issue 2, section 3, proven with real traffic: a lab of network namespaces,
+// the real agent (the CLI) on a manifest folder, clients inside the lab's
+// cgroup whose connect()/sendmsg() the kernel hands to kpx's programs.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { readPinnedTables } from '../../src/datapath/ebpf.js';
+import { listServicePorts, type ListedServicePort } from '../../src/inspect/listing.js';
+import { kpxArgv, startLabAgent } from '../../src/lab/agent.js';
+import { createLab, findCgroup2Mount, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
+import { countBodies, countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
+import { allocateClusterIPs } from '../../src/model/cluster-ip.js';
+
+function missingPrerequisite(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN)';
+  if (!findCgroup2Mount() && !readFileSync('/proc/filesystems', 'utf8').includes('cgroup2')) return 'needs cgroup2';
+  if (!readFileSync('/proc/filesystems', 'utf8').includes('bpf')) return 'needs the bpf filesystem';
+  return undefined;
+}
+const skip = missingPrerequisite();
+
+const PODS = [
+  { name: 'pod-a', address: '10.244.0.11' },
+  { name: 'pod-b', address: '10.244.0.12' },
+  { name: 'pod-c', address: '10.244.0.13' },
+];
+
+const slice = (service: string, name: string, port: number, endpoints: Array<[string, boolean?]>, protocol = 'TCP') => ({
+  apiVersion: 'discovery.k8s.io/v1',
+  kind: 'EndpointSlice',
+  metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
+  addressType: 'IPv4',
+  ports: [{ name: 'p', port, protocol }],
+  endpoints: endpoints.map(([ip, ready]) => ({ addresses: [ip], conditions: ready === undefined ? {} : { ready } })),
+});
+
+const service = (name: string, clusterIP: string | undefined, ports: object[], extra: object = {}) => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: 'default', ...extra },
+  spec: { ...(clusterIP && { clusterIP }), ports },
+});
+
+const BASE_MANIFESTS: Record<string, unknown[]> = {
+  'web.json': [
+    service('web', '10.96.0.80', [{ name: 'p', port: 8222, targetPort: 80 }]),
+    slice('web', 'web-1', 80, [['10.244.0.11'], ['10.244.0.12', true], ['10.244.0.13', true]]),
+  ],
+  'dns.json': [
+    service('dns', '10.96.0.53', [{ name: 'p', port: 53, protocol: 'UDP', targetPort: 5353 }]),
+    slice('dns', 'dns-1', 5353, [['10.244.0.11'], ['10.244.0.12']], 'UDP'),
+  ],
+  'external-db.json': [
+    service('external-db', '10.96.0.81', [
+      { name: 'client', port: 7064 },
+      { name: 'admin', port: 7164 },
+    ]),
+    {
+      apiVersion: 'v1',
+      kind: 'Endpoints',
+      metadata: { name: 'external-db', namespace: 'default' },
+      subsets: [{ addresses: [{ ip: '192.0.2.10' }], ports: [{ name: 'client', port: 31496 }, { name: 'admin', port: 31337 }] }],
+    },
+  ],
+};
+
+async function stillRunning(p: LabProcess): Promise<boolean> {
+  let exited = false;
+  void p.exited.then(() => (exited = true));
+  await new Promise((r) => setTimeout(r, 20));
+  return !exited;
+}
+
+function asList(items: unknown[]): string {
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items }, null, 1);
+}
+
+describe('socket-level ClusterIP (ebpf)', { skip }, () => {
+  let lab: Lab;
+  let agent: LabProcess;
+
+  const writeManifest = (file: string, items: unknown[]) => writeFile(join(lab.manifestsDir, file), asList(items));
+  const listed = (): ListedServicePort[] => listServicePorts(readPinnedTables(lab.bpffsPath));
+  const find = (name: string, portName = 'p') => listed().find((s) => s.name === name && s.portName === portName);
+
+  async function probe(args: string[]): Promise<ProbeResult[]> {
+    const r = await lab.exec('client', [process.execPath, PROBE_SCRIPT, ...args], { inCgroup: true });
+    assert.equal(r.code, 0, `probe ${args.join(' ')}: ${r.stderr}`);
+    return parseProbeOutput(r.stdout).results;
+  }
+
+  /** Polls the pinned maps until predicate holds; returns how long the kernel took. */
+  async function kernelReflects(what: string, predicate: () => boolean, timeoutMs = 3000): Promise<number> {
+    const start = performance.now();
+    while (!predicate()) {
+      if (performance.now() - start > timeoutMs) assert.fail(`kernel did not reflect ${what} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    return performance.now() - start;
+  }
+
+  before(async () => {
+    lab = await createLab({ pods: PODS, externalHosts: [{ name: 'db', address: '192.0.2.10' }] });
+    await lab.startNameServers([
+      ...PODS.map((p) => ({ host: p.name, tcp: [80], udp: [5353] })),
+      { host: 'db', name: 'db-31496', tcp: [31496] },
+      { host: 'db', name: 'db-31337', tcp: [31337] },
+    ]);
+    for (const [file, items] of Object.entries(BASE_MANIFESTS)) await writeManifest(file, items);
+    agent = await startLabAgent(lab);
+  });
+
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('TCP connect to clusterIP:port spreads over the ready backends with equal weight', async () => {
+    const results = await probe(['http', '10.96.0.80', '8222', '--count', '300']);
+    const counts = countBodies(results);
+    assert.deepEqual(Object.keys(counts).sort(), ['pod-a', 'pod-b', 'pod-c'], JSON.stringify(counts));
+    for (const [pod, n] of Object.entries(counts)) {
+      assert.ok(n >= 60 && n <= 141, `${pod} got ${n} of 300 connections (expected 20-47%)`);
+    }
+  });
+
+  test('getpeername() on a translated TCP socket returns clusterIP:port', async () => {
+    const results = await probe(['http', '10.96.0.80', '8222', '--count', '5']);
+    assert.deepEqual(countPeers(results), { '10.96.0.80:8222': 5 });
+  });
+
+  test('UDP sendto() reaches a backend and replies come from clusterIP:port', async () => {
+    const results = await probe(['udp', '10.96.0.53', '53', '--count', '40']);
+    assert.ok(results.every((r) => r.ok), JSON.stringify(countBodies(results)));
+    assert.deepEqual(Object.keys(countBodies(results)).sort(), ['pod-a', 'pod-b']);
+    assert.deepEqual(countPeers(results), { '10.96.0.53:53': 40 });
+  });
+
+  test('connected UDP (connect() then send()) is translated too', async () => {
+    const results = await probe(['udp', '10.96.0.53', '53', '--count', '20', '--connected', '--fresh']);
+    assert.ok(results.every((r) => r.ok), JSON.stringify(countBodies(results)));
+    assert.deepEqual(countPeers(results), { '10.96.0.53:53': 20 });
+  });
+
+  test('multi-port selectorless Service with manual Endpoints: ports matched by name', async () => {
+    assert.deepEqual(countBodies(await probe(['http', '10.96.0.81', '7064', '--count', '3'])), { 'db-31496': 3 });
+    assert.deepEqual(countBodies(await probe(['http', '10.96.0.81', '7164', '--count', '3'])), { 'db-31337': 3 });
+  });
+
+  test('EndpointSlices win over legacy Endpoints for the same Service', async () => {
+    const endpoints = {
+      apiVersion: 'v1',
+      kind: 'Endpoints',
+      metadata: { name: 'both', namespace: 'default' },
+      subsets: [{ addresses: [{ ip: '10.244.0.13' }], ports: [{ name: 'p', port: 80 }] }],
+    };
+    await writeManifest('both.json', [service('both', '10.96.0.90', [{ name: 'p', port: 80 }]), endpoints]);
+    await kernelReflects('Service both from Endpoints', () => find('both')?.backends.length === 1);
+    assert.deepEqual(countBodies(await probe(['http', '10.96.0.90', '80', '--count', '4'])), { 'pod-c': 4 });
+
+    await writeManifest('both-slice.json', [slice('both', 'both-1', 80, [['10.244.0.11']])]);
+    await kernelReflects('the slice replacing the Endpoints', () => find('both')?.backends[0]?.address === '10.244.0.11');
+    assert.deepEqual(countBodies(await probe(['http', '10.96.0.90', '80', '--count', '4'])), { 'pod-a': 4 });
+  });
+
+  test('only ready endpoints receive traffic', async () => {
+    await writeManifest('ready.json', [
+      service('ready', '10.96.0.91', [{ name: 'p', port: 80 }]),
+      slice('ready', 'ready-1', 80, [['10.244.0.11', false], ['10.244.0.12', true], ['10.244.0.13', false]]),
+    ]);
+    await kernelReflects('Service ready', () => find('ready') !== undefined);
+    assert.deepEqual(countBodies(await probe(['http', '10.96.0.91', '80', '--count', '20'])), { 'pod-b': 20 });
+  });
+
+  test('a Service without ready endpoints refuses connect() at once (ECONNREFUSED)', async () => {
+    await writeManifest('empty.json', [
+      service('empty', '10.96.0.92', [{ name: 'p', port: 80 }]),
+      slice('empty', 'empty-1', 80, [['10.244.0.11', false]]),
+    ]);
+    await kernelReflects('Service empty', () => find('empty') !== undefined);
+    const started = performance.now();
+    const results = await probe(['http', '10.96.0.92', '80', '--count', '3', '--timeout', '5000']);
+    assert.deepEqual(countBodies(results), { 'error:ECONNREFUSED': 3 });
+    assert.ok(performance.now() - started < 4000, 'refused, not timed out');
+    const udp = await probe(['udp', '10.96.0.92', '80', '--count', '1']);
+    assert.equal(udp[0]?.ok, false);
+  });
+
+  test('ExternalName, headless and service-proxy-name Services are not programmed, and list says why', async () => {
+    await writeManifest('ignored.json', [
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'ext', namespace: 'default' }, spec: { type: 'ExternalName', externalName: 'example.org' } },
+      service('headless', 'None', [{ name: 'p', port: 80 }]),
+      service('other-proxy', '10.96.0.93', [{ name: 'p', port: 80 }], { labels: { 'service.kubernetes.io/service-proxy-name': 'other' } }),
+    ]);
+    await kernelReflects('ignored Services', () => listed().filter((s) => s.ignored).length === 3);
+    const ignored = Object.fromEntries(listed().filter((s) => s.ignored).map((s) => [s.name, s.ignored]));
+    assert.deepEqual(ignored, { ext: 'ExternalName', headless: 'headless', 'other-proxy': 'service-proxy-name' });
+    assert.ok(listed().filter((s) => s.ignored).every((s) => s.frontends.length === 0));
+    const text = await lab.exec('node', kpxArgv(['list', '--bpffs', lab.bpffsPath]));
+    assert.match(text.stdout, /other-proxy .*not programmed: service-proxy-name/);
+  });
+
+  test('a Service without spec.clusterIP gets one allocated from the service range, as an API server would', async () => {
+    await writeManifest('alloc.json', [
+      service('alloc', undefined, [{ name: 'p', port: 80 }]),
+      slice('alloc', 'alloc-1', 80, [['10.244.0.12']]),
+    ]);
+    await kernelReflects('Service alloc', () => find('alloc') !== undefined);
+    const address = find('alloc')!.frontends[0]!.address;
+    const explicit = listed().flatMap((s) => (s.name === 'alloc' ? [] : s.frontends.map((f) => f.address)));
+    const expected = allocateClusterIPs('10.96.0.0/12', ['default/alloc'], explicit);
+    assert.equal(address, expected.allocated.get('default/alloc'));
+    assert.deepEqual(countBodies(await probe(['http', address, '80', '--count', '3'])), { 'pod-b': 3 });
+  });
+
+  test('files added, changed and removed reach the kernel quickly', async (t) => {
+    const add = performance.now();
+    await writeManifest('churn.json', [service('churn', '10.96.0.95', [{ name: 'p', port: 80 }]), slice('churn', 'c', 80, [['10.244.0.11']])]);
+    const added = await kernelReflects('added file', () => find('churn') !== undefined);
+    await writeManifest('churn.json', [service('churn', '10.96.0.95', [{ name: 'p', port: 80 }]), slice('churn', 'c', 80, [['10.244.0.13']])]);
+    const changed = await kernelReflects('changed file', () => find('churn')?.backends[0]?.address === '10.244.0.13');
+    assert.deepEqual(countBodies(await probe(['http', '10.96.0.95', '80', '--count', '3'])), { 'pod-c': 3 });
+    await rm(join(lab.manifestsDir, 'churn.json'));
+    const removed = await kernelReflects('removed file', () => find('churn') === undefined);
+    t.diagnostic(`file to kernel: added ${added.toFixed(1)} ms, changed ${changed.toFixed(1)} ms, removed ${removed.toFixed(1)} ms (from ${add.toFixed(0)})`);
+  });
+
+  test('bad input is logged once with file, object and reason, skipped, and everything else keeps working', async () => {
+    await writeFile(join(lab.manifestsDir, 'broken.yaml'), 'kind: Service\nmetadata: [unclosed\n');
+    await writeManifest('bad.json', [
+      { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'web', namespace: 'default' } },
+      service('bad-ip', '10.96.0.999', [{ name: 'p', port: 80 }]),
+      service('bad-port', '10.96.0.96', [{ name: 'p', port: 70000 }]),
+      {
+        apiVersion: 'v1',
+        kind: 'Endpoints',
+        metadata: { name: 'orphan', namespace: 'default' },
+        subsets: [{ addresses: [{ ip: '10.244.0.11' }], ports: [{ port: 80 }] }],
+      },
+    ]);
+    const expectations: Array<[string, RegExp]> = [
+      ['broken.yaml', /broken\.yaml/],
+      ['Deployment', /Deployment/],
+      ['bad-ip', /bad-ip/],
+      ['bad-port', /bad-port/],
+      ['orphan', /orphan/],
+    ];
+    const warnings = () =>
+      agent
+        .stdout()
+        .split('\n')
+        .filter((l) => l.includes('"level":40'));
+    const start = performance.now();
+    while (!expectations.every(([, re]) => warnings().some((l) => re.test(l)))) {
+      if (performance.now() - start > 3000) assert.fail(`missing warnings; got:\n${warnings().join('\n')}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // A later, unrelated change must not repeat them.
+    await writeManifest('later.json', [service('later', '10.96.0.97', [{ name: 'p', port: 80 }])]);
+    await kernelReflects('Service later', () => find('later') !== undefined);
+    for (const [name, re] of expectations) {
+      assert.equal(warnings().filter((l) => re.test(l)).length, 1, `${name} logged once`);
+    }
+    assert.equal(await stillRunning(agent), true, 'agent still running');
+    assert.deepEqual(countBodies(await probe(['http', '10.96.0.80', '8222', '--count', '6'])).error, undefined);
+    assert.equal(find('bad-port'), undefined);
+  });
+
+  test('SIGTERM leaves the dataplane serving; a new agent adopts it without a failed connection; cleanup removes it', async () => {
+    const loop = probe(['http', '10.96.0.80', '8222', '--count', '400']);
+    await new Promise((r) => setTimeout(r, 100));
+    await agent.close();
+    const listedAfterStop = await lab.exec('node', kpxArgv(['list', '--json', '--bpffs', lab.bpffsPath]));
+    assert.ok((JSON.parse(listedAfterStop.stdout) as ListedServicePort[]).some((s) => s.name === 'web'));
+    agent = await startLabAgent(lab);
+    assert.match(agent.stdout(), /adopted pinned maps/);
+    const results = await loop;
+    assert.deepEqual(Object.keys(countBodies(results)).sort(), ['pod-a', 'pod-b', 'pod-c'], 'no failed connection during restart');
+
+    await agent.close();
+    const cleanup = await lab.exec('node', kpxArgv(['cleanup', '--bpffs', lab.bpffsPath, '--cgroup', lab.cgroupPath]));
+    assert.equal(cleanup.code, 0, cleanup.stderr);
+    assert.ok(!existsSync(join(lab.bpffsPath, 'kpx_frontends')), 'maps unpinned');
+    const attached = execFileSync('bpftool', ['-j', 'cgroup', 'show', lab.cgroupPath], { encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(attached.trim() || '[]'), [], 'no program left on the cgroup');
+  });
+});
