@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The contract between the control plane and the dataplane: the key and
- * value layouts of every kpx map. src/datapath/codecs.ts mirrors these
+ * value layouts of every kpx map. src/contract/codecs.ts mirrors these
  * structs field by field; test/unit/btf-contract.test.ts compares both
  * against the BTF of the committed objects. Addresses and ports are kept in
  * network byte order, as the kernel hands them to the programs.

@@ -35,9 +35,13 @@ const SCALAR_SIZE: Record<Exclude<FieldKind, 'chars'>, number> = {
 
 const LITTLE = endianness() === 'LE';
 
+const OCTET = /^(0|[1-9]\d{0,2})$/;
+
 export function ipv4ToBytes(address: string, out: Buffer, offset: number): void {
   const parts = address.split('.');
-  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${address}`);
+  if (parts.length !== 4 || !parts.every((p) => OCTET.test(p) && Number(p) <= 255)) {
+    throw new Error(`not an IPv4 address: ${address}`);
+  }
   for (let i = 0; i < 4; i++) out[offset + i] = Number(parts[i]);
 }
 

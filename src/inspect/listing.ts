@@ -62,7 +62,12 @@ export function listServicePorts(tables: Tables): ListedServicePort[] {
   }
   const kindOrder = Object.keys(KIND);
   const listed = [...byId.values()];
-  for (const l of listed) l.frontends.sort((a, b) => kindOrder.indexOf(a.kind) - kindOrder.indexOf(b.kind) || a.address.localeCompare(b.address));
+  const numeric = (address: string) => address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
+  for (const l of listed) {
+    l.frontends.sort(
+      (a, b) => kindOrder.indexOf(a.kind) - kindOrder.indexOf(b.kind) || numeric(a.address) - numeric(b.address) || a.port - b.port,
+    );
+  }
   return listed.sort(
     (a, b) =>
       a.namespace.localeCompare(b.namespace) ||

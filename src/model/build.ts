@@ -651,6 +651,7 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       cmp(a.ref.portName, b.ref.portName) ||
       cmp(a.ref.protocol, b.ref.protocol),
   );
+  const programmable = claimFrontends(servicePorts, live, rej);
   ignored.sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));
   const rejected = rej.list.sort(
     (a, b) =>
@@ -660,5 +661,40 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       cmp(a.origin, b.origin) ||
       cmp(a.reason, b.reason),
   );
-  return { servicePorts, ignored, rejected };
+  return { servicePorts: programmable, ignored, rejected };
+}
+
+/** The most endpoints one service port can address: kpx_frontend.backend_count is a __u16. */
+export const MAX_BACKENDS_PER_SERVICE_PORT = 0xffff;
+
+/**
+ * One address:port/protocol can lead to one service port only (two Services
+ * sharing an externalIP and port, say). The first in model order keeps it;
+ * a later one loses that frontend, with a reason naming the owner. A service
+ * port with more endpoints than the dataplane can address is rejected whole.
+ */
+function claimFrontends(sorted: ServicePort[], live: LiveService[], rej: Rejections): ServicePort[] {
+  const idOf = new Map(live.map((s) => [`${s.id.namespace}/${s.id.name}`, s.id]));
+  const owners = new Map<string, string>();
+  const kept: ServicePort[] = [];
+  for (const sp of sorted) {
+    const name = `${sp.ref.namespace}/${sp.ref.name}`;
+    const id = idOf.get(name)!;
+    if (sp.backends.length > MAX_BACKENDS_PER_SERVICE_PORT) {
+      rej.of(id, `port ${sp.ref.portName || sp.ref.protocol} has ${sp.backends.length} endpoints, more than ${MAX_BACKENDS_PER_SERVICE_PORT}`);
+      continue;
+    }
+    const frontends = sp.frontends.filter((fe) => {
+      const key = `${fe.address}:${fe.port}/${sp.ref.protocol}`;
+      const owner = owners.get(key);
+      if (owner === undefined) {
+        owners.set(key, name);
+        return true;
+      }
+      if (owner !== name) rej.of(id, `${fe.kind} ${key} is already served by Service ${owner}`);
+      return false;
+    });
+    kept.push({ ...sp, frontends });
+  }
+  return kept;
 }

@@ -614,3 +614,18 @@ test('buildModel does not mutate its input', () => {
   buildModel(input, ALLOC);
   assert.equal(JSON.stringify(input), before);
 });
+
+test('two Services on the same externalIP:port: the first keeps it, the second is told why and keeps its ClusterIP', () => {
+  const m = buildModel(
+    snap([
+      svc('alpha', { clusterIP: '10.96.0.1', externalIPs: ['192.0.2.50'], ports: [{ port: 80 }] }),
+      svc('beta', { clusterIP: '10.96.0.2', externalIPs: ['192.0.2.50'], ports: [{ port: 80 }] }),
+      svc('gamma', { clusterIP: '10.96.0.3', externalIPs: ['192.0.2.50'], ports: [{ port: 80, protocol: 'UDP' }] }),
+    ]),
+    OPTS,
+  );
+  assert.deepEqual(port(m, 'default', 'alpha').frontends.map((f) => `${f.kind} ${f.address}`), ['ClusterIP 10.96.0.1', 'ExternalIP 192.0.2.50']);
+  assert.deepEqual(port(m, 'default', 'beta').frontends.map((f) => `${f.kind} ${f.address}`), ['ClusterIP 10.96.0.2']);
+  assert.equal(port(m, 'default', 'gamma', '', 'UDP').frontends.length, 2, 'another protocol is another frontend');
+  assert.deepEqual(m.rejected, [rej('Service', 'beta', 'ExternalIP 192.0.2.50:80/TCP is already served by Service default/alpha', 'svc.yaml')]);
+});

@@ -1,0 +1,273 @@
+/**
+ * The C contract (bpf/include/kpx_types.h, compiled into the committed
+ * objects) against its TypeScript mirror (src/contract/codecs.ts, tables.ts):
+ * struct layouts and map key/value types from the objects' BTF, constants
+ * from the header text.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, readFileSync, readdirSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  CONTRACT_STRUCTS,
+  KIND,
+  NAME_LEN,
+  PORT_NAME_LEN,
+  SKIP,
+  STATE,
+  sockRevnatKey,
+  sockRevnatValue,
+  type StructCodec,
+} from '../../src/contract/codecs.js';
+import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES } from '../../src/contract/tables.js';
+
+// dist/test/unit/ -> repo root (the tests run from the compiled tree).
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const BPF_DIR = join(ROOT, 'bpf');
+const HEADER = join(BPF_DIR, 'include', 'kpx_types.h');
+
+function findTool(name: string): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/local/sbin'];
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+const BPFTOOL = findTool('bpftool');
+const OBJECTS = readdirSync(BPF_DIR)
+  .filter((f) => f.endsWith('.o'))
+  .sort();
+
+interface BtfMember {
+  name: string;
+  type_id: number;
+  bits_offset: number;
+  bitfield_size?: number;
+}
+
+interface BtfType {
+  id: number;
+  kind: string;
+  name: string;
+  size?: number;
+  type_id?: number;
+  nr_elems?: number;
+  members?: BtfMember[];
+  vars?: Array<{ type_id: number; offset: number; size: number }>;
+}
+
+class Btf {
+  private readonly byId = new Map<number, BtfType>();
+
+  constructor(readonly object: string, types: BtfType[]) {
+    for (const t of types) this.byId.set(t.id, t);
+  }
+
+  static load(object: string): Btf {
+    const out = execFileSync(BPFTOOL!, ['-j', 'btf', 'dump', 'file', join(BPF_DIR, object)], {
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
+    return new Btf(object, (JSON.parse(out) as { types: BtfType[] }).types);
+  }
+
+  type(id: number): BtfType {
+    const t = this.byId.get(id);
+    assert.ok(t, `${this.object}: BTF type id ${id} missing`);
+    return t;
+  }
+
+  all(): BtfType[] {
+    return [...this.byId.values()];
+  }
+
+  /** Byte size of a type, through typedefs, qualifiers and arrays. */
+  sizeOf(id: number): number {
+    const t = this.type(id);
+    switch (t.kind) {
+      case 'INT':
+      case 'STRUCT':
+      case 'UNION':
+      case 'ENUM':
+      case 'ENUM64':
+      case 'FLOAT':
+        return t.size!;
+      case 'TYPEDEF':
+      case 'VOLATILE':
+      case 'CONST':
+      case 'RESTRICT':
+      case 'TYPE_TAG':
+        return this.sizeOf(t.type_id!);
+      case 'ARRAY':
+        return t.nr_elems! * this.sizeOf(t.type_id!);
+      case 'PTR':
+        return 8; // BPF is a 64-bit target
+      default:
+        throw new Error(`${this.object}: no size for BTF ${t.kind} ${t.name} (id ${id})`);
+    }
+  }
+
+  struct(name: string): BtfType {
+    const found = this.all().filter((t) => t.kind === 'STRUCT' && t.name === name);
+    assert.equal(found.length, 1, `${this.object}: expected exactly one BTF STRUCT named ${name}, found ${found.length}`);
+    return found[0]!;
+  }
+
+  /** The map variables of the .maps section, by name -> their (anonymous) definition struct. */
+  maps(): Map<string, BtfType> {
+    const secs = this.all().filter((t) => t.kind === 'DATASEC' && t.name === '.maps');
+    assert.equal(secs.length, 1, `${this.object}: expected one .maps DATASEC`);
+    const maps = new Map<string, BtfType>();
+    for (const v of secs[0]!.vars ?? []) {
+      const variable = this.type(v.type_id);
+      assert.equal(variable.kind, 'VAR', `${this.object}: .maps entry ${v.type_id} is a ${variable.kind}`);
+      maps.set(variable.name, this.type(variable.type_id!));
+    }
+    return maps;
+  }
+
+  /** The type a map definition's key or value member points at. */
+  mapMemberTarget(object: string, mapName: string, def: BtfType, member: 'key' | 'value'): BtfType {
+    const m = def.members?.find((x) => x.name === member);
+    assert.ok(m, `${object}: map ${mapName} has no ${member} member (declare it with __type(${member}, ...))`);
+    const ptr = this.type(m.type_id);
+    assert.equal(ptr.kind, 'PTR', `${object}: map ${mapName}.${member} is a ${ptr.kind}, not a PTR`);
+    return this.type(ptr.type_id!);
+  }
+}
+
+/** Codecs of the maps the kernel writes (not in TABLES). */
+const KERNEL_OWNED_CODECS: Record<string, { key: StructCodec<object>; value: StructCodec<object> }> = {
+  kpx_sock_revnat: { key: sockRevnatKey, value: sockRevnatValue },
+};
+
+function codecsOfMap(map: string): { key: StructCodec<object>; value: StructCodec<object> } {
+  const table = Object.values(TABLES).find((t) => t.map === map);
+  if (table) return { key: table.key, value: table.value };
+  const owned = KERNEL_OWNED_CODECS[map];
+  assert.ok(owned, `no codecs known for map ${map}: add it to TABLES or to KERNEL_OWNED_CODECS in this test`);
+  return owned;
+}
+
+test('there are committed BPF objects to check', () => {
+  assert.ok(OBJECTS.length > 0, `no bpf/*.o under ${BPF_DIR}`);
+  assert.ok(OBJECTS.includes('kpx_sock.o'), `bpf/kpx_sock.o missing; objects: ${OBJECTS.join(', ')}`);
+});
+
+test('ALL_MAPS is TABLES plus the kernel-owned maps', () => {
+  assert.deepEqual(ALL_MAPS, ['kpx_frontends', 'kpx_slots', 'kpx_backends', 'kpx_services', ...KERNEL_OWNED_MAPS]);
+  assert.deepEqual([...KERNEL_OWNED_MAPS], Object.keys(KERNEL_OWNED_CODECS));
+});
+
+for (const object of OBJECTS) {
+  test(`${object}: every contract struct matches its codec field by field`, (t) => {
+    if (!BPFTOOL) {
+      t.skip('bpftool not installed');
+      return;
+    }
+    const btf = Btf.load(object);
+    assert.ok(CONTRACT_STRUCTS.length >= 8, 'CONTRACT_STRUCTS lost entries');
+    for (const codec of CONTRACT_STRUCTS) {
+      const s = btf.struct(codec.cName);
+      assert.equal(s.size, codec.size, `${object}: sizeof(struct ${codec.cName})`);
+      const members = (s.members ?? []).map((m) => {
+        assert.equal(m.bitfield_size ?? 0, 0, `${object}: ${codec.cName}.${m.name} is a bitfield`);
+        assert.equal(m.bits_offset % 8, 0, `${object}: ${codec.cName}.${m.name} not byte aligned`);
+        return { c: m.name, offset: m.bits_offset / 8, size: btf.sizeOf(m.type_id) };
+      });
+      assert.deepEqual(
+        members,
+        codec.fields.map((f) => ({ c: f.c, offset: f.offset, size: f.size })),
+        `${object}: struct ${codec.cName} (BTF, actual) vs codecs.ts (expected)`,
+      );
+    }
+  });
+
+  test(`${object}: every map's key and value types are the codecs' types`, (t) => {
+    if (!BPFTOOL) {
+      t.skip('bpftool not installed');
+      return;
+    }
+    const btf = Btf.load(object);
+    const maps = btf.maps();
+    for (const map of ALL_MAPS) {
+      const def = maps.get(map);
+      assert.ok(def, `${object}: map ${map} not in .maps (has: ${[...maps.keys()].join(', ')})`);
+      const codecs = codecsOfMap(map);
+      for (const member of ['key', 'value'] as const) {
+        const target = btf.mapMemberTarget(object, map, def, member);
+        const codec = codecs[member];
+        assert.equal(target.name, codec.cName, `${object}: ${map} ${member} type name`);
+        assert.equal(btf.sizeOf(target.id), codec.size, `${object}: ${map} ${member} size`);
+      }
+    }
+    // Check the TABLES entries by table name as well, so a wrong TABLES.map would show.
+    for (const [table, spec] of Object.entries(TABLES)) {
+      const def = maps.get(spec.map);
+      assert.ok(def, `${object}: TABLES.${table}.map ${spec.map} not in .maps`);
+      assert.equal(btf.sizeOf(btf.mapMemberTarget(object, spec.map, def, 'key').id), spec.key.size, `${table} key size`);
+      assert.equal(btf.sizeOf(btf.mapMemberTarget(object, spec.map, def, 'value').id), spec.value.size, `${table} value size`);
+    }
+  });
+}
+
+/** KPX_<NAME> numeric defines of kpx_types.h. */
+function headerDefines(): Map<string, number> {
+  const defines = new Map<string, number>();
+  for (const line of readFileSync(HEADER, 'utf8').split('\n')) {
+    const m = /^\s*#\s*define\s+(KPX_\w+)\s+(\S+)/.exec(line);
+    if (!m) continue;
+    assert.match(m[2]!, /^\d+$/, `${m[1]} is not a plain decimal number: ${m[2]}`);
+    defines.set(m[1]!, Number(m[2]));
+  }
+  return defines;
+}
+
+/** CLUSTER_IP, ClusterIP, serving-terminating... -> clusterip, servingterminating. */
+function norm(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9]/g, '');
+}
+
+test('header parsing finds the expected defines', () => {
+  const defines = headerDefines();
+  assert.equal(defines.get('KPX_KIND_CLUSTER_IP'), 1);
+  assert.equal(defines.get('KPX_NAME_LEN'), 64);
+  assert.equal(defines.get('KPX_SKIP_SERVICE_PROXY_NAME'), 3);
+  assert.equal(defines.has('KPX_TYPES_H'), false, 'the include guard is not a numeric define');
+});
+
+test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, NAME_LEN, PORT_NAME_LEN', () => {
+  const defines = headerDefines();
+  const groups: Array<[string, Record<string, number>]> = [
+    ['KPX_KIND_', KIND],
+    ['KPX_STATE_', STATE],
+    ['KPX_SKIP_', SKIP],
+  ];
+  const checked = new Set<string>();
+  for (const [prefix, table] of groups) {
+    const fromC = new Map<string, number>();
+    for (const [name, value] of defines) {
+      if (!name.startsWith(prefix)) continue;
+      fromC.set(norm(name.slice(prefix.length)), value);
+      checked.add(name);
+    }
+    const fromTs = new Map(Object.entries(table).map(([k, v]) => [norm(k), v] as const));
+    const sort = (m: Map<string, number>) => [...m].sort(([a], [b]) => a.localeCompare(b));
+    assert.deepEqual(sort(fromTs), sort(fromC), `${prefix}* (codecs.ts, actual) vs kpx_types.h (expected)`);
+  }
+  assert.equal(NAME_LEN, defines.get('KPX_NAME_LEN'), 'NAME_LEN');
+  assert.equal(PORT_NAME_LEN, defines.get('KPX_PORT_NAME_LEN'), 'PORT_NAME_LEN');
+  checked.add('KPX_NAME_LEN').add('KPX_PORT_NAME_LEN');
+  const unchecked = [...defines.keys()].filter((d) => !checked.has(d));
+  assert.deepEqual(unchecked, [], 'numeric defines in kpx_types.h with no mirror checked by this test');
+});

@@ -1,0 +1,276 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { compile, idsFromTables, type IdAssignment } from '../../src/compile/compile.js';
+import {
+  backendValue,
+  frontendKey,
+  frontendValue,
+  serviceValue,
+  slotKey,
+  slotValue,
+  u32Key,
+} from '../../src/contract/codecs.js';
+import type { Tables } from '../../src/contract/tables.js';
+import type { Backend, Model, ServicePort } from '../../src/model/types.js';
+
+const NONE: IdAssignment = { services: new Map(), backends: new Map() };
+
+function be(address: string, port: number, state: Backend['state'] = 'ready'): Backend {
+  return { address, port, state };
+}
+
+function sp(
+  namespace: string,
+  name: string,
+  portName: string,
+  protocol: 'TCP' | 'UDP',
+  frontends: ServicePort['frontends'],
+  backends: Backend[],
+): ServicePort {
+  return { ref: { namespace, name, portName, protocol }, frontends, backends };
+}
+
+/** web:http with 3 backends (one terminating), web:metrics with none, one ignored Service. */
+function smallModel(): Model {
+  return {
+    servicePorts: [
+      sp(
+        'default',
+        'web',
+        'http',
+        'TCP',
+        [
+          { kind: 'ClusterIP', address: '10.96.0.10', port: 80 },
+          { kind: 'NodePort', address: '192.168.1.10', port: 30080 },
+        ],
+        [be('10.244.1.2', 8080), be('10.244.1.3', 8080), be('10.244.2.4', 8080, 'serving-terminating')],
+      ),
+      sp('default', 'web', 'metrics', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.10', port: 9090 }], []),
+    ],
+    ignored: [{ namespace: 'kube-system', name: 'ext', reason: 'ExternalName' }],
+    rejected: [],
+  };
+}
+
+/** Every table decoded, sorted by key bytes: what the kernel would hold. */
+function decoded(tables: Tables) {
+  const sorted = <T>(m: Tables[keyof Tables], f: (e: { key: Buffer; value: Buffer }) => T) =>
+    [...m.values()].sort((a, b) => Buffer.compare(a.key, b.key)).map(f);
+  return {
+    frontends: sorted(tables.frontends, (e) => ({ ...frontendKey.decode(e.key), ...frontendValue.decode(e.value) })),
+    slots: sorted(tables.slots, (e) => ({ ...slotKey.decode(e.key), ...slotValue.decode(e.value) })),
+    backends: sorted(tables.backends, (e) => ({ id: u32Key.decode(e.key).id, ...backendValue.decode(e.value) })),
+    services: sorted(tables.services, (e) => ({ id: u32Key.decode(e.key).id, ...serviceValue.decode(e.value) })),
+  };
+}
+
+/** Every table as hex key -> hex value pairs, sorted: byte identity. */
+function bytes(tables: Tables): Record<string, Array<[string, string]>> {
+  const out: Record<string, Array<[string, string]>> = {};
+  for (const [name, content] of Object.entries(tables)) {
+    out[name] = [...content.entries()]
+      .map(([hex, e]): [string, string] => {
+        assert.equal(hex, e.key.toString('hex'), `${name}: map key is not the key's hex`);
+        return [hex, e.value.toString('hex')];
+      })
+      .sort(([a], [b]) => a.localeCompare(b));
+  }
+  return out;
+}
+
+function serviceIds(tables: Tables): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of decoded(tables).services) out[`${s.namespace}/${s.name}:${s.port_name}`] = s.id;
+  return out;
+}
+
+function backendIds(tables: Tables): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const b of decoded(tables).backends) out[`${b.addr}:${b.port}/${b.proto}`] = b.id;
+  return out;
+}
+
+test('compile: a small model gives exactly these entries', () => {
+  const { tables, ids } = compile(smallModel(), NONE);
+  assert.deepEqual(
+    Object.fromEntries(Object.entries(tables).map(([k, v]) => [k, v.size])),
+    { frontends: 3, slots: 3, backends: 3, services: 3 },
+  );
+  const d = decoded(tables);
+  assert.deepEqual(d.services, [
+    { id: 1, namespace: 'default', name: 'web', port_name: 'http', proto: 6, skip_reason: 0 },
+    { id: 2, namespace: 'default', name: 'web', port_name: 'metrics', proto: 6, skip_reason: 0 },
+    { id: 3, namespace: 'kube-system', name: 'ext', port_name: '', proto: 0, skip_reason: 1 },
+  ]);
+  assert.deepEqual(d.backends, [
+    { id: 1, addr: '10.244.1.2', port: 8080, proto: 6 },
+    { id: 2, addr: '10.244.1.3', port: 8080, proto: 6 },
+    { id: 3, addr: '10.244.2.4', port: 8080, proto: 6 },
+  ]);
+  // slots 0..n-1 of service 1, in the model's backend order; nothing for the 0-backend port
+  assert.deepEqual(d.slots, [
+    { service_id: 1, slot: 0, backend_id: 1, state: 0 },
+    { service_id: 1, slot: 1, backend_id: 2, state: 0 },
+    { service_id: 1, slot: 2, backend_id: 3, state: 1 },
+  ]);
+  // keys sort by address bytes: 10.96.0.10:80, 10.96.0.10:9090, 192.168.1.10:30080
+  assert.deepEqual(d.frontends, [
+    { addr: '10.96.0.10', port: 80, proto: 6, service_id: 1, backend_count: 3, kind: 1 },
+    { addr: '10.96.0.10', port: 9090, proto: 6, service_id: 2, backend_count: 0, kind: 1 },
+    { addr: '192.168.1.10', port: 30080, proto: 6, service_id: 1, backend_count: 3, kind: 2 },
+  ]);
+  assert.deepEqual(ids.services, new Map([
+    ['default/web:http/6', 1],
+    ['default/web:metrics/6', 2],
+    ['kube-system/ext#ignored', 3],
+  ]));
+  assert.deepEqual(ids.backends, new Map([
+    ['10.244.1.2:8080/6', 1],
+    ['10.244.1.3:8080/6', 2],
+    ['10.244.2.4:8080/6', 3],
+  ]));
+});
+
+test('compile: slots follow the model order, not the backend ID order', () => {
+  const model = smallModel();
+  model.servicePorts[0]!.backends.reverse();
+  const d = decoded(compile(model, NONE).tables);
+  assert.deepEqual(
+    d.slots.map((s) => [s.slot, s.backend_id, s.state]),
+    [
+      [0, 3, 1],
+      [1, 2, 0],
+      [2, 1, 0],
+    ],
+  );
+});
+
+test('compile: backends are shared across services by addr:port/proto only', () => {
+  const model: Model = {
+    servicePorts: [
+      sp('a', 'one', '', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.1', port: 80 }], [be('10.244.0.5', 8080), be('10.244.0.6', 8080)]),
+      // same pod and port as a/one (but terminating here): same backend entry, own slot state
+      sp('b', 'two', '', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.2', port: 80 }], [be('10.244.0.5', 8080, 'serving-terminating')]),
+      // same addr:port over UDP: a different backend
+      sp('b', 'two', 'dns', 'UDP', [{ kind: 'ClusterIP', address: '10.96.0.2', port: 53 }], [be('10.244.0.5', 8080)]),
+      // same addr, other port: a different backend
+      sp('c', 'three', '', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.3', port: 80 }], [be('10.244.0.5', 9090)]),
+    ],
+    ignored: [],
+    rejected: [],
+  };
+  const { tables } = compile(model, NONE);
+  const d = decoded(tables);
+  assert.deepEqual(d.backends, [
+    { id: 1, addr: '10.244.0.5', port: 8080, proto: 17 },
+    { id: 2, addr: '10.244.0.5', port: 8080, proto: 6 },
+    { id: 3, addr: '10.244.0.5', port: 9090, proto: 6 },
+    { id: 4, addr: '10.244.0.6', port: 8080, proto: 6 },
+  ]);
+  const sids = serviceIds(tables);
+  assert.deepEqual(sids, { 'a/one:': 1, 'b/two:': 2, 'b/two:dns': 3, 'c/three:': 4 });
+  assert.deepEqual(d.slots, [
+    { service_id: 1, slot: 0, backend_id: 2, state: 0 },
+    { service_id: 1, slot: 1, backend_id: 4, state: 0 },
+    { service_id: 2, slot: 0, backend_id: 2, state: 1 },
+    { service_id: 3, slot: 0, backend_id: 1, state: 0 },
+    { service_id: 4, slot: 0, backend_id: 3, state: 0 },
+  ]);
+});
+
+test('compile: recompiling with the IDs read back from the tables gives identical bytes', () => {
+  const first = compile(smallModel(), NONE);
+  const again = compile(smallModel(), idsFromTables(first.tables));
+  assert.deepEqual(bytes(again.tables), bytes(first.tables));
+  assert.deepEqual(idsFromTables(first.tables), first.ids);
+  // also when the previous IDs are not the lowest ones
+  const shifted: IdAssignment = {
+    services: new Map([...first.ids.services].map(([k, v]) => [k, v + 10])),
+    backends: new Map([...first.ids.backends].map(([k, v]) => [k, v + 20])),
+  };
+  const moved = compile(smallModel(), shifted);
+  assert.deepEqual(serviceIds(moved.tables), { 'default/web:http': 11, 'default/web:metrics': 12, 'kube-system/ext:': 13 });
+  assert.deepEqual(backendIds(moved.tables), { '10.244.1.2:8080/6': 21, '10.244.1.3:8080/6': 22, '10.244.2.4:8080/6': 23 });
+  const again2 = compile(smallModel(), idsFromTables(moved.tables));
+  assert.deepEqual(bytes(again2.tables), bytes(moved.tables));
+});
+
+test('compile: adding a service keeps every existing ID', () => {
+  const first = compile(smallModel(), NONE);
+  const model = smallModel();
+  // sorts before everything else, so a from-scratch assignment would give it ID 1
+  model.servicePorts.unshift(
+    sp('aaa', 'api', '', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.20', port: 443 }], [be('10.0.0.1', 443), be('10.244.1.2', 8080)]),
+  );
+  const second = compile(model, idsFromTables(first.tables));
+  assert.deepEqual(serviceIds(second.tables), {
+    'aaa/api:': 4,
+    'default/web:http': 1,
+    'default/web:metrics': 2,
+    'kube-system/ext:': 3,
+  });
+  assert.deepEqual(backendIds(second.tables), {
+    '10.0.0.1:443/6': 4,
+    '10.244.1.2:8080/6': 1,
+    '10.244.1.3:8080/6': 2,
+    '10.244.2.4:8080/6': 3,
+  });
+  // the old service's entries are byte for byte unchanged
+  const before = bytes(first.tables);
+  const after = bytes(second.tables);
+  for (const table of ['frontends', 'slots', 'services', 'backends']) {
+    for (const entry of before[table]!) assert.ok(after[table]!.some((e) => e[0] === entry[0] && e[1] === entry[1]), `${table} ${entry[0]} changed`);
+  }
+  assert.equal(after.slots!.length, 5);
+});
+
+test('compile: an ID freed in a compile is not reused by that compile, but is later', () => {
+  const svc = (name: string, backend: string) =>
+    sp('default', name, '', 'TCP', [{ kind: 'ClusterIP', address: `10.96.0.${name.charCodeAt(0)}`, port: 80 }], [be(backend, 80)]);
+  const m1: Model = { servicePorts: [svc('a', '10.0.0.1'), svc('b', '10.0.0.2')], ignored: [], rejected: [] };
+  const c1 = compile(m1, NONE);
+  assert.deepEqual(serviceIds(c1.tables), { 'default/a:': 1, 'default/b:': 2 });
+  assert.deepEqual(backendIds(c1.tables), { '10.0.0.1:80/6': 1, '10.0.0.2:80/6': 2 });
+
+  // remove a (and its backend), add c in the same step: c must not take a's IDs
+  const m2: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3')], ignored: [], rejected: [] };
+  const c2 = compile(m2, idsFromTables(c1.tables));
+  assert.deepEqual(serviceIds(c2.tables), { 'default/b:': 2, 'default/c:': 3 });
+  assert.deepEqual(backendIds(c2.tables), { '10.0.0.2:80/6': 2, '10.0.0.3:80/6': 3 });
+  assert.deepEqual(c2.ids.services, new Map([['default/b:/6', 2], ['default/c:/6', 3]]));
+
+  // one compile later, the freed IDs are free again: lowest first
+  const m3: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3'), svc('d', '10.0.0.4')], ignored: [], rejected: [] };
+  const c3 = compile(m3, idsFromTables(c2.tables));
+  assert.deepEqual(serviceIds(c3.tables), { 'default/b:': 2, 'default/c:': 3, 'default/d:': 1 });
+  assert.deepEqual(backendIds(c3.tables), { '10.0.0.2:80/6': 2, '10.0.0.3:80/6': 3, '10.0.0.4:80/6': 1 });
+  // and the returned ids work as "previous" just like the tables do
+  assert.deepEqual(bytes(compile(m3, c2.ids).tables), bytes(c3.tables));
+});
+
+test('compile: deterministic', () => {
+  const a = compile(smallModel(), NONE);
+  const b = compile(smallModel(), NONE);
+  assert.deepEqual(bytes(a.tables), bytes(b.tables));
+  // insertion order too, not only content
+  for (const table of ['frontends', 'slots', 'services', 'backends'] as const) {
+    assert.deepEqual([...a.tables[table].keys()], [...b.tables[table].keys()], table);
+  }
+  // fresh IDs go by identity, not by position in the model
+  const reversed = smallModel();
+  reversed.servicePorts.reverse();
+  reversed.ignored.reverse();
+  assert.deepEqual(bytes(compile(reversed, NONE).tables), bytes(a.tables));
+  // compile does not modify its inputs
+  const model = smallModel();
+  const previous = idsFromTables(a.tables);
+  const snapshot = structuredClone({ model, previous });
+  compile(model, previous);
+  assert.deepEqual({ model, previous }, snapshot);
+});
+
+test('compile: an empty model gives empty tables', () => {
+  const { tables, ids } = compile({ servicePorts: [], ignored: [], rejected: [] }, NONE);
+  assert.deepEqual(bytes(tables), { frontends: [], slots: [], backends: [], services: [] });
+  assert.deepEqual(ids, { services: new Map(), backends: new Map() });
+});

@@ -1,0 +1,178 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { compile, idsFromTables } from '../../src/compile/compile.js';
+import {
+  backendValue,
+  frontendKey,
+  frontendValue,
+  serviceValue,
+  slotKey,
+  slotValue,
+  u32Key,
+} from '../../src/contract/codecs.js';
+import { DELETE_ORDER, WRITE_ORDER, emptyTables, type Entry, type TableName, type Tables } from '../../src/contract/tables.js';
+import { diffTables, type TableOp } from '../../src/reconcile/table-diff.js';
+import type { Model } from '../../src/model/types.js';
+
+function put(tables: Tables, table: TableName, key: Buffer, value: Buffer): Entry {
+  const entry = { key, value };
+  tables[table].set(key.toString('hex'), entry);
+  return entry;
+}
+
+const fe = (addr: string, port: number) => frontendKey.encode({ addr, port, proto: 6 });
+const feV = (service_id: number, backend_count: number) => frontendValue.encode({ service_id, backend_count, kind: 1 });
+const sk = (service_id: number, slot: number) => slotKey.encode({ service_id, slot });
+const sv = (backend_id: number) => slotValue.encode({ backend_id, state: 0 });
+const id = (n: number) => u32Key.encode({ id: n });
+const bv = (addr: string) => backendValue.encode({ addr, port: 80, proto: 6 });
+const svcV = (name: string) => serviceValue.encode({ namespace: 'default', name, port_name: '', proto: 6, skip_reason: 0 });
+
+/** ops with their buffers as hex, for readable exact comparisons. */
+function hexOps(ops: TableOp[]) {
+  return ops.map((o) =>
+    o.op === 'upsert'
+      ? { op: o.op, table: o.table, entries: o.entries.map((e) => [e.key.toString('hex'), e.value.toString('hex')]) }
+      : { op: o.op, table: o.table, keys: o.keys.map((k) => k.toString('hex')) },
+  );
+}
+
+test('the write and delete orders are the documented ones', () => {
+  assert.deepEqual(WRITE_ORDER, ['backends', 'slots', 'services', 'frontends']);
+  assert.deepEqual(DELETE_ORDER, ['frontends', 'slots', 'services', 'backends']);
+});
+
+test('diffTables: upserts in WRITE_ORDER, then deletes in DELETE_ORDER', () => {
+  const applied = emptyTables();
+  const desired = emptyTables();
+  // stale entries in every table (inserted in an order unlike either)
+  const oldSvc = put(applied, 'services', id(1), svcV('old'));
+  const oldFe = put(applied, 'frontends', fe('10.96.0.1', 80), feV(1, 1));
+  const oldBe = put(applied, 'backends', id(1), bv('10.0.0.1'));
+  const oldSlot = put(applied, 'slots', sk(1, 0), sv(1));
+  // new entries in every table
+  const newFe = put(desired, 'frontends', fe('10.96.0.2', 80), feV(2, 1));
+  const newSvc = put(desired, 'services', id(2), svcV('new'));
+  const newSlot = put(desired, 'slots', sk(2, 0), sv(2));
+  const newBe = put(desired, 'backends', id(2), bv('10.0.0.2'));
+
+  const ops = diffTables(desired, applied);
+  assert.deepEqual(
+    ops.map((o) => `${o.op} ${o.table}`),
+    [
+      'upsert backends',
+      'upsert slots',
+      'upsert services',
+      'upsert frontends',
+      'delete frontends',
+      'delete slots',
+      'delete services',
+      'delete backends',
+    ],
+  );
+  assert.deepEqual(ops, [
+    { op: 'upsert', table: 'backends', entries: [newBe] },
+    { op: 'upsert', table: 'slots', entries: [newSlot] },
+    { op: 'upsert', table: 'services', entries: [newSvc] },
+    { op: 'upsert', table: 'frontends', entries: [newFe] },
+    { op: 'delete', table: 'frontends', keys: [oldFe.key] },
+    { op: 'delete', table: 'slots', keys: [oldSlot.key] },
+    { op: 'delete', table: 'services', keys: [oldSvc.key] },
+    { op: 'delete', table: 'backends', keys: [oldBe.key] },
+  ]);
+});
+
+test('diffTables: unchanged entries give no op, a changed value gives an upsert of that entry only', () => {
+  const applied = emptyTables();
+  const desired = emptyTables();
+  for (const t of [applied, desired]) {
+    put(t, 'backends', id(1), bv('10.0.0.1'));
+    put(t, 'backends', id(2), bv('10.0.0.2'));
+    put(t, 'slots', sk(1, 0), sv(1));
+    put(t, 'services', id(1), svcV('web'));
+  }
+  put(applied, 'slots', sk(1, 1), sv(1));
+  const changed = put(desired, 'slots', sk(1, 1), sv(2));
+  put(applied, 'frontends', fe('10.96.0.1', 80), feV(1, 2));
+  put(desired, 'frontends', fe('10.96.0.1', 80), feV(1, 2));
+
+  const ops = diffTables(desired, applied);
+  assert.deepEqual(ops, [{ op: 'upsert', table: 'slots', entries: [changed] }]);
+  // the upsert carries the desired value, not the applied one
+  assert.deepEqual(slotValue.decode((ops[0] as { entries: Entry[] }).entries[0]!.value), { backend_id: 2, state: 0 });
+});
+
+test('diffTables: identical tables (equal bytes, distinct buffers) give no ops', () => {
+  const model: Model = {
+    servicePorts: [
+      {
+        ref: { namespace: 'default', name: 'web', portName: '', protocol: 'TCP' },
+        frontends: [{ kind: 'ClusterIP', address: '10.96.0.10', port: 80 }],
+        backends: [{ address: '10.244.1.2', port: 8080, state: 'ready' }],
+      },
+    ],
+    ignored: [{ namespace: 'default', name: 'db', reason: 'headless' }],
+    rejected: [],
+  };
+  const a = compile(model, { services: new Map(), backends: new Map() }).tables;
+  const b = compile(model, idsFromTables(a)).tables;
+  assert.notEqual(a.frontends.values().next().value!.value, b.frontends.values().next().value!.value);
+  assert.deepEqual(diffTables(a, b), []);
+  assert.deepEqual(diffTables(emptyTables(), emptyTables()), []);
+});
+
+test('diffTables: from empty, everything is upserted; to empty, everything is deleted', () => {
+  const t = emptyTables();
+  put(t, 'backends', id(1), bv('10.0.0.1'));
+  put(t, 'slots', sk(1, 0), sv(1));
+  put(t, 'services', id(1), svcV('web'));
+  put(t, 'frontends', fe('10.96.0.1', 80), feV(1, 1));
+  assert.deepEqual(
+    diffTables(t, emptyTables()).map((o) => `${o.op} ${o.table}`),
+    ['upsert backends', 'upsert slots', 'upsert services', 'upsert frontends'],
+  );
+  assert.deepEqual(
+    diffTables(emptyTables(), t).map((o) => `${o.op} ${o.table}`),
+    ['delete frontends', 'delete slots', 'delete services', 'delete backends'],
+  );
+});
+
+test('diffTables: a service shrinking from 3 to 2 backends lowers the count before removing the slot', () => {
+  const backends = [
+    { address: '10.244.1.2', port: 8080, state: 'ready' as const },
+    { address: '10.244.1.3', port: 8080, state: 'ready' as const },
+    { address: '10.244.2.4', port: 8080, state: 'ready' as const },
+  ];
+  const model = (n: number): Model => ({
+    servicePorts: [
+      {
+        ref: { namespace: 'default', name: 'web', portName: 'http', protocol: 'TCP' },
+        frontends: [
+          { kind: 'ClusterIP', address: '10.96.0.10', port: 80 },
+          { kind: 'NodePort', address: '192.168.1.10', port: 30080 },
+        ],
+        backends: backends.slice(0, n),
+      },
+    ],
+    ignored: [],
+    rejected: [],
+  });
+  const before = compile(model(3), { services: new Map(), backends: new Map() }).tables;
+  const after = compile(model(2), idsFromTables(before)).tables;
+  const ops = diffTables(after, before);
+  assert.deepEqual(hexOps(ops), [
+    {
+      op: 'upsert',
+      table: 'frontends',
+      entries: [
+        [fe('10.96.0.10', 80).toString('hex'), frontendValue.encode({ service_id: 1, backend_count: 2, kind: 1 }).toString('hex')],
+        [
+          frontendKey.encode({ addr: '192.168.1.10', port: 30080, proto: 6 }).toString('hex'),
+          frontendValue.encode({ service_id: 1, backend_count: 2, kind: 2 }).toString('hex'),
+        ],
+      ],
+    },
+    { op: 'delete', table: 'slots', keys: [sk(1, 2).toString('hex')] },
+    { op: 'delete', table: 'backends', keys: [id(3).toString('hex')] },
+  ]);
+});
