@@ -4,19 +4,26 @@
  */
 import type { Logger } from 'pino';
 import { EbpfDatapath } from './datapath/ebpf.js';
+import { networkProgrammingLatencies } from './metrics/programming-latency.js';
 import { buildModel } from './model/build.js';
 import type { Model } from './model/types.js';
 import { DEFAULT_SYNCER_OPTIONS, Syncer } from './reconcile/syncer.js';
+import { KubeSource } from './source/kube.js';
 import { ManifestSource } from './source/manifests.js';
-import type { Source } from './source/types.js';
+
+export type SourceConfig =
+  | { kind: 'manifests'; dir: string }
+  /** kubeconfig undefined: the in-cluster service account. */
+  | { kind: 'kube'; kubeconfig?: string; master?: string };
 
 export interface AgentConfig {
-  manifests: string;
+  source: SourceConfig;
   cgroup: string;
   bpffs: string;
   nodeName: string;
   mode: 'ebpf';
   serviceClusterIPRange: string;
+  minSyncIntervalMs: number;
   mapSizes: Partial<Record<string, number>>;
 }
 
@@ -26,17 +33,29 @@ export interface Agent {
 }
 
 export async function startAgent(config: AgentConfig, log: Logger): Promise<Agent> {
-  const source: Source = new ManifestSource(config.manifests, log);
+  const src = config.source;
+  const source =
+    src.kind === 'manifests'
+      ? new ManifestSource(src.dir, log)
+      : new KubeSource({ kubeconfig: src.kubeconfig, master: src.master, nodeName: config.nodeName, log });
   const datapath = EbpfDatapath.open({ bpffs: config.bpffs, cgroup: config.cgroup, mapSizes: config.mapSizes, log });
+  let triggerTimes: number[] = [];
   const model = (): Model => {
     const snap = source.snapshot();
+    if (source instanceof KubeSource) triggerTimes = triggerTimes.concat(source.takeTriggerTimes());
     const built = buildModel(snap.objects, {
       serviceClusterIPRange: config.serviceClusterIPRange,
-      allocateClusterIPs: true,
+      // An API server has already allocated every ClusterIP; a manifest folder has no one to do it.
+      allocateClusterIPs: src.kind === 'manifests',
     });
     return { ...built, rejected: [...snap.rejected, ...built.rejected] };
   };
-  const syncer = new Syncer(model, datapath, log, DEFAULT_SYNCER_OPTIONS);
+  const onApplied = (appliedAtMs: number) => {
+    const latencies = networkProgrammingLatencies(triggerTimes, appliedAtMs);
+    triggerTimes = [];
+    if (latencies.length) log.debug({ networkProgrammingSeconds: latencies }, 'network programming latency');
+  };
+  const syncer = new Syncer(model, datapath, log, { ...DEFAULT_SYNCER_OPTIONS, minSyncIntervalMs: config.minSyncIntervalMs }, onApplied);
   try {
     await source.start(() => syncer.request());
   } catch (err) {
@@ -45,7 +64,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
     throw err;
   }
   syncer.start();
-  log.info({ mode: config.mode, node: config.nodeName, manifests: config.manifests }, 'agent running');
+  log.info({ mode: config.mode, node: config.nodeName, source: src.kind }, 'agent running');
   return {
     stop() {
       source.close();

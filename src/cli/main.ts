@@ -12,6 +12,12 @@ import { runLabDemo } from '../lab/demo.js';
 
 const DEFAULT_BPFFS = '/sys/fs/bpf/kpx';
 
+function parseDurationMs(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(text);
+  if (!m) throw new Error(`expected a duration like 100ms, 1s or 1m, got "${text}"`);
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
+}
+
 function parseMapSizes(spec: string | undefined): Partial<Record<string, number>> {
   const sizes: Record<string, number> = {};
   for (const part of (spec ?? '').split(',').filter(Boolean)) {
@@ -32,23 +38,31 @@ await yargs(hideBin(process.argv))
     'run the agent: program Services into the kernel and keep them up to date',
     (y) =>
       y
-        .option('manifests', { type: 'string', demandOption: true, describe: 'folder of Service/Endpoints/EndpointSlice manifests' })
+        .option('manifests', { type: 'string', describe: 'folder of Service/Endpoints/EndpointSlice manifests (no API server)' })
+        .option('kubeconfig', { type: 'string', describe: 'kubeconfig of the API server to watch' })
+        .option('master', { type: 'string', describe: 'API server URL, overriding the kubeconfig' })
+        .conflicts('manifests', ['kubeconfig', 'master'])
         .option('cgroup', { type: 'string', demandOption: true, describe: 'cgroup2 folder to attach the socket programs to' })
         .option('bpffs', { type: 'string', default: DEFAULT_BPFFS, describe: 'bpffs folder to pin maps and links under' })
         .option('node-name', { type: 'string', default: hostname() })
         .option('mode', { type: 'string', choices: ['ebpf'], default: 'ebpf' })
         .option('service-cluster-ip-range', { type: 'string', default: '10.96.0.0/12' })
+        .option('min-sync-period', { type: 'string', default: '100ms', describe: 'least time between two syncs of a burst (e.g. 100ms, 1s)' })
         .option('map-sizes', { type: 'string', describe: 'max entries per map, e.g. frontends=65536,slots=262144' }),
     async (argv) => {
       const log = createLogger(argv['log-level']);
       const agent = await startAgent(
         {
-          manifests: argv.manifests,
+          // Neither a folder nor a kubeconfig: inside a pod, as kube-proxy does.
+          source: argv.manifests
+            ? { kind: 'manifests', dir: argv.manifests }
+            : { kind: 'kube', kubeconfig: argv.kubeconfig, master: argv.master },
           cgroup: argv.cgroup,
           bpffs: argv.bpffs,
           nodeName: argv['node-name'],
           mode: 'ebpf',
           serviceClusterIPRange: argv['service-cluster-ip-range'],
+          minSyncIntervalMs: parseDurationMs(argv['min-sync-period']),
           mapSizes: parseMapSizes(argv['map-sizes']),
         },
         log,

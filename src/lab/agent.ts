@@ -3,7 +3,7 @@
  * lab's node, attached to the lab's cgroup, pinning under the lab's bpffs.
  */
 import { fileURLToPath } from 'node:url';
-import type { Lab, LabProcess } from './lab.js';
+import { AGENT_HOST, type Lab, type LabProcess } from './lab.js';
 
 export const KPX_CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
@@ -14,19 +14,21 @@ export function kpxArgv(args: string[]): string[] {
 export interface LabAgentOptions {
   nodeName?: string;
   logLevel?: string;
+  /** Watch this API server instead of the lab's manifest folder. */
+  kubeconfig?: string;
   extraArgs?: string[];
 }
 
 /** Starts the agent and resolves once its first sync has reached the kernel. */
 export async function startLabAgent(lab: Lab, opts: LabAgentOptions = {}): Promise<LabProcess> {
+  // With an API server (on loopback in the test process) the agent must share its network namespace.
   const agent = lab.spawn(
-    'node',
+    opts.kubeconfig ? AGENT_HOST : 'node',
     kpxArgv([
       '--log-level',
       opts.logLevel ?? 'debug',
       'run',
-      '--manifests',
-      lab.manifestsDir,
+      ...(opts.kubeconfig ? ['--kubeconfig', opts.kubeconfig] : ['--manifests', lab.manifestsDir]),
       '--cgroup',
       lab.cgroupPath,
       '--bpffs',

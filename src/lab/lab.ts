@@ -24,6 +24,8 @@ export const LAB_ROOT = '/run/kpx';
 export const NETNS_DIR = '/run/netns';
 export const POD_GATEWAY = '10.244.0.1';
 export const EXTERNAL_GATEWAY = '192.0.2.1';
+/** Pseudo-host for the agent process: the root network namespace, no cgroup. */
+export const AGENT_HOST = 'agent-host';
 export const CLIENT_HOST = { name: 'client', address: '10.244.0.100' } as const;
 /** Scripts run with `node` inside lab namespaces. */
 export const NAME_SERVER_SCRIPT = fileURLToPath(new URL('./name-server.js', import.meta.url));
@@ -317,6 +319,11 @@ class LabImpl implements Lab {
   /** argv that enters the netns (and optionally the cgroup) before exec'ing the program. */
   private enterArgv(host: string, argv: string[], inCgroup: boolean): string[] {
     if (argv.length === 0) throw new Error('empty argv');
+    if (host === AGENT_HOST) {
+      // Only the agent runs here: it talks to the kernel and to an API server on loopback, never to lab addresses.
+      if (inCgroup) throw new Error('the agent host never runs inside the lab cgroup');
+      return argv;
+    }
     const nsPath = this.netnsPath(host);
     if (!inCgroup) return ['nsenter', `--net=${nsPath}`, '--', ...argv];
     // $$ stays the same pid through both execs, so the program starts inside

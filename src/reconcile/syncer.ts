@@ -9,13 +9,24 @@ import type { Datapath } from '../datapath/types.js';
 import type { Model, Rejected } from '../model/types.js';
 
 export interface SyncerOptions {
+  /**
+   * Least time from the end of one sync to the start of the next. The first
+   * change after a quiet period is synced at once; a burst behind it is
+   * folded into one sync per interval (kube-proxy's minSyncPeriod).
+   */
+  minSyncIntervalMs: number;
   /** Full resync: re-read the kernel and re-apply, to repair anything changed behind our back. */
   resyncIntervalMs: number;
   retryMinMs: number;
   retryMaxMs: number;
 }
 
-export const DEFAULT_SYNCER_OPTIONS: SyncerOptions = { resyncIntervalMs: 60_000, retryMinMs: 100, retryMaxMs: 10_000 };
+export const DEFAULT_SYNCER_OPTIONS: SyncerOptions = {
+  minSyncIntervalMs: 100,
+  resyncIntervalMs: 60_000,
+  retryMinMs: 100,
+  retryMaxMs: 10_000,
+};
 
 export class Syncer {
   private scheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
@@ -23,13 +34,15 @@ export class Syncer {
   private retryDelay: number;
   private reported = new Set<string>();
   private stopped = false;
-  syncs = 0;
+  private lastSyncEnd = -Infinity;
 
   constructor(
     private readonly buildModel: () => Model,
     private readonly datapath: Datapath,
     private readonly log: Logger,
     private readonly opts: SyncerOptions = DEFAULT_SYNCER_OPTIONS,
+    /** Called after every successful sync, with when it reached the kernel (ms since epoch). */
+    private readonly onApplied: (appliedAtMs: number) => void = () => {},
   ) {
     this.retryDelay = opts.retryMinMs;
   }
@@ -46,7 +59,8 @@ export class Syncer {
   /** Asks for a sync; every request made before it runs is served by the same sync. */
   request(): void {
     if (this.scheduled || this.stopped) return;
-    this.scheduled = setImmediate(() => this.run());
+    const wait = this.lastSyncEnd + this.opts.minSyncIntervalMs - performance.now();
+    this.scheduled = wait > 0 ? setTimeout(() => this.run(), wait) : setImmediate(() => this.run());
   }
 
   stop(): void {
@@ -65,7 +79,7 @@ export class Syncer {
       const model = this.buildModel();
       this.reportRejected(model.rejected);
       const result = this.datapath.sync(model);
-      this.syncs++;
+      this.onApplied(Date.now());
       this.retryDelay = this.opts.retryMinMs;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const level = result.written || result.removed ? 'info' : 'debug';
@@ -74,6 +88,8 @@ export class Syncer {
       this.log.error({ err: (err as Error).message, retryInMs: this.retryDelay }, 'sync failed; the previous state stays in place');
       if (!this.stopped) this.scheduled = setTimeout(() => this.run(), this.retryDelay);
       this.retryDelay = Math.min(this.retryDelay * 2, this.opts.retryMaxMs);
+    } finally {
+      this.lastSyncEnd = performance.now();
     }
   }
 
