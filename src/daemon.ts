@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { EbpfDatapath } from './datapath/ebpf.js';
 import { networkProgrammingLatencies } from './metrics/programming-latency.js';
-import { buildModel } from './model/build.js';
+import { ModelCache } from './model/incremental.js';
 import type { Model } from './model/types.js';
 import { DEFAULT_SYNCER_OPTIONS, Syncer } from './reconcile/syncer.js';
 import { KubeSource } from './source/kube.js';
@@ -40,10 +40,11 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
       : new KubeSource({ kubeconfig: src.kubeconfig, master: src.master, nodeName: config.nodeName, log });
   const datapath = EbpfDatapath.open({ bpffs: config.bpffs, cgroup: config.cgroup, mapSizes: config.mapSizes, log });
   let triggerTimes: number[] = [];
+  const models = new ModelCache();
   const model = (): Model => {
     const snap = source.snapshot();
     if (source instanceof KubeSource) triggerTimes = triggerTimes.concat(source.takeTriggerTimes());
-    const built = buildModel(snap.objects, {
+    const built = models.build(snap.objects, {
       serviceClusterIPRange: config.serviceClusterIPRange,
       // An API server has already allocated every ClusterIP; a manifest folder has no one to do it.
       allocateClusterIPs: src.kind === 'manifests',

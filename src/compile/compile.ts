@@ -1,11 +1,17 @@
 /**
- * model -> the exact entries every kpx map must hold. Pure and deterministic:
- * the same model and the same previous IDs give the same bytes.
+ * model -> the exact entries every kpx map must hold.
  *
- * Service and backend IDs are stable: an identity keeps its ID for as long as
- * it exists, and an ID freed by this sync is not handed out in the same sync,
- * so an entry being removed is never reused for something else while a
- * lookup may still reach it.
+ * The Compiler keeps the desired tables and updates them per service port:
+ * a service port that is the same object as in the previous update (the
+ * model cache hands back unchanged ones) costs nothing, so a single change
+ * costs one service port's entries whatever the number of Services. It
+ * reports which keys it touched, so the diff against the kernel only looks
+ * at those. compile() is the same thing from scratch, for tests and tools.
+ *
+ * Service and backend IDs are stable: an identity keeps its ID for as long
+ * as it exists, and an ID freed by an update is not handed out by the same
+ * update, so an entry being removed is never reused for something else while
+ * a lookup may still reach it.
  */
 import {
   IPPROTO,
@@ -22,14 +28,17 @@ import {
   type BackendValue,
   type ServiceValue,
 } from '../contract/codecs.js';
-import { emptyTables, type TableContent, type Tables } from '../contract/tables.js';
-import type { Model } from '../model/types.js';
+import { emptyTables, type TableName, type Tables } from '../contract/tables.js';
+import type { IgnoredService, Model, ServicePort } from '../model/types.js';
 
 /** Identity -> ID, for services (service ports and ignored Services) and backends. */
 export interface IdAssignment {
   services: Map<string, number>;
   backends: Map<string, number>;
 }
+
+/** The keys (hex) an update touched, per table. */
+export type TouchedKeys = Record<TableName, Set<string>>;
 
 export function serviceIdentity(v: ServiceValue): string {
   if (v.skip_reason !== SKIP.none) return `${v.namespace}/${v.name}#ignored`;
@@ -53,91 +62,243 @@ export function idsFromTables(tables: Tables): IdAssignment {
   return { services, backends };
 }
 
-/** Keeps the previous ID of every wanted identity; gives new ones the lowest ID no one holds or held. */
-export function assignIds(previous: Map<string, number>, wanted: Iterable<string>): Map<string, number> {
-  const result = new Map<string, number>();
-  const taken = new Set(previous.values());
-  const fresh: string[] = [];
-  for (const identity of wanted) {
-    if (result.has(identity)) continue;
-    const id = previous.get(identity);
-    if (id === undefined) fresh.push(identity);
-    else result.set(identity, id);
+/** Hands out the lowest IDs that are neither in use nor freed during the current update. */
+class IdPool {
+  private readonly used = new Set<number>();
+  private readonly quarantined = new Set<number>();
+  /** Every ID below it is used or quarantined, so a search never starts lower. */
+  private cursor = 1;
+
+  constructor(initial: Iterable<number>) {
+    for (const id of initial) this.used.add(id);
   }
-  let next = 1;
-  for (const identity of fresh.sort()) {
-    while (taken.has(next)) next++;
-    result.set(identity, next);
-    taken.add(next);
+
+  take(): number {
+    while (this.used.has(this.cursor) || this.quarantined.has(this.cursor)) this.cursor++;
+    this.used.add(this.cursor);
+    return this.cursor;
   }
-  return result;
+
+  free(id: number): void {
+    this.used.delete(id);
+    this.quarantined.add(id);
+  }
+
+  /** The update is done: freed IDs may be reused from the next one on. */
+  endUpdate(): void {
+    for (const id of this.quarantined) this.cursor = Math.min(this.cursor, id);
+    this.quarantined.clear();
+  }
 }
 
-function put(table: TableContent, key: Buffer, value: Buffer): void {
-  table.set(key.toString('hex'), { key, value });
+type Source = ServicePort | IgnoredService;
+
+/** What one service port (or ignored Service) put into the tables. */
+interface Compiled {
+  source: Source;
+  serviceId: number;
+  frontendKeys: string[];
+  slotKeys: string[];
+  backends: string[];
 }
 
-export function compile(model: Model, previous: IdAssignment): { tables: Tables; ids: IdAssignment } {
-  const services: Array<{ value: ServiceValue; identity: string }> = [];
-  for (const sp of model.servicePorts) {
-    const value: ServiceValue = {
-      namespace: sp.ref.namespace,
-      name: sp.ref.name,
-      port_name: sp.ref.portName,
-      proto: IPPROTO[sp.ref.protocol],
-      skip_reason: SKIP.none,
-    };
-    services.push({ value, identity: serviceIdentity(value) });
-  }
-  for (const ignored of model.ignored) {
-    const value: ServiceValue = {
-      namespace: ignored.namespace,
-      name: ignored.name,
-      port_name: '',
-      proto: 0,
-      skip_reason: SKIP[ignored.reason],
-    };
-    services.push({ value, identity: serviceIdentity(value) });
-  }
-  const serviceIds = assignIds(
-    previous.services,
-    services.map((s) => s.identity),
-  );
+interface Want {
+  identity: string;
+  source: Source;
+  value: ServiceValue;
+}
 
-  const backendValues = new Map<string, BackendValue>();
-  for (const sp of model.servicePorts) {
-    for (const b of sp.backends) {
-      const value: BackendValue = { addr: b.address, port: b.port, proto: IPPROTO[sp.ref.protocol] };
-      backendValues.set(backendIdentity(value), value);
+export class Compiler {
+  readonly tables: Tables = emptyTables();
+  private readonly compiled = new Map<string, Compiled>();
+  private readonly identityOf = new WeakMap<Source, string>();
+  /** Backends whose last reference went away during the current update. */
+  private readonly unreferenced = new Set<string>();
+  private holdsRecoveredIds: boolean;
+  private readonly serviceIds: Map<string, number>;
+  private readonly backendIds: Map<string, number>;
+  private readonly backendRefs = new Map<string, number>();
+  private readonly servicePool: IdPool;
+  private readonly backendPool: IdPool;
+
+  /** Starts from the IDs already in use, e.g. those recovered from the kernel after a restart. */
+  constructor(previous: IdAssignment = { services: new Map(), backends: new Map() }) {
+    this.serviceIds = new Map(previous.services);
+    this.backendIds = new Map(previous.backends);
+    this.servicePool = new IdPool(this.serviceIds.values());
+    this.backendPool = new IdPool(this.backendIds.values());
+    this.holdsRecoveredIds = this.serviceIds.size + this.backendIds.size > 0;
+  }
+
+  get ids(): IdAssignment {
+    return { services: new Map(this.serviceIds), backends: new Map(this.backendIds) };
+  }
+
+  update(model: Model): TouchedKeys {
+    const touched: TouchedKeys = { frontends: new Set(), slots: new Set(), backends: new Set(), services: new Set() };
+    // Unchanged sources (same objects as last time) are only counted as wanted: no values built, nothing touched.
+    const wanted = new Map<string, Want | undefined>();
+    for (const source of [...model.servicePorts, ...model.ignored]) {
+      const known = this.identityOf.get(source);
+      if (known !== undefined && this.compiled.get(known)?.source === source) wanted.set(known, undefined);
+      else this.want(wanted, source);
+    }
+    return this.apply(wanted, touched);
+  }
+
+  private want(wanted: Map<string, Want | undefined>, source: Source): void {
+    let value: ServiceValue;
+    if ('ref' in source) {
+      value = {
+        namespace: source.ref.namespace,
+        name: source.ref.name,
+        port_name: source.ref.portName,
+        proto: IPPROTO[source.ref.protocol],
+        skip_reason: SKIP.none,
+      };
+    } else {
+      value = { namespace: source.namespace, name: source.name, port_name: '', proto: 0, skip_reason: SKIP[source.reason] };
+    }
+    const identity = serviceIdentity(value);
+    this.identityOf.set(source, identity);
+    wanted.set(identity, { identity, source, value });
+  }
+
+  private apply(wanted: Map<string, Want | undefined>, touched: TouchedKeys): TouchedKeys {
+    // Removals first, so a frontend key that moves from one service to another in this update ends up with the new owner.
+    for (const [identity, done] of this.compiled) {
+      if (!wanted.has(identity)) {
+        this.removeEntries(done, touched);
+        this.compiled.delete(identity);
+        this.servicePool.free(done.serviceId);
+        this.serviceIds.delete(identity);
+        touched.services.add(this.serviceKey(done.serviceId));
+        this.tables.services.delete(this.serviceKey(done.serviceId));
+      }
+    }
+    const changed: Want[] = [];
+    for (const want of wanted.values()) {
+      if (!want) continue;
+      changed.push(want);
+      const done = this.compiled.get(want.identity);
+      if (done) {
+        this.removeEntries(done, touched);
+        this.compiled.delete(want.identity);
+      }
+    }
+    this.assignFreshIds(changed);
+    for (const want of changed) this.compiled.set(want.identity, this.addEntries(want, touched));
+    // Backends no service refers to any more go last, after every slot that could point at them.
+    for (const identity of this.unreferenced) {
+      if (this.backendRefs.get(identity)! > 0) continue;
+      this.backendRefs.delete(identity);
+      const id = this.backendIds.get(identity)!;
+      this.backendIds.delete(identity);
+      this.backendPool.free(id);
+      const hex = u32Key.encode({ id }).toString('hex');
+      this.tables.backends.delete(hex);
+      touched.backends.add(hex);
+    }
+    this.unreferenced.clear();
+    if (this.holdsRecoveredIds) {
+      // IDs recovered from a previous run that the first model no longer wants.
+      for (const [identity, id] of this.serviceIds) {
+        if (wanted.has(identity)) continue;
+        this.serviceIds.delete(identity);
+        this.servicePool.free(id);
+      }
+      for (const [identity, id] of this.backendIds) {
+        if (this.backendRefs.has(identity)) continue;
+        this.backendIds.delete(identity);
+        this.backendPool.free(id);
+      }
+      this.holdsRecoveredIds = false;
+    }
+    this.servicePool.endUpdate();
+    this.backendPool.endUpdate();
+    return touched;
+  }
+
+  /** New identities get IDs in identity order, so IDs do not depend on where things sit in the model. */
+  private assignFreshIds(changed: Want[]): void {
+    for (const identity of changed.map((w) => w.identity).filter((i) => !this.serviceIds.has(i)).sort()) {
+      this.serviceIds.set(identity, this.servicePool.take());
+    }
+    const freshBackends = new Set<string>();
+    for (const want of changed) {
+      if (!('ref' in want.source)) continue;
+      const proto = IPPROTO[want.source.ref.protocol];
+      for (const b of want.source.backends) {
+        const identity = backendIdentity({ addr: b.address, port: b.port, proto });
+        if (!this.backendIds.has(identity)) freshBackends.add(identity);
+      }
+    }
+    for (const identity of [...freshBackends].sort()) this.backendIds.set(identity, this.backendPool.take());
+  }
+
+  private serviceKey(id: number): string {
+    return u32Key.encode({ id }).toString('hex');
+  }
+
+  private removeEntries(done: Compiled, touched: TouchedKeys): void {
+    for (const hex of done.frontendKeys) {
+      this.tables.frontends.delete(hex);
+      touched.frontends.add(hex);
+    }
+    for (const hex of done.slotKeys) {
+      this.tables.slots.delete(hex);
+      touched.slots.add(hex);
+    }
+    for (const identity of done.backends) {
+      const refs = this.backendRefs.get(identity)! - 1;
+      this.backendRefs.set(identity, refs);
+      if (refs === 0) this.unreferenced.add(identity);
     }
   }
-  const backendIds = assignIds(previous.backends, backendValues.keys());
 
-  const tables = emptyTables();
-  for (const { value, identity } of services) {
-    put(tables.services, u32Key.encode({ id: serviceIds.get(identity)! }), serviceValue.encode(value));
-  }
-  for (const [identity, value] of backendValues) {
-    put(tables.backends, u32Key.encode({ id: backendIds.get(identity)! }), backendValue.encode(value));
-  }
-  model.servicePorts.forEach((sp, i) => {
-    const serviceId = serviceIds.get(services[i]!.identity)!;
+  private addEntries(want: Want, touched: TouchedKeys): Compiled {
+    const serviceId = this.serviceIds.get(want.identity)!;
+    const done: Compiled = { source: want.source, serviceId, frontendKeys: [], slotKeys: [], backends: [] };
+    const put = (table: TableName, key: Buffer, value: Buffer, keys?: string[]) => {
+      const hex = key.toString('hex');
+      this.tables[table].set(hex, { key, value });
+      touched[table].add(hex);
+      keys?.push(hex);
+    };
+    put('services', u32Key.encode({ id: serviceId }), serviceValue.encode(want.value));
+    if (!('ref' in want.source)) return done;
+
+    const sp = want.source;
     const proto = IPPROTO[sp.ref.protocol];
     sp.backends.forEach((b, slot) => {
-      const backendId = backendIds.get(backendIdentity({ addr: b.address, port: b.port, proto }))!;
+      const value: BackendValue = { addr: b.address, port: b.port, proto };
+      const identity = backendIdentity(value);
+      const backendId = this.backendIds.get(identity)!;
+      if (!this.backendRefs.get(identity)) put('backends', u32Key.encode({ id: backendId }), backendValue.encode(value));
+      this.backendRefs.set(identity, (this.backendRefs.get(identity) ?? 0) + 1);
+      done.backends.push(identity);
       put(
-        tables.slots,
+        'slots',
         slotKey.encode({ service_id: serviceId, slot }),
         slotValue.encode({ backend_id: backendId, state: STATE[b.state] }),
+        done.slotKeys,
       );
     });
     for (const fe of sp.frontends) {
       put(
-        tables.frontends,
+        'frontends',
         frontendKey.encode({ addr: fe.address, port: fe.port, proto }),
         frontendValue.encode({ service_id: serviceId, backend_count: sp.backends.length, kind: KIND[fe.kind] }),
+        done.frontendKeys,
       );
     }
-  });
-  return { tables, ids: { services: serviceIds, backends: backendIds } };
+    return done;
+  }
+}
+
+/** The tables a model compiles to from scratch, given the IDs already in use. Pure. */
+export function compile(model: Model, previous: IdAssignment): { tables: Tables; ids: IdAssignment } {
+  const compiler = new Compiler(previous);
+  compiler.update(model);
+  return { tables: compiler.tables, ids: compiler.ids };
 }

@@ -54,3 +54,12 @@ export type Tables = Record<TableName, TableContent>;
 export function emptyTables(): Tables {
   return { frontends: new Map(), slots: new Map(), backends: new Map(), services: new Map() };
 }
+
+/** Every key of every table of the given sets: what a full diff compares. */
+export function allKeys(...tableSets: Tables[]): Record<TableName, Set<string>> {
+  const keys = {} as Record<TableName, Set<string>>;
+  for (const table of Object.keys(TABLES) as TableName[]) {
+    keys[table] = new Set(tableSets.flatMap((t) => [...t[table].keys()]));
+  }
+  return keys;
+}

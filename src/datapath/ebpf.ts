@@ -8,10 +8,10 @@ import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, statSync,
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { compile, idsFromTables } from '../compile/compile.js';
-import { ALL_MAPS, TABLES, emptyTables, type TableName, type Tables } from '../contract/tables.js';
+import { Compiler, idsFromTables } from '../compile/compile.js';
+import { ALL_MAPS, TABLES, allKeys, emptyTables, type TableName, type Tables } from '../contract/tables.js';
 import type { Model } from '../model/types.js';
-import { diffTables, type TableOp } from '../reconcile/table-diff.js';
+import { diffTables, markApplied, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
 import type { Datapath, SyncResult } from './types.js';
 
@@ -38,6 +38,7 @@ export class TableFullError extends Error {}
 export class EbpfDatapath implements Datapath {
   readonly mode = 'ebpf';
   private applied: Tables;
+  private compiler: Compiler | undefined;
 
   private constructor(
     private readonly obj: bpf.BpfObjectPtr,
@@ -95,15 +96,28 @@ export class EbpfDatapath implements Datapath {
   }
 
   sync(model: Model): SyncResult {
-    const { tables } = compile(model, idsFromTables(this.applied));
+    // After a start or a failure the compiler starts over from the IDs the
+    // kernel holds, and the first diff covers every key on both sides.
+    const fresh = !this.compiler;
+    const compiler = (this.compiler ??= new Compiler(idsFromTables(this.applied)));
+    let touched;
+    try {
+      touched = compiler.update(model);
+    } catch (err) {
+      this.compiler = undefined;
+      throw err;
+    }
+    const desired = compiler.tables;
     for (const table of Object.keys(TABLES) as TableName[]) {
-      if (tables[table].size > this.capacity[table]) {
+      if (desired[table].size > this.capacity[table]) {
+        this.compiler = undefined;
         throw new TableFullError(
-          `map ${TABLES[table].map} is full: ${tables[table].size} entries needed, ${this.capacity[table]} available; nothing was written (raise its size)`,
+          `map ${TABLES[table].map} is full: ${desired[table].size} entries needed, ${this.capacity[table]} available; nothing was written (raise its size)`,
         );
       }
     }
-    const ops = diffTables(tables, this.applied);
+    const keys = fresh ? allKeys(desired, this.applied) : touched;
+    const ops = diffTables(desired, this.applied, keys);
     let written = 0;
     let removed = 0;
     try {
@@ -116,12 +130,13 @@ export class EbpfDatapath implements Datapath {
       this.reread();
       throw err;
     }
-    this.applied = tables;
+    markApplied(desired, this.applied, keys);
     return { written, removed };
   }
 
   reread(): void {
     this.applied = readTables(this.mapFds);
+    this.compiler = undefined;
   }
 
   close(): void {

@@ -651,7 +651,9 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       cmp(a.ref.portName, b.ref.portName) ||
       cmp(a.ref.protocol, b.ref.protocol),
   );
-  const programmable = claimFrontends(servicePorts, live, rej);
+  const origins = new Map(live.map((s) => [`${s.id.namespace}/${s.id.name}`, s.id.origin]));
+  const claimed = claimFrontends(servicePorts, (ns, name) => origins.get(`${ns}/${name}`) ?? '');
+  rej.list.push(...claimed.rejected);
   ignored.sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));
   const rejected = rej.list.sort(
     (a, b) =>
@@ -661,40 +663,46 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       cmp(a.origin, b.origin) ||
       cmp(a.reason, b.reason),
   );
-  return { servicePorts: programmable, ignored, rejected };
+  return { servicePorts: claimed.servicePorts, ignored, rejected };
 }
 
 /** The most endpoints one service port can address: kpx_frontend.backend_count is a __u16. */
 export const MAX_BACKENDS_PER_SERVICE_PORT = 0xffff;
+
+/** What a rejection needs to know about the Service a service port belongs to. */
+export type ServiceOrigin = (namespace: string, name: string) => string;
 
 /**
  * One address:port/protocol can lead to one service port only (two Services
  * sharing an externalIP and port, say). The first in model order keeps it;
  * a later one loses that frontend, with a reason naming the owner. A service
  * port with more endpoints than the dataplane can address is rejected whole.
+ * Service ports that keep all their frontends are returned as the same
+ * objects, so callers that memoise on identity keep their hits.
  */
-function claimFrontends(sorted: ServicePort[], live: LiveService[], rej: Rejections): ServicePort[] {
-  const idOf = new Map(live.map((s) => [`${s.id.namespace}/${s.id.name}`, s.id]));
+export function claimFrontends(sorted: ServicePort[], originOf: ServiceOrigin): { servicePorts: ServicePort[]; rejected: Rejected[] } {
   const owners = new Map<string, string>();
   const kept: ServicePort[] = [];
+  const rejected: Rejected[] = [];
   for (const sp of sorted) {
-    const name = `${sp.ref.namespace}/${sp.ref.name}`;
-    const id = idOf.get(name)!;
+    const { namespace, name } = sp.ref;
+    const owner = `${namespace}/${name}`;
+    const reject = (reason: string) => rejected.push({ kind: 'Service', namespace, name, origin: originOf(namespace, name), reason });
     if (sp.backends.length > MAX_BACKENDS_PER_SERVICE_PORT) {
-      rej.of(id, `port ${sp.ref.portName || sp.ref.protocol} has ${sp.backends.length} endpoints, more than ${MAX_BACKENDS_PER_SERVICE_PORT}`);
+      reject(`port ${sp.ref.portName || sp.ref.protocol} has ${sp.backends.length} endpoints, more than ${MAX_BACKENDS_PER_SERVICE_PORT}`);
       continue;
     }
     const frontends = sp.frontends.filter((fe) => {
       const key = `${fe.address}:${fe.port}/${sp.ref.protocol}`;
-      const owner = owners.get(key);
-      if (owner === undefined) {
-        owners.set(key, name);
+      const current = owners.get(key);
+      if (current === undefined) {
+        owners.set(key, owner);
         return true;
       }
-      if (owner !== name) rej.of(id, `${fe.kind} ${key} is already served by Service ${owner}`);
+      if (current !== owner) reject(`${fe.kind} ${key} is already served by Service ${current}`);
       return false;
     });
-    kept.push({ ...sp, frontends });
+    kept.push(frontends.length === sp.frontends.length ? sp : { ...sp, frontends });
   }
-  return kept;
+  return { servicePorts: kept, rejected };
 }

@@ -18,7 +18,7 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { EndpointSlice, Endpoints, ObjectSnapshot, Service } from '../k8s/types.js';
+import type { EndpointSlice, Endpoints, ObjectSnapshot, Origin, Service } from '../k8s/types.js';
 import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from '../k8s/types.js';
 import type { Source, SourceSnapshot } from './types.js';
 
@@ -126,6 +126,7 @@ class Informer {
 
 export class KubeSource implements Source {
   private informers: Informer[] = [];
+  private readonly decorated = new WeakMap<KubernetesObject, KubernetesObject & Origin>();
   private triggerTimes: number[] = [];
   private started = false;
   private endpointsResource: 'endpointslices' | 'endpoints' = 'endpointslices';
@@ -179,13 +180,27 @@ export class KubeSource implements Source {
     for (const informer of this.informers) {
       const resource = informer.resource;
       for (const obj of informer.lw.list()) {
-        const origin = `${resource}/${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
-        if (resource === 'services') objects.services.push({ ...(obj as Service), origin });
-        else if (resource === 'endpointslices') objects.endpointSlices.push({ ...(obj as EndpointSlice), origin });
-        else if (resource === 'endpoints') objects.endpoints.push({ ...(obj as Endpoints), origin });
+        const withOrigin = this.withOrigin(resource, obj);
+        if (resource === 'services') objects.services.push(withOrigin as Service & Origin);
+        else if (resource === 'endpointslices') objects.endpointSlices.push(withOrigin as EndpointSlice & Origin);
+        else if (resource === 'endpoints') objects.endpoints.push(withOrigin as Endpoints & Origin);
       }
     }
     return { objects, rejected: [] };
+  }
+
+  /**
+   * The object with its origin, as the same reference for as long as the
+   * informer holds the same object: the model cache recognises unchanged
+   * Services by reference.
+   */
+  private withOrigin(resource: Resource, obj: KubernetesObject): KubernetesObject & Origin {
+    let decorated = this.decorated.get(obj);
+    if (!decorated) {
+      decorated = { ...obj, origin: `${resource}/${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}` };
+      this.decorated.set(obj, decorated);
+    }
+    return decorated;
   }
 
   /** Whether every watch is connected; false while the API server is unreachable. */

@@ -173,7 +173,7 @@ describe('kube source (ebpf)', { skip }, () => {
     for (let round = 0; round < 10; round++) {
       api.applyBurst(
         'endpointslices',
-        Array.from({ length: 100 }, (_, i) => slice('burst', 'burst-1', ips, { ready: ips.map((_, j) => j !== (round * 100 + i) % 100) })),
+        Array.from({ length: 100 }, (_, i) => slice('burst', 'burst-1', ips, { ready: ips.map((_, j) => j !== (round * 7 + i) % 100) })),
       );
       await new Promise((r) => setTimeout(r, 100));
     }
