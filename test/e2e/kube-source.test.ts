@@ -51,6 +51,16 @@ function syncs(agent: LabProcess): Array<{ written: number; removed: number }> {
 }
 const writingSyncs = (agent: LabProcess) => syncs(agent).filter((s) => s.written + s.removed > 0).length;
 
+/** Waits until the agent has logged nothing for a while, so counts of its log lines are final. */
+async function quietLog(agent: LabProcess, quietMs = 200): Promise<void> {
+  let seen = agent.stdout().length;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, quietMs));
+    if (agent.stdout().length === seen) return;
+    seen = agent.stdout().length;
+  }
+}
+
 async function waitUntil(what: string, predicate: () => boolean, timeoutMs = 5000): Promise<number> {
   const start = performance.now();
   while (!predicate()) {
@@ -136,6 +146,8 @@ describe('kube source (ebpf)', { skip }, () => {
 
   test('410 Gone leads to a fresh list, and a relist of the same objects writes nothing to the kernel', async () => {
     await api.waitForWatches('endpointslices');
+    // The kernel can show a change before the agent's log line about it has reached us.
+    await quietLog(agent);
     const lists = api.countLists('endpointslices');
     const writesBefore = writingSyncs(agent);
     // Cut the watches, move the store on (with a change the agent filters out)
@@ -168,6 +180,7 @@ describe('kube source (ebpf)', { skip }, () => {
     api.create('services', service('burst', '10.96.0.99'));
     api.create('endpointslices', slice('burst', 'burst-1', ips));
     await waitUntil('burst programmed', () => backendsOf('burst').length === 100);
+    await quietLog(agent);
     const before = writingSyncs(agent);
     // 1,000 updates over ~1 s, each flipping one endpoint's readiness.
     for (let round = 0; round < 10; round++) {
