@@ -16,10 +16,6 @@ export function parseIPv4(s: unknown): number | null {
   return (((Number(parts[0]) << 24) | (Number(parts[1]) << 16) | (Number(parts[2]) << 8) | Number(parts[3])) >>> 0);
 }
 
-export function isIPv4(s: unknown): s is string {
-  return parseIPv4(s) !== null;
-}
-
 /** A rough IPv6 recogniser, only used to give a better reason than "invalid". */
 export function looksLikeIPv6(s: unknown): boolean {
   return typeof s === 'string' && s.includes(':') && /^[0-9a-fA-F:.]+$/.test(s);

@@ -69,7 +69,3 @@ export interface ModelOptions {
   /** Allocate missing ClusterIPs (manifest mode); an API server always sets them. */
   allocateClusterIPs: boolean;
 }
-
-export function servicePortKey(ref: ServicePortRef): string {
-  return `${ref.namespace}/${ref.name}:${ref.portName}/${ref.protocol}`;
-}

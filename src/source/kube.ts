@@ -65,8 +65,6 @@ class Informer {
   private stopped = false;
   private firstSync: { promise: Promise<void>; resolve: () => void };
   synced = false;
-  /** False from a failure until the next successful (re)connect: the health of this watch. */
-  healthy = false;
 
   constructor(
     readonly resource: Resource,
@@ -101,7 +99,6 @@ class Informer {
       this.onError(err);
     }
     if (this.failedSinceStart || this.stopped) return;
-    this.healthy = true;
     this.retryDelay = this.retryMinMs;
     if (!this.synced) {
       this.synced = true;
@@ -112,7 +109,6 @@ class Informer {
   private onError(err: unknown): void {
     if (this.failedSinceStart || this.stopped) return;
     this.failedSinceStart = true;
-    this.healthy = false;
     const e = err as { message?: string; code?: unknown; statusCode?: unknown };
     this.log.warn(
       { resource: this.resource, err: e?.message ?? String(err), code: e?.statusCode ?? e?.code, retryInMs: this.retryDelay },
@@ -201,11 +197,6 @@ export class KubeSource implements Source {
       this.decorated.set(obj, decorated);
     }
     return decorated;
-  }
-
-  /** Whether every watch is connected; false while the API server is unreachable. */
-  healthy(): boolean {
-    return this.informers.every((i) => i.healthy);
   }
 
   /**

@@ -6,27 +6,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findTool } from '../fixtures/tools.js';
 
 // dist/test/unit/ -> repo root (the tests run from the compiled tree).
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-
-function findTool(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 test('bpf/objects.sha256 matches scripts/bpf-digest.sh (committed objects are not stale)', () => {
   const actual = execFileSync(join(ROOT, 'scripts', 'bpf-digest.sh'), { cwd: ROOT, encoding: 'utf8' });

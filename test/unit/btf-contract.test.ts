@@ -7,9 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, readFileSync, readdirSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findTool } from '../fixtures/tools.js';
 import {
   CONTRACT_STRUCTS,
   KIND,
@@ -27,21 +28,6 @@ import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES } from '../../src/contract/tables.j
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const BPF_DIR = join(ROOT, 'bpf');
 const HEADER = join(BPF_DIR, 'include', 'kpx_types.h');
-
-function findTool(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/local/sbin'];
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 const BPFTOOL = findTool('bpftool');
 const OBJECTS = readdirSync(BPF_DIR)
