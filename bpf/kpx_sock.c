@@ -9,6 +9,7 @@
 #include <linux/in.h>
 #include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "include/kpx_lb.h"
 
 #define SYS_PROCEED 1
@@ -27,11 +28,12 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx)
 	__u8 proto;
 	struct kpx_frontend *fe;
 	struct kpx_backend *be;
+	__u32 backend_id;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return SYS_PROCEED;
 	proto = kpx_sock_proto(ctx);
-	fe = kpx_lookup_frontend(addr, port, proto);
+	fe = kpx_lookup_service(addr, port, proto);
 	if (!fe)
 		return SYS_PROCEED;
 	if (fe->backend_count == 0) {
@@ -40,7 +42,7 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx)
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
-	be = kpx_select_backend(fe);
+	be = kpx_select_backend(fe, &backend_id);
 	if (!be)
 		return SYS_PROCEED;
 
@@ -100,6 +102,29 @@ SEC("cgroup/getpeername4")
 int kpx_getpeername4(struct bpf_sock_addr *ctx)
 {
 	return kpx_untranslate4(ctx);
+}
+
+/* A local socket bound to an address:port kpx serves would never see its
+ * traffic (the programs translate it first) and would mislead whoever runs
+ * it: refuse the bind as taken. A wildcard bind conflicts with NodePorts,
+ * which answer on every node address. */
+SEC("cgroup/post_bind4")
+int kpx_post_bind4(struct bpf_sock *sk)
+{
+	__be32 addr = sk->src_ip4;
+	__be16 port = bpf_htons((__u16)sk->src_port);
+	__u8 proto;
+
+	if (sk->protocol == IPPROTO_TCP)
+		proto = IPPROTO_TCP;
+	else if (sk->protocol == IPPROTO_UDP)
+		proto = IPPROTO_UDP;
+	else
+		return SYS_PROCEED;
+	if (!kpx_lookup_service(addr, port, proto))
+		return SYS_PROCEED;
+	bpf_set_retval(-EADDRINUSE);
+	return SYS_REJECT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 declare -A need=(
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [ip]=iproute2
-  [iptables]=iptables [nsenter]=util-linux [curl]=curl
+  [iptables]=iptables [nsenter]=util-linux [curl]=curl [ethtool]=ethtool
 )
 missing=()
 for cmd in "${!need[@]}"; do

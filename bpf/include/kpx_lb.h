@@ -17,11 +17,25 @@ kpx_lookup_frontend(__be32 addr, __be16 port, __u8 proto)
 	return bpf_map_lookup_elem(&kpx_frontends, &key);
 }
 
+/* The frontend a packet or socket for addr:port reaches: an exact entry
+ * (ClusterIP, externalIP, LoadBalancer IP), else the NodePort when addr is
+ * one of the node addresses that answer NodePorts. */
+static __always_inline struct kpx_frontend *
+kpx_lookup_service(__be32 addr, __be16 port, __u8 proto)
+{
+	struct kpx_frontend *fe;
+
+	fe = kpx_lookup_frontend(addr, port, proto);
+	if (fe || !bpf_map_lookup_elem(&kpx_node_addrs, &addr))
+		return fe;
+	return kpx_lookup_frontend(0, port, proto);
+}
+
 /* Picks one of the frontend's slots with equal weight. NULL when the table
  * is mid-update in a way the write order should make impossible; callers
  * then leave the packet or socket untouched rather than guess. */
 static __always_inline struct kpx_backend *
-kpx_select_backend(const struct kpx_frontend *fe)
+kpx_select_backend(const struct kpx_frontend *fe, __u32 *backend_id)
 {
 	struct kpx_slot_key key = {
 		.service_id = fe->service_id,
@@ -32,6 +46,7 @@ kpx_select_backend(const struct kpx_frontend *fe)
 	slot = bpf_map_lookup_elem(&kpx_slots, &key);
 	if (!slot)
 		return NULL;
+	*backend_id = slot->backend_id;
 	return bpf_map_lookup_elem(&kpx_backends, &slot->backend_id);
 }
 

@@ -50,4 +50,18 @@ struct {
 	__uint(max_entries, 262144);
 } kpx_sock_revnat SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(max_entries, 256);
+} kpx_node_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct kpx_ct_key);
+	__type(value, struct kpx_ct);
+	__uint(max_entries, 262144);
+} kpx_ct SEC(".maps");
+
 #endif

@@ -61,12 +61,17 @@ struct kpx_slot {
 	__u8 pad[3];
 };
 
+/* kpx_backend.flags */
+/* The endpoint runs on this node: packets from outside are only DNATed and
+ * handed to the stack, and replies are translated back on their way out. */
+#define KPX_BACKEND_LOCAL 1
+
 /* kpx_backends: backend_id -> where traffic goes. */
 struct kpx_backend {
 	__be32 addr;
 	__be16 port;
 	__u8 proto;
-	__u8 pad;
+	__u8 flags; /* KPX_BACKEND_* */
 };
 
 /* kpx_services: service_id -> identity, read back by `kpx list` (no
@@ -95,6 +100,42 @@ struct kpx_sock_revnat {
 	__be32 addr;
 	__be16 port;
 	__u16 pad;
+};
+
+/* kpx_node_addrs: the node addresses that answer NodePorts (kube-proxy's
+ * --nodeport-addresses). A NodePort is one kpx_frontends entry with addr 0;
+ * a packet or socket for <addr>:<port> reaches it when addr is listed here.
+ * The value is always 1: presence is the fact. */
+
+/* kpx_ct: connection tracking for packets translated at tc/XDP. Each flow
+ * has two entries: the forward one, keyed by the packet as the client sent
+ * it, and the reply one, keyed by the packet as the backend answers. Both
+ * say how to rewrite a matching packet. */
+#define KPX_CT_REPLY 1	  /* entry translates replies back to the client */
+#define KPX_CT_REDIRECT 2 /* rewritten packet goes back out (SNAT flow) */
+#define KPX_CT_CLOSING 4  /* a FIN or RST was seen: short timeout */
+
+struct kpx_ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct kpx_ct {
+	/* The tuple the packet leaves with. */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	/* Forward entries: the backend chosen, checked on every packet so a
+	 * flow whose backend is gone picks a new one. */
+	__u32 backend_id;
+	__u64 last_seen_ns; /* bpf_ktime_get_ns(), refreshed at most every second */
+	__u8 flags;	    /* KPX_CT_* */
+	__u8 pad[7];
 };
 
 #endif

@@ -154,6 +154,10 @@ export const SKIP = { none: 0, ExternalName: 1, headless: 2, 'service-proxy-name
 export const NAME_LEN = 64;
 export const PORT_NAME_LEN = 16;
 export const IPPROTO = { TCP: 6, UDP: 17 } as const;
+export const BACKEND_FLAGS = { local: 1 } as const;
+export const CT_FLAGS = { reply: 1, redirect: 2, closing: 4 } as const;
+/** kpx_node_addrs holds this value for every listed address. */
+export const NODE_ADDR_PRESENT = 1;
 
 export interface FrontendKey {
   addr: string;
@@ -177,6 +181,7 @@ export interface BackendValue {
   addr: string;
   port: number;
   proto: number;
+  flags: number;
 }
 export interface ServiceValue {
   namespace: string;
@@ -196,6 +201,28 @@ export interface SockRevnatValue {
 }
 export interface Id {
   id: number;
+}
+export interface NodeAddrKey {
+  addr: string;
+}
+export interface U32Value {
+  value: number;
+}
+export interface CtKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+export interface CtValue {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  backend_id: number;
+  last_seen_ns: bigint;
+  flags: number;
 }
 
 export const frontendKey = new StructCodec<FrontendKey>('kpx_frontend_key', 8, [
@@ -227,7 +254,7 @@ export const backendValue = new StructCodec<BackendValue>('kpx_backend', 8, [
   { c: 'addr', kind: 'ipv4', offset: 0 },
   { c: 'port', kind: 'be16', offset: 4 },
   { c: 'proto', kind: 'u8', offset: 6 },
-  { c: 'pad', kind: 'u8', offset: 7 },
+  { c: 'flags', kind: 'u8', offset: 7 },
 ]);
 
 export const serviceValue = new StructCodec<ServiceValue>('kpx_service', 152, [
@@ -255,6 +282,32 @@ export const sockRevnatValue = new StructCodec<SockRevnatValue>('kpx_sock_revnat
 /** The __u32 keys of kpx_backends and kpx_services. */
 export const u32Key = new StructCodec<Id>('__u32', 4, [{ c: 'id', kind: 'u32', offset: 0 }]);
 
+/** The __be32 keys of kpx_node_addrs. */
+export const nodeAddrKey = new StructCodec<NodeAddrKey>('__be32', 4, [{ c: 'addr', kind: 'ipv4', offset: 0 }]);
+
+/** The __u32 values of kpx_node_addrs. */
+export const u32Value = new StructCodec<U32Value>('__u32', 4, [{ c: 'value', kind: 'u32', offset: 0 }]);
+
+export const ctKey = new StructCodec<CtKey>('kpx_ct_key', 16, [
+  { c: 'saddr', kind: 'ipv4', offset: 0 },
+  { c: 'daddr', kind: 'ipv4', offset: 4 },
+  { c: 'sport', kind: 'be16', offset: 8 },
+  { c: 'dport', kind: 'be16', offset: 10 },
+  { c: 'proto', kind: 'u8', offset: 12 },
+  { c: 'pad', kind: 'chars', offset: 13, size: 3 },
+]);
+
+export const ctValue = new StructCodec<CtValue>('kpx_ct', 32, [
+  { c: 'saddr', kind: 'ipv4', offset: 0 },
+  { c: 'daddr', kind: 'ipv4', offset: 4 },
+  { c: 'sport', kind: 'be16', offset: 8 },
+  { c: 'dport', kind: 'be16', offset: 10 },
+  { c: 'backend_id', kind: 'u32', offset: 12 },
+  { c: 'last_seen_ns', kind: 'u64', offset: 16 },
+  { c: 'flags', kind: 'u8', offset: 24 },
+  { c: 'pad', kind: 'chars', offset: 25, size: 7 },
+]);
+
 /** Every struct of the contract, for the BTF test. */
 export const CONTRACT_STRUCTS = [
   frontendKey,
@@ -265,4 +318,6 @@ export const CONTRACT_STRUCTS = [
   serviceValue,
   sockRevnatKey,
   sockRevnatValue,
+  ctKey,
+  ctValue,
 ];

@@ -7,10 +7,12 @@ import {
   backendValue,
   frontendKey,
   frontendValue,
+  nodeAddrKey,
   serviceValue,
   slotKey,
   slotValue,
   u32Key,
+  u32Value,
   type StructCodec,
 } from './codecs.js';
 
@@ -25,6 +27,7 @@ export const TABLES = {
   slots: { map: 'kpx_slots', key: slotKey, value: slotValue },
   backends: { map: 'kpx_backends', key: u32Key, value: backendValue },
   services: { map: 'kpx_services', key: u32Key, value: serviceValue },
+  nodeAddrs: { map: 'kpx_node_addrs', key: nodeAddrKey, value: u32Value },
 } as const;
 
 export type TableName = keyof typeof TABLES;
@@ -33,11 +36,11 @@ export type TableName = keyof typeof TABLES;
  * Write order that keeps every lookup on a complete service: what a lookup
  * reaches last is written first. Removal goes the other way.
  */
-export const WRITE_ORDER: readonly TableName[] = ['backends', 'slots', 'services', 'frontends'];
-export const DELETE_ORDER: readonly TableName[] = ['frontends', 'slots', 'services', 'backends'];
+export const WRITE_ORDER: readonly TableName[] = ['backends', 'slots', 'services', 'frontends', 'nodeAddrs'];
+export const DELETE_ORDER: readonly TableName[] = ['nodeAddrs', 'frontends', 'slots', 'services', 'backends'];
 
 /** Maps the programs own (written by the kernel), pinned alongside. */
-export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat'] as const;
+export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_ct'] as const;
 
 export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...KERNEL_OWNED_MAPS];
 
@@ -52,7 +55,7 @@ export type TableContent = Map<string, Entry>;
 export type Tables = Record<TableName, TableContent>;
 
 export function emptyTables(): Tables {
-  return { frontends: new Map(), slots: new Map(), backends: new Map(), services: new Map() };
+  return { frontends: new Map(), slots: new Map(), backends: new Map(), services: new Map(), nodeAddrs: new Map() };
 }
 
 /** Every key of every table of the given sets: what a full diff compares. */

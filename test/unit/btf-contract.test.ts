@@ -12,7 +12,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findTool } from '../fixtures/tools.js';
 import {
+  BACKEND_FLAGS,
   CONTRACT_STRUCTS,
+  CT_FLAGS,
+  ctKey,
+  ctValue,
   KIND,
   NAME_LEN,
   PORT_NAME_LEN,
@@ -135,6 +139,7 @@ class Btf {
 /** Codecs of the maps the kernel writes (not in TABLES). */
 const KERNEL_OWNED_CODECS: Record<string, { key: StructCodec<object>; value: StructCodec<object> }> = {
   kpx_sock_revnat: { key: sockRevnatKey, value: sockRevnatValue },
+  kpx_ct: { key: ctKey, value: ctValue },
 };
 
 function codecsOfMap(map: string): { key: StructCodec<object>; value: StructCodec<object> } {
@@ -147,11 +152,11 @@ function codecsOfMap(map: string): { key: StructCodec<object>; value: StructCode
 
 test('there are committed BPF objects to check', () => {
   assert.ok(OBJECTS.length > 0, `no bpf/*.o under ${BPF_DIR}`);
-  assert.ok(OBJECTS.includes('kpx_sock.o'), `bpf/kpx_sock.o missing; objects: ${OBJECTS.join(', ')}`);
+  for (const object of ['kpx_sock.o', 'kpx_net.o']) assert.ok(OBJECTS.includes(object), `bpf/${object} missing; objects: ${OBJECTS.join(', ')}`);
 });
 
 test('ALL_MAPS is TABLES plus the kernel-owned maps', () => {
-  assert.deepEqual(ALL_MAPS, ['kpx_frontends', 'kpx_slots', 'kpx_backends', 'kpx_services', ...KERNEL_OWNED_MAPS]);
+  assert.deepEqual(ALL_MAPS, ['kpx_frontends', 'kpx_slots', 'kpx_backends', 'kpx_services', 'kpx_node_addrs', ...KERNEL_OWNED_MAPS]);
   assert.deepEqual([...KERNEL_OWNED_MAPS], Object.keys(KERNEL_OWNED_CODECS));
 });
 
@@ -162,7 +167,7 @@ for (const object of OBJECTS) {
       return;
     }
     const btf = Btf.load(object);
-    assert.ok(CONTRACT_STRUCTS.length >= 8, 'CONTRACT_STRUCTS lost entries');
+    assert.ok(CONTRACT_STRUCTS.length >= 10, 'CONTRACT_STRUCTS lost entries');
     for (const codec of CONTRACT_STRUCTS) {
       const s = btf.struct(codec.cName);
       assert.equal(s.size, codec.size, `${object}: sizeof(struct ${codec.cName})`);
@@ -232,12 +237,14 @@ test('header parsing finds the expected defines', () => {
   assert.equal(defines.has('KPX_TYPES_H'), false, 'the include guard is not a numeric define');
 });
 
-test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, NAME_LEN, PORT_NAME_LEN', () => {
+test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_FLAGS, NAME_LEN, PORT_NAME_LEN', () => {
   const defines = headerDefines();
   const groups: Array<[string, Record<string, number>]> = [
     ['KPX_KIND_', KIND],
     ['KPX_STATE_', STATE],
     ['KPX_SKIP_', SKIP],
+    ['KPX_BACKEND_', BACKEND_FLAGS],
+    ['KPX_CT_', CT_FLAGS],
   ];
   const checked = new Set<string>();
   for (const [prefix, table] of groups) {

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Address translation for traffic that reaches the node from outside
+ * (NodePort, externalIP, LoadBalancer IP), shared by tc and XDP: connection
+ * tracking in kpx_ct, backend choice, SNAT port claims. The callers apply
+ * the resulting rewrite in their own way (skb helpers or direct writes).
+ */
+#ifndef KPX_NAT_H
+#define KPX_NAT_H
+
+#include <stdbool.h>
+#include "kpx_lb.h"
+#include "kpx_pkt.h"
+
+#define KPX_AF_INET 2
+
+/* SNAT ports sit above Linux's default ephemeral range (32768-60999), so a
+ * translated flow never takes the port of a local socket's connection. */
+#define KPX_SNAT_PORT_MIN 61000
+#define KPX_SNAT_PORT_COUNT (65536 - KPX_SNAT_PORT_MIN)
+#define KPX_SNAT_TRIES 8
+
+#define KPX_NSEC 1000000000ULL
+/* Idle timeouts, as Cilium's defaults: an entry past its timeout no longer
+ * holds its SNAT port and a packet that finds it starts a new flow. */
+#define KPX_CT_TCP_TIMEOUT (6 * 3600 * KPX_NSEC)
+#define KPX_CT_CLOSING_TIMEOUT (10 * KPX_NSEC)
+#define KPX_CT_UDP_TIMEOUT (60 * KPX_NSEC)
+/* last_seen_ns is written at most this often: one write per packet would
+ * bounce the entry's cache line between CPUs. */
+#define KPX_CT_REFRESH (KPX_NSEC)
+
+enum kpx_verdict {
+	KPX_PASS,      /* not ours: hand the packet on untouched */
+	KPX_DROP,      /* ours, but it cannot be delivered */
+	KPX_TRANSLATE, /* rewrite to the returned tuple */
+};
+
+static __always_inline bool kpx_ct_expired(const struct kpx_ct *ct, __u8 proto, __u64 now)
+{
+	__u64 timeout = KPX_CT_UDP_TIMEOUT;
+
+	if (proto == IPPROTO_TCP)
+		timeout = (ct->flags & KPX_CT_CLOSING) ? KPX_CT_CLOSING_TIMEOUT : KPX_CT_TCP_TIMEOUT;
+	return now - ct->last_seen_ns > timeout;
+}
+
+/* The key under which the packets leaving with tuple `out` come back. */
+static __always_inline struct kpx_ct_key kpx_ct_reverse(const struct kpx_ct *out, __u8 proto)
+{
+	struct kpx_ct_key key = {
+		.saddr = out->daddr,
+		.daddr = out->saddr,
+		.sport = out->dport,
+		.dport = out->sport,
+		.proto = proto,
+	};
+	return key;
+}
+
+static __always_inline void kpx_ct_touch(struct kpx_ct *ct, const struct kpx_pkt *p, __u64 now)
+{
+	if (now - ct->last_seen_ns > KPX_CT_REFRESH)
+		ct->last_seen_ns = now;
+	if (!(p->tcp_flags & (KPX_TCP_FIN | KPX_TCP_RST)) || (ct->flags & KPX_CT_CLOSING))
+		return;
+	/* Either side closing ends the flow: both entries get the short timeout. */
+	struct kpx_ct_key other_key = kpx_ct_reverse(ct, p->tuple.proto);
+	struct kpx_ct *other = bpf_map_lookup_elem(&kpx_ct, &other_key);
+
+	ct->flags |= KPX_CT_CLOSING;
+	if (other)
+		other->flags |= KPX_CT_CLOSING;
+}
+
+/* A forward entry is only as good as its backend: one that left every
+ * Service, or whose ID now means another address, sends the flow back
+ * through backend selection. */
+static __always_inline bool kpx_ct_backend_gone(const struct kpx_ct *ct)
+{
+	struct kpx_backend *be = bpf_map_lookup_elem(&kpx_backends, &ct->backend_id);
+
+	return !be || be->addr != ct->daddr || be->port != ct->dport;
+}
+
+/* The address this node sends from towards dst. */
+static __always_inline int kpx_source_for(void *ctx, __u32 ifindex, __be32 dst, __be32 *src)
+{
+	struct bpf_fib_lookup fib = {
+		.family = KPX_AF_INET,
+		.ipv4_dst = dst,
+		.ifindex = ifindex,
+	};
+	long ret;
+
+	ret = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	*src = fib.ipv4_src;
+	return 0;
+}
+
+/* Claims a free SNAT port towards the backend by inserting the reply entry
+ * with BPF_NOEXIST: two CPUs can never claim the same one. An expired
+ * holder is taken over. */
+static __always_inline int kpx_claim_snat_port(struct kpx_ct *fwd, const struct kpx_ct *reply, __u8 proto, __u64 now)
+{
+	__u32 start = bpf_get_prandom_u32();
+
+#pragma unroll
+	for (int i = 0; i < KPX_SNAT_TRIES; i++) {
+		fwd->sport = bpf_htons(KPX_SNAT_PORT_MIN + (start + i * 2503) % KPX_SNAT_PORT_COUNT);
+		struct kpx_ct_key rkey = kpx_ct_reverse(fwd, proto);
+
+		if (bpf_map_update_elem(&kpx_ct, &rkey, reply, BPF_NOEXIST) == 0)
+			return 0;
+		struct kpx_ct *holder = bpf_map_lookup_elem(&kpx_ct, &rkey);
+
+		if (holder && kpx_ct_expired(holder, proto, now)) {
+			bpf_map_update_elem(&kpx_ct, &rkey, reply, BPF_ANY);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/*
+ * What to do with a packet arriving from outside: follow its tracked flow,
+ * or start one if it is addressed to a NodePort, externalIP or LoadBalancer
+ * IP. A local backend gets the packet with the client's address (DNAT); a
+ * remote one gets it from this node's address (DNAT + SNAT) so that the
+ * replies come back here to be translated.
+ */
+static __always_inline enum kpx_verdict
+kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct *out)
+{
+	const struct kpx_ct_key *t = &p->tuple;
+	__u64 now = bpf_ktime_get_ns();
+	struct kpx_ct *ct;
+	bool stale = false;
+
+	ct = bpf_map_lookup_elem(&kpx_ct, t);
+	if (ct) {
+		bool new_syn = (p->tcp_flags & (KPX_TCP_SYN | KPX_TCP_ACK)) == KPX_TCP_SYN && (ct->flags & KPX_CT_CLOSING);
+
+		if (ct->flags & KPX_CT_REPLY) {
+			if (!(ct->flags & KPX_CT_REDIRECT))
+				return KPX_PASS; /* a local backend's reply; egress handles it */
+			kpx_ct_touch(ct, p, now);
+			*out = *ct;
+			return KPX_TRANSLATE;
+		}
+		if (!new_syn && !kpx_ct_expired(ct, t->proto, now) && !kpx_ct_backend_gone(ct)) {
+			kpx_ct_touch(ct, p, now);
+			*out = *ct;
+			return KPX_TRANSLATE;
+		}
+		stale = true;
+	}
+
+	struct kpx_frontend *fe = kpx_lookup_service(t->daddr, t->dport, t->proto);
+
+	if (!fe || fe->kind == KPX_KIND_CLUSTER_IP)
+		return KPX_PASS;
+	if (fe->backend_count == 0)
+		return KPX_DROP;
+	__u32 backend_id;
+	struct kpx_backend *be = kpx_select_backend(fe, &backend_id);
+
+	if (!be)
+		return KPX_PASS;
+	if (stale) {
+		struct kpx_ct_key old_reply = kpx_ct_reverse(ct, t->proto);
+
+		bpf_map_delete_elem(&kpx_ct, &old_reply);
+	}
+
+	struct kpx_ct fwd = {
+		.saddr = t->saddr,
+		.daddr = be->addr,
+		.sport = t->sport,
+		.dport = be->port,
+		.backend_id = backend_id,
+		.last_seen_ns = now,
+	};
+	struct kpx_ct reply = {
+		.saddr = t->daddr,
+		.daddr = t->saddr,
+		.sport = t->dport,
+		.dport = t->sport,
+		.last_seen_ns = now,
+		.flags = KPX_CT_REPLY,
+	};
+
+	if (be->flags & KPX_BACKEND_LOCAL) {
+		struct kpx_ct_key rkey = kpx_ct_reverse(&fwd, t->proto);
+
+		bpf_map_update_elem(&kpx_ct, &rkey, &reply, BPF_ANY);
+	} else {
+		if (kpx_source_for(ctx, ifindex, be->addr, &fwd.saddr) < 0)
+			return KPX_DROP;
+		fwd.flags = KPX_CT_REDIRECT;
+		reply.flags |= KPX_CT_REDIRECT;
+		if (kpx_claim_snat_port(&fwd, &reply, t->proto, now) < 0)
+			return KPX_DROP;
+	}
+	bpf_map_update_elem(&kpx_ct, t, &fwd, BPF_ANY);
+	*out = fwd;
+	return KPX_TRANSLATE;
+}
+
+#endif

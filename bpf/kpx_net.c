@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Packet-level Service translation on the node's external interfaces, for
+ * traffic from other hosts to NodePorts, externalIPs and LoadBalancer IPs.
+ * tc ingress translates flows towards backends and SNAT replies back to
+ * their clients; tc egress translates the replies of local backends; XDP
+ * (optional) does the part that never needs the stack, before an skb
+ * exists, and leaves the rest to tc.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "include/kpx_nat.h"
+
+/* Rewrites the addresses and ports of an skb to `out`, keeping the IP and
+ * L4 checksums right whatever the skb's checksum state (the helpers know
+ * CHECKSUM_PARTIAL, which direct edits would corrupt). */
+static __always_inline int kpx_skb_rewrite(struct __sk_buff *skb, const struct kpx_pkt *p, const struct kpx_ct *out)
+{
+	__u64 l4_flags = p->tuple.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	const struct kpx_ct_key *in = &p->tuple;
+
+	if (in->saddr != out->saddr) {
+		if (bpf_l4_csum_replace(skb, p->csum_off, in->saddr, out->saddr, l4_flags | BPF_F_PSEUDO_HDR | 4) ||
+		    bpf_l3_csum_replace(skb, KPX_IP_CSUM_OFF, in->saddr, out->saddr, 4) ||
+		    bpf_skb_store_bytes(skb, KPX_IP_SADDR_OFF, &out->saddr, 4, 0))
+			return -1;
+	}
+	if (in->daddr != out->daddr) {
+		if (bpf_l4_csum_replace(skb, p->csum_off, in->daddr, out->daddr, l4_flags | BPF_F_PSEUDO_HDR | 4) ||
+		    bpf_l3_csum_replace(skb, KPX_IP_CSUM_OFF, in->daddr, out->daddr, 4) ||
+		    bpf_skb_store_bytes(skb, KPX_IP_DADDR_OFF, &out->daddr, 4, 0))
+			return -1;
+	}
+	if (in->sport != out->sport) {
+		if (bpf_l4_csum_replace(skb, p->csum_off, in->sport, out->sport, l4_flags | 2) ||
+		    bpf_skb_store_bytes(skb, p->l4_off, &out->sport, 2, 0))
+			return -1;
+	}
+	if (in->dport != out->dport) {
+		if (bpf_l4_csum_replace(skb, p->csum_off, in->dport, out->dport, l4_flags | 2) ||
+		    bpf_skb_store_bytes(skb, p->l4_off + 2, &out->dport, 2, 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* Sends a rewritten skb on towards its new destination, as a router would:
+ * TTL decremented, next hop from the FIB, L2 from the neighbour table. */
+static __always_inline int kpx_skb_forward(struct __sk_buff *skb, const struct kpx_pkt *p, const struct kpx_ct *out)
+{
+	struct bpf_fib_lookup fib = {
+		.family = KPX_AF_INET,
+		.ipv4_src = out->saddr,
+		.ipv4_dst = out->daddr,
+		.ifindex = skb->ingress_ifindex,
+	};
+	struct bpf_redir_neigh nh = {};
+	__u16 old_word, new_word;
+	__u8 ttl = p->ttl - 1;
+
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_SHOT;
+	old_word = bpf_htons((__u16)p->ttl << 8 | p->tuple.proto);
+	new_word = bpf_htons((__u16)ttl << 8 | p->tuple.proto);
+	if (bpf_l3_csum_replace(skb, KPX_IP_CSUM_OFF, old_word, new_word, 2) ||
+	    bpf_skb_store_bytes(skb, KPX_IP_TTL_OFF, &ttl, 1, 0))
+		return TC_ACT_SHOT;
+	nh.nh_family = fib.family;
+	nh.ipv4_nh = fib.ipv4_dst;
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+}
+
+/* Headers past the linear part of an skb are out of direct reach. */
+#define KPX_MAX_HEADERS (sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr))
+
+static __always_inline int kpx_skb_parse(struct __sk_buff *skb, struct kpx_pkt *p)
+{
+	if ((void *)(long)skb->data + KPX_MAX_HEADERS > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < KPX_MAX_HEADERS ? skb->len : KPX_MAX_HEADERS);
+	return kpx_parse((void *)(long)skb->data, (void *)(long)skb->data_end, p);
+}
+
+SEC("tc")
+int kpx_tc_ingress(struct __sk_buff *skb)
+{
+	struct kpx_pkt p;
+	struct kpx_ct out;
+
+	if (kpx_skb_parse(skb, &p) < 0)
+		return TC_ACT_OK;
+	switch (kpx_nat_ingress(skb, skb->ingress_ifindex, &p, &out)) {
+	case KPX_PASS:
+		return TC_ACT_OK;
+	case KPX_DROP:
+		return TC_ACT_SHOT;
+	case KPX_TRANSLATE:
+		break;
+	}
+	/* A router would answer ICMP time exceeded; kpx does not forge ICMP. */
+	if ((out.flags & KPX_CT_REDIRECT) && p.ttl <= 1)
+		return TC_ACT_SHOT;
+	if (kpx_skb_rewrite(skb, &p, &out) < 0)
+		return TC_ACT_SHOT;
+	if (!(out.flags & KPX_CT_REDIRECT))
+		return TC_ACT_OK; /* a local backend: the stack routes it in */
+	return kpx_skb_forward(skb, &p, &out);
+}
+
+SEC("tc")
+int kpx_tc_egress(struct __sk_buff *skb)
+{
+	struct kpx_pkt p;
+	struct kpx_ct *ct;
+
+	if (kpx_skb_parse(skb, &p) < 0)
+		return TC_ACT_OK;
+	ct = bpf_map_lookup_elem(&kpx_ct, &p.tuple);
+	/* Only local backends' replies leave here untranslated: every other
+	 * translated packet was rewritten where it came in. */
+	if (!ct || (ct->flags & (KPX_CT_REPLY | KPX_CT_REDIRECT)) != KPX_CT_REPLY)
+		return TC_ACT_OK;
+	kpx_ct_touch(ct, &p, bpf_ktime_get_ns());
+	struct kpx_ct out = *ct;
+
+	if (kpx_skb_rewrite(skb, &p, &out) < 0)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+/* Folds a ones' complement update of one 16-bit word into a checksum
+ * (RFC 1624, eqn. 3). XDP frames from the wire always carry complete
+ * checksums, so direct updates are right here. */
+static __always_inline __u16 kpx_csum_replace16(__u16 check, __u16 from, __u16 to)
+{
+	__u32 sum = (__u16)~check + (__u16)~from + to;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+static __always_inline __u16 kpx_csum_replace32(__u16 check, __u32 from, __u32 to)
+{
+	check = kpx_csum_replace16(check, from >> 16, to >> 16);
+	return kpx_csum_replace16(check, from & 0xffff, to & 0xffff);
+}
+
+SEC("xdp")
+int kpx_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct kpx_pkt p;
+	struct kpx_ct out;
+
+	if (kpx_parse(data, data_end, &p) < 0)
+		return XDP_PASS;
+	switch (kpx_nat_ingress(ctx, ctx->ingress_ifindex, &p, &out)) {
+	case KPX_PASS:
+		return XDP_PASS;
+	case KPX_DROP:
+		return XDP_DROP;
+	case KPX_TRANSLATE:
+		break;
+	}
+	/* A local backend needs the stack to reach it, and a packet whose next
+	 * hop is not resolved yet needs the stack's neighbour discovery: tc
+	 * finds the flow already tracked and finishes the job. */
+	if (!(out.flags & KPX_CT_REDIRECT) || p.ttl <= 1)
+		return XDP_PASS;
+
+	struct bpf_fib_lookup fib = {
+		.family = KPX_AF_INET,
+		.ipv4_src = out.saddr,
+		.ipv4_dst = out.daddr,
+		.ifindex = ctx->ingress_ifindex,
+	};
+
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return XDP_PASS;
+
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	__u16 *sport, *dport, *l4_check;
+
+	if ((void *)(ip + 1) > data_end)
+		return XDP_PASS;
+	sport = data + (p.l4_off & 0xff);
+	if ((void *)(sport + 2) > data_end)
+		return XDP_PASS;
+	dport = sport + 1;
+	l4_check = data + (p.csum_off & 0xff);
+	if ((void *)(l4_check + 1) > data_end)
+		return XDP_PASS;
+
+	__u16 check = *l4_check;
+	bool update_l4 = !p.udp_csum_zero;
+
+	if (update_l4) {
+		check = kpx_csum_replace32(check, p.tuple.saddr, out.saddr);
+		check = kpx_csum_replace32(check, p.tuple.daddr, out.daddr);
+		check = kpx_csum_replace16(check, p.tuple.sport, out.sport);
+		check = kpx_csum_replace16(check, p.tuple.dport, out.dport);
+		/* 0 means "no checksum" in UDP; its ones' complement twin is 0xffff. */
+		if (p.tuple.proto == IPPROTO_UDP && check == 0)
+			check = 0xffff;
+		*l4_check = check;
+	}
+	*sport = out.sport;
+	*dport = out.dport;
+
+	__u16 ip_check = ip->check;
+	__u16 old_word = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
+
+	ip->ttl--;
+	ip_check = kpx_csum_replace16(ip_check, old_word, bpf_htons((__u16)ip->ttl << 8 | ip->protocol));
+	ip_check = kpx_csum_replace32(ip_check, ip->saddr, out.saddr);
+	ip_check = kpx_csum_replace32(ip_check, ip->daddr, out.daddr);
+	ip->saddr = out.saddr;
+	ip->daddr = out.daddr;
+	ip->check = ip_check;
+
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	if (fib.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
