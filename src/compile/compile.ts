@@ -12,19 +12,28 @@
  * as it exists, and an ID freed by an update is not handed out by the same
  * update, so an entry being removed is never reused for something else while
  * a lookup may still reach it.
+ *
+ * A backend is one entry per addr:port/proto, shared by every service port
+ * that lists it. Whether it runs on this node is a fact of the address, so
+ * it is flagged local when any listing says so (a selectorless Endpoints
+ * object may leave nodeName out where an EndpointSlice for the same pod has it).
  */
 import {
+  BACKEND_FLAGS,
   IPPROTO,
   KIND,
+  NODE_ADDR_PRESENT,
   SKIP,
   STATE,
   backendValue,
   frontendKey,
   frontendValue,
+  nodeAddrKey,
   serviceValue,
   slotKey,
   slotValue,
   u32Key,
+  u32Value,
   type BackendValue,
   type ServiceValue,
 } from '../contract/codecs.js';
@@ -45,7 +54,7 @@ export function serviceIdentity(v: ServiceValue): string {
   return `${v.namespace}/${v.name}:${v.port_name}/${v.proto}`;
 }
 
-export function backendIdentity(v: BackendValue): string {
+export function backendIdentity(v: Pick<BackendValue, 'addr' | 'port' | 'proto'>): string {
   return `${v.addr}:${v.port}/${v.proto}`;
 }
 
@@ -93,13 +102,26 @@ class IdPool {
 
 type Source = ServicePort | IgnoredService;
 
+/** A backend listed by one service port. */
+interface BackendListing {
+  identity: string;
+  local: boolean;
+}
+
 /** What one service port (or ignored Service) put into the tables. */
 interface Compiled {
   source: Source;
   serviceId: number;
   frontendKeys: string[];
   slotKeys: string[];
-  backends: string[];
+  backends: BackendListing[];
+}
+
+/** How many service ports list a backend, and how many of them say it is local. */
+interface BackendRefs {
+  value: Omit<BackendValue, 'flags'>;
+  listings: number;
+  localListings: number;
 }
 
 interface Want {
@@ -112,12 +134,12 @@ export class Compiler {
   readonly tables: Tables = emptyTables();
   private readonly compiled = new Map<string, Compiled>();
   private readonly identityOf = new WeakMap<Source, string>();
-  /** Backends whose last reference went away during the current update. */
-  private readonly unreferenced = new Set<string>();
+  /** Backends whose listings changed during the current update: their entry is rewritten or removed at its end. */
+  private readonly relisted = new Set<string>();
   private holdsRecoveredIds: boolean;
   private readonly serviceIds: Map<string, number>;
   private readonly backendIds: Map<string, number>;
-  private readonly backendRefs = new Map<string, number>();
+  private readonly backendRefs = new Map<string, BackendRefs>();
   private readonly servicePool: IdPool;
   private readonly backendPool: IdPool;
 
@@ -135,7 +157,8 @@ export class Compiler {
   }
 
   update(model: Model): TouchedKeys {
-    const touched: TouchedKeys = { frontends: new Set(), slots: new Set(), backends: new Set(), services: new Set() };
+    const touched: TouchedKeys = { frontends: new Set(), slots: new Set(), backends: new Set(), services: new Set(), nodeAddrs: new Set() };
+    this.updateNodeAddrs(model.nodeAddresses, touched);
     // Unchanged sources (same objects as last time) are only counted as wanted: no values built, nothing touched.
     const wanted = new Map<string, Want | undefined>();
     for (const source of [...model.servicePorts, ...model.ignored]) {
@@ -188,18 +211,7 @@ export class Compiler {
     }
     this.assignFreshIds(changed);
     for (const want of changed) this.compiled.set(want.identity, this.addEntries(want, touched));
-    // Backends no service refers to any more go last, after every slot that could point at them.
-    for (const identity of this.unreferenced) {
-      if (this.backendRefs.get(identity)! > 0) continue;
-      this.backendRefs.delete(identity);
-      const id = this.backendIds.get(identity)!;
-      this.backendIds.delete(identity);
-      this.backendPool.free(id);
-      const hex = u32Key.encode({ id }).toString('hex');
-      this.tables.backends.delete(hex);
-      touched.backends.add(hex);
-    }
-    this.unreferenced.clear();
+    this.writeRelistedBackends(touched);
     if (this.holdsRecoveredIds) {
       // IDs recovered from a previous run that the first model no longer wants.
       for (const [identity, id] of this.serviceIds) {
@@ -236,6 +248,52 @@ export class Compiler {
     for (const identity of [...freshBackends].sort()) this.backendIds.set(identity, this.backendPool.take());
   }
 
+  /**
+   * Backends whose listings changed: rewritten when their flags differ from
+   * the entry's, removed when nothing lists them any more. Removal comes
+   * after every slot that could point at them is gone.
+   */
+  private writeRelistedBackends(touched: TouchedKeys): void {
+    for (const identity of this.relisted) {
+      const refs = this.backendRefs.get(identity)!;
+      const id = this.backendIds.get(identity)!;
+      const key = u32Key.encode({ id });
+      const hex = key.toString('hex');
+      if (refs.listings === 0) {
+        this.backendRefs.delete(identity);
+        this.backendIds.delete(identity);
+        this.backendPool.free(id);
+        this.tables.backends.delete(hex);
+        touched.backends.add(hex);
+        continue;
+      }
+      const value = backendValue.encode({ ...refs.value, flags: refs.localListings > 0 ? BACKEND_FLAGS.local : 0 });
+      if (this.tables.backends.get(hex)?.value.equals(value)) continue;
+      this.tables.backends.set(hex, { key, value });
+      touched.backends.add(hex);
+    }
+    this.relisted.clear();
+  }
+
+  /** kpx_node_addrs holds exactly the model's node addresses; only the keys that come or go are touched. */
+  private updateNodeAddrs(addresses: readonly string[], touched: TouchedKeys): void {
+    const wanted = new Map<string, Buffer>();
+    for (const addr of addresses) {
+      const key = nodeAddrKey.encode({ addr });
+      wanted.set(key.toString('hex'), key);
+    }
+    for (const hex of this.tables.nodeAddrs.keys()) {
+      if (wanted.has(hex)) continue;
+      this.tables.nodeAddrs.delete(hex);
+      touched.nodeAddrs.add(hex);
+    }
+    for (const [hex, key] of wanted) {
+      if (this.tables.nodeAddrs.has(hex)) continue;
+      this.tables.nodeAddrs.set(hex, { key, value: u32Value.encode({ value: NODE_ADDR_PRESENT }) });
+      touched.nodeAddrs.add(hex);
+    }
+  }
+
   private serviceKey(id: number): string {
     return u32Key.encode({ id }).toString('hex');
   }
@@ -249,10 +307,11 @@ export class Compiler {
       this.tables.slots.delete(hex);
       touched.slots.add(hex);
     }
-    for (const identity of done.backends) {
-      const refs = this.backendRefs.get(identity)! - 1;
-      this.backendRefs.set(identity, refs);
-      if (refs === 0) this.unreferenced.add(identity);
+    for (const { identity, local } of done.backends) {
+      const refs = this.backendRefs.get(identity)!;
+      refs.listings--;
+      if (local) refs.localListings--;
+      this.relisted.add(identity);
     }
   }
 
@@ -271,12 +330,15 @@ export class Compiler {
     const sp = want.source;
     const proto = IPPROTO[sp.ref.protocol];
     sp.backends.forEach((b, slot) => {
-      const value: BackendValue = { addr: b.address, port: b.port, proto };
+      const value = { addr: b.address, port: b.port, proto };
       const identity = backendIdentity(value);
       const backendId = this.backendIds.get(identity)!;
-      if (!this.backendRefs.get(identity)) put('backends', u32Key.encode({ id: backendId }), backendValue.encode(value));
-      this.backendRefs.set(identity, (this.backendRefs.get(identity) ?? 0) + 1);
-      done.backends.push(identity);
+      let refs = this.backendRefs.get(identity);
+      if (!refs) this.backendRefs.set(identity, (refs = { value, listings: 0, localListings: 0 }));
+      refs.listings++;
+      if (b.local) refs.localListings++;
+      this.relisted.add(identity);
+      done.backends.push({ identity, local: b.local });
       put(
         'slots',
         slotKey.encode({ service_id: serviceId, slot }),

@@ -3,6 +3,7 @@
  * holds, independent of any agent's memory. Pure.
  */
 import {
+  BACKEND_FLAGS,
   IPPROTO,
   KIND,
   SKIP,
@@ -10,6 +11,7 @@ import {
   backendValue,
   frontendKey,
   frontendValue,
+  nodeAddrKey,
   serviceValue,
   slotKey,
   slotValue,
@@ -17,6 +19,7 @@ import {
   type BackendValue,
 } from '../contract/codecs.js';
 import type { Tables } from '../contract/tables.js';
+import { sortedIPv4s } from '../model/cluster-ip.js';
 
 export interface ListedServicePort {
   namespace: string;
@@ -25,8 +28,10 @@ export interface ListedServicePort {
   protocol: string;
   /** Set when kpx deliberately does not program the Service. */
   ignored?: string;
+  /** A NodePort's address is 0.0.0.0: it answers on every node address (listNodeAddresses). */
   frontends: Array<{ kind: string; address: string; port: number }>;
-  backends: Array<{ address: string; port: number; state: string }>;
+  /** local: the endpoint runs on this node. */
+  backends: Array<{ address: string; port: number; state: string; local: boolean }>;
 }
 
 function nameOf<T extends Record<string, number>>(table: T, value: number): string {
@@ -58,7 +63,10 @@ export function listServicePorts(tables: Tables): ListedServicePort[] {
   slots.sort((a, b) => a.service_id - b.service_id || a.slot - b.slot);
   for (const s of slots) {
     const b = backends.get(s.backend_id);
-    if (b) byId.get(s.service_id)?.backends.push({ address: b.addr, port: b.port, state: nameOf(STATE, s.state) });
+    if (b) {
+      const local = (b.flags & BACKEND_FLAGS.local) !== 0;
+      byId.get(s.service_id)?.backends.push({ address: b.addr, port: b.port, state: nameOf(STATE, s.state), local });
+    }
   }
   const kindOrder = Object.keys(KIND);
   const listed = [...byId.values()];
@@ -77,17 +85,39 @@ export function listServicePorts(tables: Tables): ListedServicePort[] {
   );
 }
 
-export function formatListing(listed: ListedServicePort[]): string {
+/** The node addresses NodePorts answer on (kpx_node_addrs), sorted numerically. */
+export function listNodeAddresses(tables: Tables): string[] {
+  return sortedIPv4s([...tables.nodeAddrs.values()].map(({ key }) => nodeAddrKey.decode(key).addr));
+}
+
+function formatFrontend(f: ListedServicePort['frontends'][number]): string {
+  return f.kind === 'NodePort' ? `NodePort *:${f.port}` : `${f.kind} ${f.address}:${f.port}`;
+}
+
+function formatBackend(b: ListedServicePort['backends'][number]): string {
+  const notes = [...(b.state === 'ready' ? [] : [b.state]), ...(b.local ? ['local'] : [])];
+  return `${b.address}:${b.port}${notes.length ? ` (${notes.join(', ')})` : ''}`;
+}
+
+/**
+ * A table, one line per service port. A NodePort shows as *:port; when there
+ * are NodePorts or node addresses, a line above the table says which node
+ * addresses the * stands for.
+ */
+export function formatListing(listed: ListedServicePort[], nodeAddresses: string[]): string {
   const rows = [['NAMESPACE', 'NAME', 'PORT', 'PROTO', 'FRONTENDS', 'BACKENDS']];
   for (const l of listed) {
-    const frontends = l.frontends.map((f) => `${f.kind} ${f.address}:${f.port}`).join(', ');
+    const frontends = l.frontends.map(formatFrontend).join(', ');
     const backends = l.ignored
       ? `not programmed: ${l.ignored}`
       : l.backends.length
-        ? l.backends.map((b) => `${b.address}:${b.port}${b.state === 'ready' ? '' : ` (${b.state})`}`).join(', ')
+        ? l.backends.map(formatBackend).join(', ')
         : 'none (connections refused)';
     rows.push([l.namespace, l.name, l.portName || '-', l.protocol || '-', frontends || '-', backends]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+  const lines = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+  const hasNodePorts = listed.some((l) => l.frontends.some((f) => f.kind === 'NodePort'));
+  if (hasNodePorts || nodeAddresses.length > 0) lines.unshift(`NodePorts (*) answer on: ${nodeAddresses.join(', ') || 'no address'}`);
+  return lines.join('\n');
 }

@@ -39,6 +39,7 @@ export interface Service {
     internalTrafficPolicy?: string;
     loadBalancerSourceRanges?: string[];
     healthCheckNodePort?: number;
+    allocateLoadBalancerNodePorts?: boolean;
     publishNotReadyAddresses?: boolean;
   };
   status?: {

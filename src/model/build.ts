@@ -6,18 +6,20 @@
  */
 
 import { HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, type ObjectSnapshot } from '../k8s/types.js';
-import { allocateClusterIPs, looksLikeIPv6, parseIPv4 } from './cluster-ip.js';
-import type {
-  Backend,
-  EndpointState,
-  Frontend,
-  IgnoreReason,
-  IgnoredService,
-  Model,
-  ModelOptions,
-  Protocol,
-  Rejected,
-  ServicePort,
+import { allocateClusterIPs, looksLikeIPv6, parseIPv4, sortedIPv4s } from './cluster-ip.js';
+import { allocateNodePorts } from './node-port.js';
+import {
+  NODE_PORT_ADDRESS,
+  type Backend,
+  type EndpointState,
+  type Frontend,
+  type IgnoreReason,
+  type IgnoredService,
+  type Model,
+  type ModelOptions,
+  type Protocol,
+  type Rejected,
+  type ServicePort,
 } from './types.js';
 
 type Obj = Record<string, unknown>;
@@ -67,6 +69,8 @@ interface LivePort {
   portName: string;
   protocol: Protocol;
   port: number;
+  /** The nodePort it answers on; 'missing' when its Service type wants one that is not set; null for none. */
+  nodePort: number | 'missing' | null;
 }
 
 interface LiveService {
@@ -185,6 +189,9 @@ function labelsOf(id: Named): Obj {
 
 type ServiceVerdict = { ignored: IgnoreReason } | { live: LiveService } | null;
 
+/** Frontend keys with address 0.0.0.0 are NodePorts, so no other kind of frontend may use that address. */
+const UNSPECIFIED_REASON = `${NODE_PORT_ADDRESS}: the unspecified address cannot be a Service address`;
+
 function portLabel(index: number, name: unknown): string {
   return typeof name === 'string' && name !== '' ? `spec.ports[${index}] ${JSON.stringify(name)}` : `spec.ports[${index}]`;
 }
@@ -213,6 +220,16 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
     rej.of(id, `unsupported spec.type ${show(type)}`);
     return null;
   }
+  const hasNodePorts = type === 'NodePort' || type === 'LoadBalancer';
+  // A LoadBalancer may opt out of nodePorts (allocateLoadBalancerNodePorts: false); the ones it sets still count.
+  let wantsEveryNodePort = hasNodePorts;
+  if (type === 'LoadBalancer') {
+    const allocateRaw = spec.allocateLoadBalancerNodePorts;
+    if (allocateRaw === false) wantsEveryNodePort = false;
+    else if (allocateRaw !== undefined && allocateRaw !== null && allocateRaw !== true) {
+      rej.of(id, `spec.allocateLoadBalancerNodePorts is not a boolean: ${show(allocateRaw)}`);
+    }
+  }
 
   // ClusterIP: spec.clusterIP, else the primary of spec.clusterIPs.
   let ipRaw: unknown = spec.clusterIP;
@@ -221,7 +238,10 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
   }
   let clusterIP: string | null = null;
   if (ipRaw !== undefined && ipRaw !== null && ipRaw !== '') {
-    if (typeof ipRaw === 'string' && parseIPv4(ipRaw) !== null) {
+    if (ipRaw === NODE_PORT_ADDRESS) {
+      rej.of(id, `spec.clusterIP ${UNSPECIFIED_REASON}`);
+      return null;
+    } else if (typeof ipRaw === 'string' && parseIPv4(ipRaw) !== null) {
       clusterIP = ipRaw;
     } else if (looksLikeIPv6(ipRaw)) {
       rej.of(id, 'IPv6 not supported yet');
@@ -250,6 +270,7 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
   const ports: LivePort[] = [];
   const names = new Map<string, number>();
   const numbers = new Map<string, number>();
+  const nodePorts = new Map<string, number>();
   portsRaw.forEach((p: unknown, index: number) => {
     if (!isObj(p)) {
       rej.of(id, `spec.ports[${index}] is not an object`);
@@ -282,7 +303,8 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
       return;
     }
     const np = p.nodePort;
-    if (np !== undefined && np !== null && !isPort(np)) {
+    // 0 is the API's "not set", as for every int32 field.
+    if (np !== undefined && np !== null && np !== 0 && !isPort(np)) {
       rej.of(id, `${label}: invalid nodePort ${show(np)} (want an integer 1..65535)`);
       return;
     }
@@ -303,7 +325,23 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
     }
     names.set(portName, index);
     numbers.set(numKey, index);
-    ports.push({ index, portName, protocol: proto, port: p.port });
+    // A nodePort that is set but cannot be used leaves the port without one, not with an allocated one.
+    let nodePort: LivePort['nodePort'] = null;
+    if (isPort(np)) {
+      const npKey = `${np}/${proto}`;
+      const firstNp = nodePorts.get(npKey);
+      if (!hasNodePorts) {
+        rej.of(id, `${label}: nodePort ${np} is set but spec.type is ${type}`);
+      } else if (firstNp !== undefined) {
+        rej.of(id, `${label}: duplicate nodePort ${npKey} (also spec.ports[${firstNp}])`);
+      } else {
+        nodePorts.set(npKey, index);
+        nodePort = np;
+      }
+    } else if (wantsEveryNodePort) {
+      nodePort = 'missing';
+    }
+    ports.push({ index, portName, protocol: proto, port: p.port, nodePort });
   });
 
   // External IPs.
@@ -314,7 +352,9 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
       rej.of(id, 'spec.externalIPs is not a list');
     } else {
       ext.forEach((ip: unknown, i: number) => {
-        if (typeof ip === 'string' && parseIPv4(ip) !== null) {
+        if (ip === NODE_PORT_ADDRESS) {
+          rej.of(id, `spec.externalIPs[${i}] ${UNSPECIFIED_REASON}`);
+        } else if (typeof ip === 'string' && parseIPv4(ip) !== null) {
           if (!externalIPs.includes(ip)) externalIPs.push(ip);
         } else if (looksLikeIPv6(ip)) {
           rej.of(id, `spec.externalIPs[${i}] ${show(ip)}: IPv6 not supported yet`);
@@ -349,7 +389,9 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
           }
           const ip = ing.ip;
           if (ip === undefined || ip === null || ip === '') return; // hostname-only ingress
-          if (typeof ip === 'string' && parseIPv4(ip) !== null) {
+          if (ip === NODE_PORT_ADDRESS) {
+            rej.of(id, `${where} ${UNSPECIFIED_REASON}`);
+          } else if (typeof ip === 'string' && parseIPv4(ip) !== null) {
             if (!loadBalancerIPs.includes(ip)) loadBalancerIPs.push(ip);
           } else if (looksLikeIPv6(ip)) {
             rej.of(id, `${where} ${show(ip)}: IPv6 not supported yet`);
@@ -502,7 +544,7 @@ function stateRank(ep: Ep): number {
   return 2;
 }
 
-function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol): Backend[] {
+function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): Backend[] {
   const best = new Map<string, { rank: number; backend: Backend }>();
   for (const g of groups) {
     for (const p of g.ports) {
@@ -513,7 +555,8 @@ function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol): B
         const prev = best.get(key);
         if (prev && prev.rank <= rank) continue;
         const state: EndpointState = rank === 0 ? 'ready' : 'serving-terminating';
-        const backend: Backend = { address: ep.address, port: p.port, state };
+        // An endpoint without nodeName is never local: nothing says where it runs.
+        const backend: Backend = { address: ep.address, port: p.port, state, local: ep.nodeName === nodeName };
         if (ep.nodeName !== undefined) backend.nodeName = ep.nodeName;
         best.set(key, { rank, backend });
       }
@@ -587,6 +630,7 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       live = live.filter((s) => s.clusterIP !== null);
     }
   }
+  assignNodePorts(live, opts, rej);
   const liveKeys = new Set(live.map((s) => `${s.id.namespace}/${s.id.name}`));
 
   // EndpointSlices, grouped by Service.
@@ -635,12 +679,13 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
     const clusterIP = s.clusterIP as string;
     for (const p of s.ports) {
       const frontends: Frontend[] = [{ kind: 'ClusterIP', address: clusterIP, port: p.port }];
+      if (typeof p.nodePort === 'number') frontends.push({ kind: 'NodePort', address: NODE_PORT_ADDRESS, port: p.nodePort });
       for (const ip of s.externalIPs) frontends.push({ kind: 'ExternalIP', address: ip, port: p.port });
       for (const ip of s.loadBalancerIPs) frontends.push({ kind: 'LoadBalancer', address: ip, port: p.port });
       servicePorts.push({
         ref: { namespace: s.id.namespace, name: s.id.name, portName: p.portName, protocol: p.protocol },
         frontends,
-        backends: backendsFor(groups, p.portName, p.protocol),
+        backends: backendsFor(groups, p.portName, p.protocol, opts.nodeName),
       });
     }
   }
@@ -663,7 +708,43 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       cmp(a.origin, b.origin) ||
       cmp(a.reason, b.reason),
   );
-  return { servicePorts: claimed.servicePorts, ignored, rejected };
+  return { servicePorts: claimed.servicePorts, ignored, rejected, nodeAddresses: sortedIPv4s(opts.nodePortAddresses) };
+}
+
+/**
+ * Gives every port still 'missing' a nodePort, or none with a reason. In
+ * manifest mode kpx allocates as the API server would: ports of one Service
+ * with the same number (its TCP and UDP twins) share one nodePort, an
+ * explicit one if either sets it; the rest come from allocateNodePorts,
+ * keyed by "namespace/name:port", avoiding every explicit nodePort whatever
+ * its protocol (the API server's allocator does not look at protocols).
+ */
+function assignNodePorts(live: LiveService[], opts: ModelOptions, rej: Rejections): void {
+  const missing = live.flatMap((s) => s.ports.filter((p) => p.nodePort === 'missing').map((p) => ({ s, p })));
+  if (missing.length === 0) return;
+  if (!opts.allocateNodePorts) {
+    for (const { s, p } of missing) {
+      rej.of(s.id, `${portLabel(p.index, p.portName)}: nodePort is missing`);
+      p.nodePort = null;
+    }
+    return;
+  }
+  const reserved = live.flatMap((s) => s.ports.flatMap((p) => (typeof p.nodePort === 'number' ? [p.nodePort] : [])));
+  const keyOf = (s: LiveService, p: LivePort) => `${s.id.namespace}/${s.id.name}:${p.port}`;
+  const toAllocate: string[] = [];
+  for (const { s, p } of missing) {
+    const twin = s.ports.find((q) => q.port === p.port && typeof q.nodePort === 'number');
+    if (twin) p.nodePort = twin.nodePort;
+    else toAllocate.push(keyOf(s, p));
+  }
+  const { allocated, failed } = allocateNodePorts(opts.serviceNodePortRange, toAllocate, reserved);
+  for (const { s, p } of missing) {
+    if (p.nodePort !== 'missing') continue;
+    const key = keyOf(s, p);
+    const nodePort = allocated.get(key);
+    if (nodePort === undefined) rej.of(s.id, `${portLabel(p.index, p.portName)}: ${failed.get(key) ?? 'cannot allocate a nodePort'}`);
+    p.nodePort = nodePort ?? null;
+  }
 }
 
 /** The most endpoints one service port can address: kpx_frontend.backend_count is a __u16. */
@@ -699,7 +780,10 @@ export function claimFrontends(sorted: ServicePort[], originOf: ServiceOrigin): 
         owners.set(key, owner);
         return true;
       }
-      if (current !== owner) reject(`${fe.kind} ${key} is already served by Service ${current}`);
+      if (current !== owner) {
+        const what = fe.kind === 'NodePort' ? `NodePort *:${fe.port}/${sp.ref.protocol}` : `${fe.kind} ${key}`;
+        reject(`${what} is already served by Service ${current}`);
+      }
       return false;
     });
     kept.push(frontends.length === sp.frontends.length ? sp : { ...sp, frontends });

@@ -25,6 +25,16 @@ export function formatIPv4(n: number): string {
   return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
+/** The dotted quads among addresses, sorted numerically, without duplicates; anything else is left out. */
+export function sortedIPv4s(addresses: Iterable<string>): string[] {
+  const valid = new Map<string, number>();
+  for (const a of addresses) {
+    const n = parseIPv4(a);
+    if (n !== null) valid.set(a, n);
+  }
+  return [...valid].sort(([, a], [, b]) => a - b).map(([a]) => a);
+}
+
 export interface IPv4CIDR {
   /** Network address (host bits cleared). */
   base: number;

@@ -7,12 +7,15 @@
  * costs one Service's worth of work plus a pass over the rest.
  *
  * What spans Services is redone globally: ordering and frontend claims.
- * ClusterIP allocation spans Services too, so when it is on (manifest mode,
- * small folders) this falls back to buildModel over everything.
+ * ClusterIP and nodePort allocation span Services too, so when either is on
+ * (manifest mode, small folders) this falls back to buildModel over
+ * everything. A Service's model also depends on the node name (which
+ * endpoints are local), so a different node name starts the cache afresh.
  */
 import type { EndpointSlice, Endpoints, ObjectSnapshot, Origin, Service } from '../k8s/types.js';
 import { SERVICE_NAME_LABEL } from '../k8s/types.js';
 import { buildModel, claimFrontends } from './build.js';
+import { sortedIPv4s } from './cluster-ip.js';
 import type { Model, ModelOptions } from './types.js';
 
 interface Group {
@@ -39,9 +42,14 @@ function sameInputs(a: object[], b: object[]): boolean {
 export class ModelCache {
   private cache = new Map<string, Cached>();
   private sortedKeys: string[] = [];
+  private cachedNodeName: string | undefined;
 
   build(snapshot: ObjectSnapshot, opts: ModelOptions): Model {
-    if (opts.allocateClusterIPs) return buildModel(snapshot, opts);
+    if (opts.allocateClusterIPs || opts.allocateNodePorts) return buildModel(snapshot, opts);
+    if (opts.nodeName !== this.cachedNodeName) {
+      this.cache.clear();
+      this.cachedNodeName = opts.nodeName;
+    }
 
     const groups = new Map<string, Group>();
     const group = (key: string): Group => {
@@ -84,6 +92,7 @@ export class ModelCache {
       servicePorts: claimed.servicePorts,
       ignored: parts.flatMap((m) => m.ignored),
       rejected: [...parts.flatMap((m) => m.rejected), ...claimed.rejected],
+      nodeAddresses: sortedIPv4s(opts.nodePortAddresses),
     };
   }
 }

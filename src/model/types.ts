@@ -8,6 +8,9 @@ export type Protocol = 'TCP' | 'UDP';
 
 export type FrontendKind = 'ClusterIP' | 'NodePort' | 'ExternalIP' | 'LoadBalancer';
 
+/** The address of every NodePort frontend: the dataplane reads it as "any address in Model.nodeAddresses". */
+export const NODE_PORT_ADDRESS = '0.0.0.0';
+
 /** kube-proxy's ServicePortName: namespace/name:port-name plus protocol. */
 export interface ServicePortRef {
   namespace: string;
@@ -19,6 +22,7 @@ export interface ServicePortRef {
 
 export interface Frontend {
   kind: FrontendKind;
+  /** NODE_PORT_ADDRESS for a NodePort. */
   address: string;
   port: number;
 }
@@ -30,6 +34,8 @@ export interface Backend {
   port: number;
   state: EndpointState;
   nodeName?: string;
+  /** The endpoint runs on this node (its nodeName is ModelOptions.nodeName). */
+  local: boolean;
 }
 
 export interface ServicePort {
@@ -61,6 +67,14 @@ export interface Model {
   servicePorts: ServicePort[];
   ignored: IgnoredService[];
   rejected: Rejected[];
+  /** The node addresses NodePorts answer on: ModelOptions.nodePortAddresses sorted numerically, without duplicates. */
+  nodeAddresses: string[];
+}
+
+/** An inclusive range of port numbers. */
+export interface PortRange {
+  min: number;
+  max: number;
 }
 
 export interface ModelOptions {
@@ -68,4 +82,12 @@ export interface ModelOptions {
   serviceClusterIPRange: string;
   /** Allocate missing ClusterIPs (manifest mode); an API server always sets them. */
   allocateClusterIPs: boolean;
+  /** This node's name: endpoints whose nodeName is this one are local. */
+  nodeName: string;
+  /** The range manifest-mode nodePorts are allocated from (kube-apiserver's --service-node-port-range). */
+  serviceNodePortRange: PortRange;
+  /** Allocate missing nodePorts (manifest mode); an API server always sets them. */
+  allocateNodePorts: boolean;
+  /** IPv4 addresses of this node that answer NodePorts (resolveNodePortAddresses); anything not a dotted quad is left out. */
+  nodePortAddresses: string[];
 }

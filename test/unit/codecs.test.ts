@@ -2,20 +2,27 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { endianness } from 'node:os';
 import {
+  BACKEND_FLAGS,
   CONTRACT_STRUCTS,
+  CT_FLAGS,
   IPPROTO,
   KIND,
+  NODE_ADDR_PRESENT,
   SKIP,
   STATE,
   backendValue,
+  ctKey,
+  ctValue,
   frontendKey,
   frontendValue,
+  nodeAddrKey,
   serviceValue,
   slotKey,
   slotValue,
   sockRevnatKey,
   sockRevnatValue,
   u32Key,
+  u32Value,
   type StructCodec,
 } from '../../src/contract/codecs.js';
 
@@ -52,7 +59,8 @@ test('every codec round-trips', () => {
   roundTrip(frontendValue, { service_id: 0xfffffffe, backend_count: 65535, kind: KIND.LoadBalancer });
   roundTrip(slotKey, { service_id: 7, slot: 0x01020304 });
   roundTrip(slotValue, { backend_id: 123456, state: STATE['serving-terminating'] });
-  roundTrip(backendValue, { addr: '10.244.1.2', port: 8080, proto: IPPROTO.TCP });
+  roundTrip(backendValue, { addr: '10.244.1.2', port: 8080, proto: IPPROTO.TCP, flags: 0 });
+  roundTrip(backendValue, { addr: '10.244.1.2', port: 8080, proto: IPPROTO.UDP, flags: BACKEND_FLAGS.local });
   roundTrip(serviceValue, { namespace: 'kube-system', name: 'kube-dns', port_name: 'dns-tcp', proto: IPPROTO.TCP, skip_reason: SKIP.none });
   roundTrip(serviceValue, {
     namespace: 'n'.repeat(63),
@@ -65,12 +73,35 @@ test('every codec round-trips', () => {
   roundTrip(sockRevnatKey, { cookie: 0xffffffffffffffffn, backend_addr: '0.0.0.0', backend_port: 0 });
   roundTrip(sockRevnatValue, { addr: '10.96.0.10', port: 53 });
   roundTrip(u32Key, { id: 0xffffffff });
+  roundTrip(nodeAddrKey, { addr: '172.18.0.2' });
+  roundTrip(u32Value, { value: NODE_ADDR_PRESENT });
+  roundTrip(ctKey, { saddr: '192.0.2.1', daddr: '172.18.0.2', sport: 40000, dport: 30080, proto: IPPROTO.TCP });
+  roundTrip(ctValue, {
+    saddr: '172.18.0.2',
+    daddr: '10.244.1.7',
+    sport: 40000,
+    dport: 8080,
+    backend_id: 7,
+    last_seen_ns: 0x0102030405060708n,
+    flags: CT_FLAGS.reply | CT_FLAGS.closing,
+  });
 });
 
 test('CONTRACT_STRUCTS lists every struct codec once', () => {
   assert.deepEqual(
     CONTRACT_STRUCTS.map((c) => c.cName),
-    ['kpx_frontend_key', 'kpx_frontend', 'kpx_slot_key', 'kpx_slot', 'kpx_backend', 'kpx_service', 'kpx_sock_revnat_key', 'kpx_sock_revnat'],
+    [
+      'kpx_frontend_key',
+      'kpx_frontend',
+      'kpx_slot_key',
+      'kpx_slot',
+      'kpx_backend',
+      'kpx_service',
+      'kpx_sock_revnat_key',
+      'kpx_sock_revnat',
+      'kpx_ct_key',
+      'kpx_ct',
+    ],
   );
 });
 
@@ -100,8 +131,14 @@ test('frontendValue, slotKey, slotValue: host order integers, zero padding', () 
   assert.deepEqual([...u32Key.encode({ id: 0x0a0b0c0d })], host(0x0a0b0c0d, 4));
 });
 
-test('backendValue and sock revnat: network order address and port', () => {
-  assert.deepEqual([...backendValue.encode({ addr: '10.244.1.2', port: 8080, proto: 17 })], [10, 244, 1, 2, 0x1f, 0x90, 17, 0]);
+test('backendValue, nodeAddrKey and sock revnat: network order addresses and ports, flags and values in their bytes', () => {
+  assert.deepEqual([...backendValue.encode({ addr: '10.244.1.2', port: 8080, proto: 17, flags: 0 })], [10, 244, 1, 2, 0x1f, 0x90, 17, 0]);
+  assert.deepEqual(
+    [...backendValue.encode({ addr: '10.244.1.2', port: 8080, proto: 6, flags: BACKEND_FLAGS.local })],
+    [10, 244, 1, 2, 0x1f, 0x90, 6, 1],
+  );
+  assert.deepEqual([...nodeAddrKey.encode({ addr: '172.18.0.2' })], [172, 18, 0, 2]);
+  assert.deepEqual([...u32Value.encode({ value: NODE_ADDR_PRESENT })], host(1, 4));
   assert.deepEqual([...sockRevnatValue.encode({ addr: '10.96.0.10', port: 53 })], [10, 96, 0, 10, 0, 53, 0, 0]);
   const key = sockRevnatKey.encode({ cookie: 0x0102030405060708n, backend_addr: '10.244.3.4', backend_port: 443 });
   const cookie = LE ? [8, 7, 6, 5, 4, 3, 2, 1] : [1, 2, 3, 4, 5, 6, 7, 8];

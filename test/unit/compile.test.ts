@@ -2,21 +2,25 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compile, idsFromTables, type IdAssignment } from '../../src/compile/compile.js';
 import {
+  BACKEND_FLAGS,
+  NODE_ADDR_PRESENT,
   backendValue,
   frontendKey,
   frontendValue,
+  nodeAddrKey,
   serviceValue,
   slotKey,
   slotValue,
   u32Key,
+  u32Value,
 } from '../../src/contract/codecs.js';
 import type { Tables } from '../../src/contract/tables.js';
 import type { Backend, Model, ServicePort } from '../../src/model/types.js';
 
 const NONE: IdAssignment = { services: new Map(), backends: new Map() };
 
-function be(address: string, port: number, state: Backend['state'] = 'ready'): Backend {
-  return { address, port, state };
+function be(address: string, port: number, state: Backend['state'] = 'ready', local = false): Backend {
+  return { address, port, state, local };
 }
 
 function sp(
@@ -30,7 +34,7 @@ function sp(
   return { ref: { namespace, name, portName, protocol }, frontends, backends };
 }
 
-/** web:http with 3 backends (one terminating), web:metrics with none, one ignored Service. */
+/** web:http with 3 backends (one terminating, one local) and a NodePort, web:metrics with none, one ignored Service, two node addresses. */
 function smallModel(): Model {
   return {
     servicePorts: [
@@ -41,14 +45,15 @@ function smallModel(): Model {
         'TCP',
         [
           { kind: 'ClusterIP', address: '10.96.0.10', port: 80 },
-          { kind: 'NodePort', address: '192.168.1.10', port: 30080 },
+          { kind: 'NodePort', address: '0.0.0.0', port: 30080 },
         ],
-        [be('10.244.1.2', 8080), be('10.244.1.3', 8080), be('10.244.2.4', 8080, 'serving-terminating')],
+        [be('10.244.1.2', 8080), be('10.244.1.3', 8080, 'ready', true), be('10.244.2.4', 8080, 'serving-terminating')],
       ),
       sp('default', 'web', 'metrics', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.10', port: 9090 }], []),
     ],
     ignored: [{ namespace: 'kube-system', name: 'ext', reason: 'ExternalName' }],
     rejected: [],
+    nodeAddresses: ['127.0.0.1', '192.168.1.10'],
   };
 }
 
@@ -61,6 +66,7 @@ function decoded(tables: Tables) {
     slots: sorted(tables.slots, (e) => ({ ...slotKey.decode(e.key), ...slotValue.decode(e.value) })),
     backends: sorted(tables.backends, (e) => ({ id: u32Key.decode(e.key).id, ...backendValue.decode(e.value) })),
     services: sorted(tables.services, (e) => ({ id: u32Key.decode(e.key).id, ...serviceValue.decode(e.value) })),
+    nodeAddrs: sorted(tables.nodeAddrs, (e) => ({ ...nodeAddrKey.decode(e.key), ...u32Value.decode(e.value) })),
   };
 }
 
@@ -94,7 +100,7 @@ test('compile: a small model gives exactly these entries', () => {
   const { tables, ids } = compile(smallModel(), NONE);
   assert.deepEqual(
     Object.fromEntries(Object.entries(tables).map(([k, v]) => [k, v.size])),
-    { frontends: 3, slots: 3, backends: 3, services: 3 },
+    { frontends: 3, slots: 3, backends: 3, services: 3, nodeAddrs: 2 },
   );
   const d = decoded(tables);
   assert.deepEqual(d.services, [
@@ -103,9 +109,9 @@ test('compile: a small model gives exactly these entries', () => {
     { id: 3, namespace: 'kube-system', name: 'ext', port_name: '', proto: 0, skip_reason: 1 },
   ]);
   assert.deepEqual(d.backends, [
-    { id: 1, addr: '10.244.1.2', port: 8080, proto: 6 },
-    { id: 2, addr: '10.244.1.3', port: 8080, proto: 6 },
-    { id: 3, addr: '10.244.2.4', port: 8080, proto: 6 },
+    { id: 1, addr: '10.244.1.2', port: 8080, proto: 6, flags: 0 },
+    { id: 2, addr: '10.244.1.3', port: 8080, proto: 6, flags: BACKEND_FLAGS.local },
+    { id: 3, addr: '10.244.2.4', port: 8080, proto: 6, flags: 0 },
   ]);
   // slots 0..n-1 of service 1, in the model's backend order; nothing for the 0-backend port
   assert.deepEqual(d.slots, [
@@ -113,11 +119,15 @@ test('compile: a small model gives exactly these entries', () => {
     { service_id: 1, slot: 1, backend_id: 2, state: 0 },
     { service_id: 1, slot: 2, backend_id: 3, state: 1 },
   ]);
-  // keys sort by address bytes: 10.96.0.10:80, 10.96.0.10:9090, 192.168.1.10:30080
+  // keys sort by address bytes: 0.0.0.0:30080 (the NodePort), 10.96.0.10:80, 10.96.0.10:9090
   assert.deepEqual(d.frontends, [
+    { addr: '0.0.0.0', port: 30080, proto: 6, service_id: 1, backend_count: 3, kind: 2 },
     { addr: '10.96.0.10', port: 80, proto: 6, service_id: 1, backend_count: 3, kind: 1 },
     { addr: '10.96.0.10', port: 9090, proto: 6, service_id: 2, backend_count: 0, kind: 1 },
-    { addr: '192.168.1.10', port: 30080, proto: 6, service_id: 1, backend_count: 3, kind: 2 },
+  ]);
+  assert.deepEqual(d.nodeAddrs, [
+    { addr: '127.0.0.1', value: NODE_ADDR_PRESENT },
+    { addr: '192.168.1.10', value: NODE_ADDR_PRESENT },
   ]);
   assert.deepEqual(ids.services, new Map([
     ['default/web:http/6', 1],
@@ -158,14 +168,15 @@ test('compile: backends are shared across services by addr:port/proto only', () 
     ],
     ignored: [],
     rejected: [],
+    nodeAddresses: [],
   };
   const { tables } = compile(model, NONE);
   const d = decoded(tables);
   assert.deepEqual(d.backends, [
-    { id: 1, addr: '10.244.0.5', port: 8080, proto: 17 },
-    { id: 2, addr: '10.244.0.5', port: 8080, proto: 6 },
-    { id: 3, addr: '10.244.0.5', port: 9090, proto: 6 },
-    { id: 4, addr: '10.244.0.6', port: 8080, proto: 6 },
+    { id: 1, addr: '10.244.0.5', port: 8080, proto: 17, flags: 0 },
+    { id: 2, addr: '10.244.0.5', port: 8080, proto: 6, flags: 0 },
+    { id: 3, addr: '10.244.0.5', port: 9090, proto: 6, flags: 0 },
+    { id: 4, addr: '10.244.0.6', port: 8080, proto: 6, flags: 0 },
   ]);
   const sids = serviceIds(tables);
   assert.deepEqual(sids, { 'a/one:': 1, 'b/two:': 2, 'b/two:dns': 3, 'c/three:': 4 });
@@ -218,7 +229,7 @@ test('compile: adding a service keeps every existing ID', () => {
   // the old service's entries are byte for byte unchanged
   const before = bytes(first.tables);
   const after = bytes(second.tables);
-  for (const table of ['frontends', 'slots', 'services', 'backends']) {
+  for (const table of ['frontends', 'slots', 'services', 'backends', 'nodeAddrs']) {
     for (const entry of before[table]!) assert.ok(after[table]!.some((e) => e[0] === entry[0] && e[1] === entry[1]), `${table} ${entry[0]} changed`);
   }
   assert.equal(after.slots!.length, 5);
@@ -227,20 +238,20 @@ test('compile: adding a service keeps every existing ID', () => {
 test('compile: an ID freed in a compile is not reused by that compile, but is later', () => {
   const svc = (name: string, backend: string) =>
     sp('default', name, '', 'TCP', [{ kind: 'ClusterIP', address: `10.96.0.${name.charCodeAt(0)}`, port: 80 }], [be(backend, 80)]);
-  const m1: Model = { servicePorts: [svc('a', '10.0.0.1'), svc('b', '10.0.0.2')], ignored: [], rejected: [] };
+  const m1: Model = { servicePorts: [svc('a', '10.0.0.1'), svc('b', '10.0.0.2')], ignored: [], rejected: [], nodeAddresses: [] };
   const c1 = compile(m1, NONE);
   assert.deepEqual(serviceIds(c1.tables), { 'default/a:': 1, 'default/b:': 2 });
   assert.deepEqual(backendIds(c1.tables), { '10.0.0.1:80/6': 1, '10.0.0.2:80/6': 2 });
 
   // remove a (and its backend), add c in the same step: c must not take a's IDs
-  const m2: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3')], ignored: [], rejected: [] };
+  const m2: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3')], ignored: [], rejected: [], nodeAddresses: [] };
   const c2 = compile(m2, idsFromTables(c1.tables));
   assert.deepEqual(serviceIds(c2.tables), { 'default/b:': 2, 'default/c:': 3 });
   assert.deepEqual(backendIds(c2.tables), { '10.0.0.2:80/6': 2, '10.0.0.3:80/6': 3 });
   assert.deepEqual(c2.ids.services, new Map([['default/b:/6', 2], ['default/c:/6', 3]]));
 
   // one compile later, the freed IDs are free again: lowest first
-  const m3: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3'), svc('d', '10.0.0.4')], ignored: [], rejected: [] };
+  const m3: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3'), svc('d', '10.0.0.4')], ignored: [], rejected: [], nodeAddresses: [] };
   const c3 = compile(m3, idsFromTables(c2.tables));
   assert.deepEqual(serviceIds(c3.tables), { 'default/b:': 2, 'default/c:': 3, 'default/d:': 1 });
   assert.deepEqual(backendIds(c3.tables), { '10.0.0.2:80/6': 2, '10.0.0.3:80/6': 3, '10.0.0.4:80/6': 1 });
@@ -253,7 +264,7 @@ test('compile: deterministic', () => {
   const b = compile(smallModel(), NONE);
   assert.deepEqual(bytes(a.tables), bytes(b.tables));
   // insertion order too, not only content
-  for (const table of ['frontends', 'slots', 'services', 'backends'] as const) {
+  for (const table of ['frontends', 'slots', 'services', 'backends', 'nodeAddrs'] as const) {
     assert.deepEqual([...a.tables[table].keys()], [...b.tables[table].keys()], table);
   }
   // fresh IDs go by identity, not by position in the model
@@ -270,7 +281,29 @@ test('compile: deterministic', () => {
 });
 
 test('compile: an empty model gives empty tables', () => {
-  const { tables, ids } = compile({ servicePorts: [], ignored: [], rejected: [] }, NONE);
-  assert.deepEqual(bytes(tables), { frontends: [], slots: [], backends: [], services: [] });
+  const { tables, ids } = compile({ servicePorts: [], ignored: [], rejected: [], nodeAddresses: [] }, NONE);
+  assert.deepEqual(bytes(tables), { frontends: [], slots: [], backends: [], services: [], nodeAddrs: [] });
   assert.deepEqual(ids, { services: new Map(), backends: new Map() });
+});
+
+test('compile: a backend is flagged local when any service port listing it says so; node addresses are listed once each', () => {
+  const cases: Array<{ name: string; localIn: Array<'a' | 'b'>; flags: number }> = [
+    { name: 'no listing says local', localIn: [], flags: 0 },
+    { name: 'the first listing says local', localIn: ['a'], flags: BACKEND_FLAGS.local },
+    { name: 'the second listing says local', localIn: ['b'], flags: BACKEND_FLAGS.local },
+    { name: 'both say local', localIn: ['a', 'b'], flags: BACKEND_FLAGS.local },
+  ];
+  for (const c of cases) {
+    const model: Model = {
+      servicePorts: (['a', 'b'] as const).map((name, i) =>
+        sp('default', name, '', 'TCP', [{ kind: 'ClusterIP', address: `10.96.0.${i + 1}`, port: 80 }], [be('10.244.0.5', 8080, 'ready', c.localIn.includes(name))]),
+      ),
+      ignored: [],
+      rejected: [],
+      nodeAddresses: ['172.18.0.2'],
+    };
+    const d = decoded(compile(model, NONE).tables);
+    assert.deepEqual(d.backends, [{ id: 1, addr: '10.244.0.5', port: 8080, proto: 6, flags: c.flags }], c.name);
+    assert.deepEqual(d.nodeAddrs, [{ addr: '172.18.0.2', value: NODE_ADDR_PRESENT }], c.name);
+  }
 });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Compiler } from '../../src/compile/compile.js';
+import { BACKEND_FLAGS, backendValue, nodeAddrKey } from '../../src/contract/codecs.js';
 import { emptyTables, type Tables } from '../../src/contract/tables.js';
-import { listServicePorts } from '../../src/inspect/listing.js';
+import { listNodeAddresses, listServicePorts } from '../../src/inspect/listing.js';
 import type { Backend, Model, ServicePort } from '../../src/model/types.js';
 import { diffTables, markApplied } from '../../src/reconcile/table-diff.js';
 
@@ -11,12 +12,17 @@ function rng(seed: number): () => number {
   return () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
 }
 
-function servicePort(i: number, backends: number[], protocol: 'TCP' | 'UDP' = 'TCP'): ServicePort {
+/** Backends 10.244.0.<b>:8080; those in `local` are listed as running on this node. */
+function servicePort(i: number, backends: number[], local: number[] = []): ServicePort {
   return {
-    ref: { namespace: 'ns', name: `svc-${i}`, portName: 'p', protocol },
+    ref: { namespace: 'ns', name: `svc-${i}`, portName: 'p', protocol: 'TCP' },
     frontends: [{ kind: 'ClusterIP', address: `10.96.0.${i + 1}`, port: 80 }],
-    backends: backends.map((b): Backend => ({ address: `10.244.0.${b}`, port: 8080, state: 'ready' })),
+    backends: backends.map((b): Backend => ({ address: `10.244.0.${b}`, port: 8080, state: 'ready', local: local.includes(b) })),
   };
+}
+
+function model(servicePorts: ServicePort[], nodeAddresses: string[] = []): Model {
+  return { servicePorts, ignored: [], rejected: [], nodeAddresses };
 }
 
 function copyTables(t: Tables): Tables {
@@ -30,22 +36,24 @@ test('incremental updates: the kernel side, patched with only the touched keys, 
   const compiler = new Compiler();
   const applied = emptyTables();
   let current: ServicePort[] = [];
+  const someAddresses = ['127.0.0.1', '192.168.1.10', '172.18.0.2', '10.0.0.5'];
   for (let step = 0; step < 300; step++) {
-    // Mutate a few service ports: add, remove, change backends; keep the rest as the same objects.
+    // Mutate a few service ports: add, remove, change backends and which listings say local; keep the rest as the same objects.
     const next = current.filter(() => random() > 0.05);
     for (let k = 0; k < 3; k++) {
       const i = Math.floor(random() * 40);
       const backends = [...new Set(Array.from({ length: Math.floor(random() * 5) }, () => 1 + Math.floor(random() * 20)))].sort((a, b) => a - b);
+      const local = backends.filter(() => random() < 0.3);
       const at = next.findIndex((sp) => sp.ref.name === `svc-${i}`);
-      if (at >= 0) next[at] = servicePort(i, backends);
-      else next.push(servicePort(i, backends));
+      if (at >= 0) next[at] = servicePort(i, backends, local);
+      else next.push(servicePort(i, backends, local));
     }
     next.sort((a, b) => a.ref.name.localeCompare(b.ref.name));
     current = next;
-    const model: Model = { servicePorts: current, ignored: [], rejected: [] };
+    const nodeAddresses = someAddresses.filter(() => random() < 0.5);
 
     const before = copyTables(applied);
-    const touched = compiler.update(model);
+    const touched = compiler.update(model(current, nodeAddresses));
     const ops = diffTables(compiler.tables, applied, touched);
     markApplied(compiler.tables, applied, touched);
     assert.deepEqual(diffTables(compiler.tables, applied), [], `step ${step}: a key changed without being reported`);
@@ -60,6 +68,13 @@ test('incremental updates: the kernel side, patched with only the touched keys, 
     // Nothing dangling: every backend entry is used by some slot.
     const used = new Set([...applied.slots.values()].map((e) => e.value.readUInt32LE(0)));
     assert.equal(applied.backends.size, used.size, `step ${step}: unreferenced backends left`);
+    // A backend is flagged local exactly when some service port lists it as local.
+    const localWanted = new Set(current.flatMap((sp) => sp.backends.filter((b) => b.local).map((b) => b.address)));
+    const localApplied = new Set(
+      [...applied.backends.values()].map((e) => backendValue.decode(e.value)).filter((b) => b.flags & BACKEND_FLAGS.local).map((b) => b.addr),
+    );
+    assert.deepEqual(localApplied, localWanted, `step ${step}: local flags`);
+    assert.deepEqual(new Set(listNodeAddresses(applied)), new Set(nodeAddresses), `step ${step}: node addresses`);
   }
 });
 
@@ -67,9 +82,47 @@ test('an unchanged service port (same object) costs no touched key', () => {
   const compiler = new Compiler();
   const a = servicePort(1, [1, 2]);
   const b = servicePort(2, [3]);
-  compiler.update({ servicePorts: [a, b], ignored: [], rejected: [] });
-  const touched = compiler.update({ servicePorts: [a, servicePort(2, [4])], ignored: [], rejected: [] });
+  compiler.update(model([a, b], ['192.168.1.10']));
+  const touched = compiler.update(model([a, servicePort(2, [4])], ['192.168.1.10']));
   assert.equal(touched.frontends.size, 1);
   assert.equal(touched.slots.size, 1);
   assert.equal(touched.backends.size, 2, 'the new backend and the one no longer used');
+  assert.equal(touched.nodeAddrs.size, 0, 'same node addresses: nothing touched');
+});
+
+test('a shared backend stays local while any listing says so, and its entry is rewritten only when that changes', () => {
+  const compiler = new Compiler();
+  const flagsOf = (b: number) => {
+    const entry = [...compiler.tables.backends.values()].find((e) => backendValue.decode(e.value).addr === `10.244.0.${b}`)!;
+    return backendValue.decode(entry.value).flags;
+  };
+  const remote = servicePort(1, [5]);
+  compiler.update(model([remote]));
+  assert.equal(flagsOf(5), 0);
+  let touched = compiler.update(model([remote, servicePort(2, [5], [5])]));
+  assert.equal(flagsOf(5), BACKEND_FLAGS.local, 'one local listing is enough');
+  assert.equal(touched.backends.size, 1, 'the shared entry is rewritten');
+  const alsoLocal = servicePort(1, [5], [5]);
+  touched = compiler.update(model([alsoLocal, servicePort(2, [5], [5])]));
+  assert.equal(flagsOf(5), BACKEND_FLAGS.local);
+  assert.equal(touched.backends.size, 0, 'flags unchanged: the backend entry is not touched');
+  touched = compiler.update(model([alsoLocal]));
+  assert.equal(flagsOf(5), BACKEND_FLAGS.local);
+  assert.equal(touched.backends.size, 0, 'a local listing is left: not touched');
+  touched = compiler.update(model([servicePort(1, [5])]));
+  assert.equal(flagsOf(5), 0, 'the last local listing went away');
+  assert.equal(touched.backends.size, 1);
+});
+
+test('node addresses: only the ones that come or go are touched', () => {
+  const compiler = new Compiler();
+  const hex = (addr: string) => nodeAddrKey.encode({ addr }).toString('hex');
+  let touched = compiler.update(model([], ['127.0.0.1', '192.168.1.10']));
+  assert.deepEqual(touched.nodeAddrs, new Set([hex('127.0.0.1'), hex('192.168.1.10')]));
+  touched = compiler.update(model([], ['127.0.0.1', '172.18.0.2']));
+  assert.deepEqual(touched.nodeAddrs, new Set([hex('192.168.1.10'), hex('172.18.0.2')]));
+  assert.deepEqual(listNodeAddresses(compiler.tables), ['127.0.0.1', '172.18.0.2']);
+  touched = compiler.update(model([], []));
+  assert.deepEqual(touched.nodeAddrs, new Set([hex('127.0.0.1'), hex('172.18.0.2')]));
+  assert.equal(compiler.tables.nodeAddrs.size, 0);
 });

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compile } from '../../src/compile/compile.js';
 import { emptyTables, type Tables } from '../../src/contract/tables.js';
-import { formatListing, listServicePorts, type ListedServicePort } from '../../src/inspect/listing.js';
+import { formatListing, listNodeAddresses, listServicePorts, type ListedServicePort } from '../../src/inspect/listing.js';
 import type { Model } from '../../src/model/types.js';
 
-/** Ports given in an order unlike the listing's; frontends and backends too. */
+/** Ports given in an order unlike the listing's; frontends, backends and node addresses too. */
 function model(): Model {
   return {
     servicePorts: [
@@ -17,19 +17,20 @@ function model(): Model {
       {
         ref: { namespace: 'default', name: 'web', portName: 'http', protocol: 'TCP' },
         frontends: [
-          { kind: 'NodePort', address: '192.168.1.10', port: 30080 },
+          { kind: 'NodePort', address: '0.0.0.0', port: 30080 },
           { kind: 'ClusterIP', address: '10.96.0.10', port: 80 },
         ],
         // not in backend-ID order: slot order must win
         backends: [
-          { address: '10.244.2.4', port: 8080, state: 'serving-terminating' },
-          { address: '10.244.1.2', port: 8080, state: 'ready' },
-          { address: '10.244.1.3', port: 8080, state: 'ready' },
+          { address: '10.244.2.4', port: 8080, state: 'serving-terminating', local: true },
+          { address: '10.244.1.2', port: 8080, state: 'ready', local: false },
+          { address: '10.244.1.3', port: 8080, state: 'ready', local: true },
         ],
       },
     ],
     ignored: [{ namespace: 'kube-system', name: 'ext', reason: 'ExternalName' }],
     rejected: [],
+    nodeAddresses: ['192.168.1.10', '10.0.0.9', '127.0.0.1'],
   };
 }
 
@@ -48,12 +49,12 @@ const EXPECTED: ListedServicePort[] = [
     protocol: 'TCP',
     frontends: [
       { kind: 'ClusterIP', address: '10.96.0.10', port: 80 },
-      { kind: 'NodePort', address: '192.168.1.10', port: 30080 },
+      { kind: 'NodePort', address: '0.0.0.0', port: 30080 },
     ],
     backends: [
-      { address: '10.244.2.4', port: 8080, state: 'serving-terminating' },
-      { address: '10.244.1.2', port: 8080, state: 'ready' },
-      { address: '10.244.1.3', port: 8080, state: 'ready' },
+      { address: '10.244.2.4', port: 8080, state: 'serving-terminating', local: true },
+      { address: '10.244.1.2', port: 8080, state: 'ready', local: false },
+      { address: '10.244.1.3', port: 8080, state: 'ready', local: true },
     ],
   },
   {
@@ -75,14 +76,16 @@ const EXPECTED: ListedServicePort[] = [
   },
 ];
 
-test('listServicePorts reads compiled tables back into service ports', () => {
+test('listServicePorts and listNodeAddresses read compiled tables back', () => {
   const { tables } = compile(model(), { services: new Map(), backends: new Map() });
   assert.deepEqual(listServicePorts(tables), EXPECTED);
+  assert.deepEqual(listNodeAddresses(tables), ['10.0.0.9', '127.0.0.1', '192.168.1.10']);
 });
 
-test('listServicePorts does not depend on the order entries come out of the maps', () => {
+test('listServicePorts and listNodeAddresses do not depend on the order entries come out of the maps', () => {
   const { tables } = compile(model(), { services: new Map(), backends: new Map() });
   assert.deepEqual(listServicePorts(reversed(tables)), EXPECTED);
+  assert.deepEqual(listNodeAddresses(reversed(tables)), ['10.0.0.9', '127.0.0.1', '192.168.1.10']);
 });
 
 test('listServicePorts: UDP, every frontend kind, every ignore reason', () => {
@@ -93,9 +96,10 @@ test('listServicePorts: UDP, every frontend kind, every ignore reason', () => {
         frontends: [
           { kind: 'LoadBalancer', address: '203.0.113.5', port: 53 },
           { kind: 'ExternalIP', address: '198.51.100.7', port: 53 },
+          { kind: 'NodePort', address: '0.0.0.0', port: 30053 },
           { kind: 'ClusterIP', address: '10.96.0.10', port: 53 },
         ],
-        backends: [{ address: '10.244.0.3', port: 53, state: 'ready' }],
+        backends: [{ address: '10.244.0.3', port: 53, state: 'ready', local: false }],
       },
     ],
     ignored: [
@@ -103,6 +107,7 @@ test('listServicePorts: UDP, every frontend kind, every ignore reason', () => {
       { namespace: 'a', name: 'mesh', reason: 'service-proxy-name' },
     ],
     rejected: [],
+    nodeAddresses: [],
   };
   const listed = listServicePorts(compile(m, { services: new Map(), backends: new Map() }).tables);
   assert.deepEqual(listed, [
@@ -115,29 +120,41 @@ test('listServicePorts: UDP, every frontend kind, every ignore reason', () => {
       protocol: 'UDP',
       frontends: [
         { kind: 'ClusterIP', address: '10.96.0.10', port: 53 },
+        { kind: 'NodePort', address: '0.0.0.0', port: 30053 },
         { kind: 'ExternalIP', address: '198.51.100.7', port: 53 },
         { kind: 'LoadBalancer', address: '203.0.113.5', port: 53 },
       ],
-      backends: [{ address: '10.244.0.3', port: 53, state: 'ready' }],
+      backends: [{ address: '10.244.0.3', port: 53, state: 'ready', local: false }],
     },
   ]);
 });
 
 test('listServicePorts of empty tables is empty', () => {
   assert.deepEqual(listServicePorts(emptyTables()), []);
-  assert.equal(formatListing([]), 'NAMESPACE  NAME  PORT  PROTO  FRONTENDS  BACKENDS');
+  assert.deepEqual(listNodeAddresses(emptyTables()), []);
+  assert.equal(formatListing([], []), 'NAMESPACE  NAME  PORT  PROTO  FRONTENDS  BACKENDS');
 });
 
-test('formatListing: a header, one aligned line per service port', () => {
-  const text = formatListing(listServicePorts(compile(model(), { services: new Map(), backends: new Map() }).tables));
+test('formatListing: the NodePort addresses, a header, one aligned line per service port', () => {
+  const { tables } = compile(model(), { services: new Map(), backends: new Map() });
+  const text = formatListing(listServicePorts(tables), listNodeAddresses(tables));
   const sp = (n: number) => ' '.repeat(n);
   assert.deepEqual(text.split('\n'), [
-    'NAMESPACE' + sp(4) + 'NAME' + sp(2) + 'PORT' + sp(5) + 'PROTO' + sp(2) + 'FRONTENDS' + sp(45) + 'BACKENDS',
+    'NodePorts (*) answer on: 10.0.0.9, 127.0.0.1, 192.168.1.10',
+    'NAMESPACE' + sp(4) + 'NAME' + sp(2) + 'PORT' + sp(5) + 'PROTO' + sp(2) + 'FRONTENDS' + sp(34) + 'BACKENDS',
     'default' + sp(6) + 'web' + sp(3) + 'http' + sp(5) + 'TCP' + sp(4) +
-      'ClusterIP 10.96.0.10:80, NodePort 192.168.1.10:30080' + sp(2) +
-      '10.244.2.4:8080 (serving-terminating), 10.244.1.2:8080, 10.244.1.3:8080',
-    'default' + sp(6) + 'web' + sp(3) + 'metrics' + sp(2) + 'TCP' + sp(4) + 'ClusterIP 10.96.0.10:9090' + sp(29) + 'none (connections refused)',
-    'kube-system' + sp(2) + 'ext' + sp(3) + '-' + sp(8) + '-' + sp(6) + '-' + sp(53) + 'not programmed: ExternalName',
+      'ClusterIP 10.96.0.10:80, NodePort *:30080' + sp(2) +
+      '10.244.2.4:8080 (serving-terminating, local), 10.244.1.2:8080, 10.244.1.3:8080 (local)',
+    'default' + sp(6) + 'web' + sp(3) + 'metrics' + sp(2) + 'TCP' + sp(4) + 'ClusterIP 10.96.0.10:9090' + sp(18) + 'none (connections refused)',
+    'kube-system' + sp(2) + 'ext' + sp(3) + '-' + sp(8) + '-' + sp(6) + '-' + sp(42) + 'not programmed: ExternalName',
   ]);
-  assert.match(text.split('\n')[2]!, /none \(connections refused\)$/);
+  assert.match(text.split('\n')[3]!, /none \(connections refused\)$/);
+});
+
+test('formatListing says when NodePorts answer on no address, and says nothing of NodePorts when there are none', () => {
+  const { tables } = compile({ ...model(), nodeAddresses: [] }, { services: new Map(), backends: new Map() });
+  assert.equal(formatListing(listServicePorts(tables), []).split('\n')[0], 'NodePorts (*) answer on: no address');
+  const withoutNodePorts = listServicePorts(tables).filter((l) => !l.frontends.some((f) => f.kind === 'NodePort'));
+  assert.match(formatListing(withoutNodePorts, []).split('\n')[0]!, /^NAMESPACE/);
+  assert.match(formatListing(withoutNodePorts, ['172.18.0.2']).split('\n')[0]!, /^NodePorts \(\*\) answer on: 172\.18\.0\.2$/);
 });

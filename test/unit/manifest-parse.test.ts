@@ -67,14 +67,14 @@ test('multi-document YAML: recognised kinds kept with origin, others rejected, e
     { kind: 'ConfigMap', namespace: 'shop', name: 'cfg', origin: '/m/app.yaml', reason: 'unsupported kind ConfigMap' },
   ]);
   // End to end through the model.
-  const m = buildModel(objects, { serviceClusterIPRange: '10.96.0.0/12', allocateClusterIPs: true });
+  const m = buildModel(objects, { serviceClusterIPRange: '10.96.0.0/12', allocateClusterIPs: true, allocateNodePorts: true, nodeName: 'node-a', serviceNodePortRange: { min: 30000, max: 32767 }, nodePortAddresses: [] });
   assert.deepEqual(m.servicePorts, [
     {
       ref: { namespace: 'shop', name: 'web', portName: '', protocol: 'TCP' },
       frontends: [{ kind: 'ClusterIP', address: '10.96.0.10', port: 8222 }],
       backends: [
-        { address: '10.244.0.5', port: 80, state: 'ready' },
-        { address: '10.244.0.6', port: 80, state: 'ready' },
+        { address: '10.244.0.5', port: 80, state: 'ready', local: false },
+        { address: '10.244.0.6', port: 80, state: 'ready', local: false },
       ],
     },
   ]);
@@ -190,7 +190,7 @@ test('unknown kind does not stop the other Services of the folder', () => {
   const b = parseManifestFile('/m/b.yaml', 'apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 80}]}\n');
   const broken = parseManifestFile('/m/broken.yaml', 'kind: [');
   const merged = mergeSnapshots([a.objects, b.objects, broken.objects]);
-  const m = buildModel(merged, { serviceClusterIPRange: '10.96.0.0/12', allocateClusterIPs: false });
+  const m = buildModel(merged, { serviceClusterIPRange: '10.96.0.0/12', allocateClusterIPs: false, allocateNodePorts: false, nodeName: 'node-a', serviceNodePortRange: { min: 30000, max: 32767 }, nodePortAddresses: [] });
   assert.deepEqual(m.servicePorts.map((p) => `${p.ref.name} ${p.frontends[0]!.address}:${p.frontends[0]!.port}`), ['s 10.96.0.9:80']);
   assert.deepEqual([...a.rejected, ...broken.rejected].map((r) => r.kind), ['ConfigMap', 'File']);
 });

@@ -2,11 +2,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildModel } from '../../src/model/build.js';
 import { allocateClusterIPs, parseIPv4 } from '../../src/model/cluster-ip.js';
+import { allocateNodePorts } from '../../src/model/node-port.js';
 import type { ObjectSnapshot } from '../../src/k8s/types.js';
 import type { Model, ModelOptions, Rejected, ServicePort } from '../../src/model/types.js';
 
-const OPTS: ModelOptions = { serviceClusterIPRange: '10.96.0.0/12', allocateClusterIPs: false };
-const ALLOC: ModelOptions = { serviceClusterIPRange: '10.96.0.0/12', allocateClusterIPs: true };
+const OPTS: ModelOptions = {
+  serviceClusterIPRange: '10.96.0.0/12',
+  allocateClusterIPs: false,
+  nodeName: 'node-a',
+  serviceNodePortRange: { min: 30000, max: 32767 },
+  allocateNodePorts: false,
+  nodePortAddresses: [],
+};
+/** Manifest mode: kpx allocates what an API server would have. */
+const ALLOC: ModelOptions = { ...OPTS, allocateClusterIPs: true, allocateNodePorts: true };
 
 // The tests feed arbitrary JSON on purpose, so the builders return `any`-shaped objects.
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -86,14 +95,15 @@ test('ClusterIP Service with 3 ready endpoints via EndpointSlice, port 8222 -> e
         ref: { namespace: 'default', name: 'web', portName: '', protocol: 'TCP' },
         frontends: [{ kind: 'ClusterIP', address: '10.96.0.10', port: 8222 }],
         backends: [
-          { address: '10.244.0.9', port: 80, state: 'ready', nodeName: 'node-a' },
-          { address: '10.244.1.7', port: 80, state: 'ready', nodeName: 'node-b' },
-          { address: '10.244.1.10', port: 80, state: 'ready' },
+          { address: '10.244.0.9', port: 80, state: 'ready', nodeName: 'node-a', local: true },
+          { address: '10.244.1.7', port: 80, state: 'ready', nodeName: 'node-b', local: false },
+          { address: '10.244.1.10', port: 80, state: 'ready', local: false },
         ],
       },
     ],
     ignored: [],
     rejected: [],
+    nodeAddresses: [],
   });
 });
 
@@ -135,16 +145,16 @@ test('multi-port selectorless Service with manual Endpoints maps ports by name',
     ref: { namespace: 'default', name: 'legacy', portName: 'http', protocol: 'TCP' },
     frontends: [{ kind: 'ClusterIP', address: '10.96.5.5', port: 7064 }],
     backends: [
-      { address: '192.168.1.3', port: 31496, state: 'ready' },
-      { address: '192.168.1.20', port: 31496, state: 'ready' },
+      { address: '192.168.1.3', port: 31496, state: 'ready', local: false },
+      { address: '192.168.1.20', port: 31496, state: 'ready', local: false },
     ],
   });
   assert.deepEqual(port(m, 'default', 'legacy', 'admin'), {
     ref: { namespace: 'default', name: 'legacy', portName: 'admin', protocol: 'TCP' },
     frontends: [{ kind: 'ClusterIP', address: '10.96.5.5', port: 7164 }],
     backends: [
-      { address: '192.168.1.3', port: 31337, state: 'ready' },
-      { address: '192.168.1.20', port: 31337, state: 'ready' },
+      { address: '192.168.1.3', port: 31337, state: 'ready', local: false },
+      { address: '192.168.1.20', port: 31337, state: 'ready', local: false },
     ],
   });
 });
@@ -163,8 +173,8 @@ test('legacy Endpoints: notReadyAddresses are never used, subsets carry their ow
     ),
     OPTS,
   );
-  assert.deepEqual(port(m, 'default', 's', 'a').backends, [{ address: '10.0.0.1', port: 100, state: 'ready', nodeName: 'n1' }]);
-  assert.deepEqual(port(m, 'default', 's', 'b').backends, [{ address: '10.0.0.3', port: 200, state: 'ready' }]);
+  assert.deepEqual(port(m, 'default', 's', 'a').backends, [{ address: '10.0.0.1', port: 100, state: 'ready', nodeName: 'n1', local: false }]);
+  assert.deepEqual(port(m, 'default', 's', 'b').backends, [{ address: '10.0.0.3', port: 200, state: 'ready', local: false }]);
 });
 
 test('UDP Service matches only UDP endpoint ports', () => {
@@ -192,9 +202,9 @@ test('UDP Service matches only UDP endpoint ports', () => {
   assert.deepEqual(port(m, 'kube-system', 'dns', 'dns', 'UDP'), {
     ref: { namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP' },
     frontends: [{ kind: 'ClusterIP', address: '10.96.0.10', port: 53 }],
-    backends: [{ address: '10.244.0.2', port: 5353, state: 'ready' }],
+    backends: [{ address: '10.244.0.2', port: 5353, state: 'ready', local: false }],
   });
-  assert.deepEqual(port(m, 'kube-system', 'dns', 'dns-tcp', 'TCP').backends, [{ address: '10.244.0.2', port: 5354, state: 'ready' }]);
+  assert.deepEqual(port(m, 'kube-system', 'dns', 'dns-tcp', 'TCP').backends, [{ address: '10.244.0.2', port: 5354, state: 'ready', local: false }]);
   assert.equal(m.servicePorts.length, 2);
 });
 
@@ -208,7 +218,7 @@ test('EndpointSlices win over Endpoints', () => {
     OPTS,
   );
   assert.deepEqual(m.rejected, []);
-  assert.deepEqual(port(m, 'default', 'web').backends, [{ address: '10.1.0.1', port: 8080, state: 'ready' }]);
+  assert.deepEqual(port(m, 'default', 'web').backends, [{ address: '10.1.0.1', port: 8080, state: 'ready', local: false }]);
 });
 
 test('an EndpointSlice with no endpoints still hides the Endpoints object', () => {
@@ -236,9 +246,9 @@ test('two slices are merged and a duplicate endpoint counts once (ready beats se
     OPTS,
   );
   assert.deepEqual(port(m, 'default', 'web', 'http').backends, [
-    { address: '10.0.0.1', port: 8080, state: 'ready' },
-    { address: '10.0.0.2', port: 8080, state: 'ready' },
-    { address: '10.0.0.3', port: 8080, state: 'ready' },
+    { address: '10.0.0.1', port: 8080, state: 'ready', local: false },
+    { address: '10.0.0.2', port: 8080, state: 'ready', local: false },
+    { address: '10.0.0.3', port: 8080, state: 'ready', local: false },
   ]);
 });
 
@@ -265,15 +275,15 @@ test('terminating fallback: only when no endpoint is ready, serving+terminating 
   ];
   const m = buildModel(snap([svc('web', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] })], [slice('web-a', 'web', endpoints, [{ port: 80 }])]), OPTS);
   assert.deepEqual(port(m, 'default', 'web').backends, [
-    { address: '10.0.0.4', port: 80, state: 'serving-terminating' },
-    { address: '10.0.0.5', port: 80, state: 'serving-terminating' },
+    { address: '10.0.0.4', port: 80, state: 'serving-terminating', local: false },
+    { address: '10.0.0.5', port: 80, state: 'serving-terminating', local: false },
   ]);
   // With one ready endpoint, the terminating ones are not used.
   const m2 = buildModel(
     snap([svc('web', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] })], [slice('web-a', 'web', [...endpoints, ep('10.0.0.9')], [{ port: 80 }])]),
     OPTS,
   );
-  assert.deepEqual(port(m2, 'default', 'web').backends, [{ address: '10.0.0.9', port: 80, state: 'ready' }]);
+  assert.deepEqual(port(m2, 'default', 'web').backends, [{ address: '10.0.0.9', port: 80, state: 'ready', local: false }]);
 });
 
 test('no ready endpoint -> empty backends; unmatched port name -> empty backends', () => {
@@ -318,7 +328,7 @@ test('ExternalName, headless and proxy-name label are ignored with the right rea
   assert.deepEqual(m.servicePorts.map((p) => p.ref.name), ['ok']);
 });
 
-test('ExternalIP and LoadBalancer frontends, in order; ipMode Proxy skipped; NodePort not a frontend', () => {
+test('frontends in order ClusterIP, NodePort, ExternalIP, LoadBalancer; ipMode Proxy skipped', () => {
   const m = buildModel(
     snap([
       svc(
@@ -343,13 +353,17 @@ test('ExternalIP and LoadBalancer frontends, in order; ipMode Proxy skipped; Nod
   );
   assert.deepEqual(port(m, 'default', 'lb', 'http').frontends, [
     { kind: 'ClusterIP', address: '10.96.0.30', port: 80 },
+    { kind: 'NodePort', address: '0.0.0.0', port: 30080 },
     { kind: 'ExternalIP', address: '203.0.113.9', port: 80 },
     { kind: 'ExternalIP', address: '203.0.113.1', port: 80 },
     { kind: 'LoadBalancer', address: '198.51.100.7', port: 80 },
     { kind: 'LoadBalancer', address: '198.51.100.2', port: 80 },
   ]);
   // Status on a non-LoadBalancer Service is not used.
-  assert.deepEqual(port(m, 'default', 'np').frontends, [{ kind: 'ClusterIP', address: '10.96.0.31', port: 81 }]);
+  assert.deepEqual(port(m, 'default', 'np').frontends, [
+    { kind: 'ClusterIP', address: '10.96.0.31', port: 81 },
+    { kind: 'NodePort', address: '0.0.0.0', port: 30081 },
+  ]);
   assert.deepEqual(m.rejected, [
     rej('Service', 'lb', 'spec.externalIPs[1]: invalid IPv4 address "not-an-ip"', 'svc.yaml'),
     rej('Service', 'lb', 'spec.externalIPs[3] "2001:db8::1": IPv6 not supported yet', 'svc.yaml'),
@@ -402,7 +416,7 @@ test('bad inputs are rejected with reasons naming the object; other Services sti
     {
       ref: { namespace: 'default', name: 'good', portName: '', protocol: 'TCP' },
       frontends: [{ kind: 'ClusterIP', address: '10.96.0.100', port: 80 }],
-      backends: [{ address: '10.0.0.1', port: 8080, state: 'ready' }],
+      backends: [{ address: '10.0.0.1', port: 8080, state: 'ready', local: false }],
     },
     {
       ref: { namespace: 'default', name: 'mixed', portName: 'ok', protocol: 'TCP' },
@@ -451,7 +465,7 @@ test('Endpoints with bad address or port: that entry rejected, the rest kept', (
     ),
     OPTS,
   );
-  assert.deepEqual(port(m, 'default', 'legacy').backends, [{ address: '10.0.0.1', port: 80, state: 'ready' }]);
+  assert.deepEqual(port(m, 'default', 'legacy').backends, [{ address: '10.0.0.1', port: 80, state: 'ready', local: false }]);
   assert.deepEqual(m.rejected, [
     rej('Endpoints', 'legacy', 'subsets[0].addresses[0]: invalid IPv4 address "1.2.3"', 'eps.yaml'),
     rej('Endpoints', 'legacy', 'subsets[0].ports[1]: invalid port 65536 (want an integer 1..65535)', 'eps.yaml'),
@@ -553,14 +567,14 @@ test('ClusterIP allocation: deterministic, in range, avoids explicit IPs, stable
 
 test('ClusterIP allocation never uses .0, .1 or broadcast of a tiny range', () => {
   const services = [svc('a', { ports: [{ port: 1 }] }), svc('b', { ports: [{ port: 1 }] }), svc('c', { ports: [{ port: 1 }] })];
-  const m = buildModel(snap(services), { serviceClusterIPRange: '10.0.0.0/29', allocateClusterIPs: true });
+  const m = buildModel(snap(services), { ...ALLOC, serviceClusterIPRange: '10.0.0.0/29' });
   assert.deepEqual(m.rejected, []);
   const ips = m.servicePorts.map((p) => p.frontends[0]!.address).sort();
   for (const ip of ips) assert.ok(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6'].includes(ip), ip);
   assert.equal(new Set(ips).size, 3);
   // Exhausted range: the ones that do not fit are rejected with a reason.
   const six = ['a', 'b', 'c', 'd', 'e', 'f'].map((n) => svc(n, { ports: [{ port: 1 }] }));
-  const full = buildModel(snap(six), { serviceClusterIPRange: '10.0.0.0/29', allocateClusterIPs: true });
+  const full = buildModel(snap(six), { ...ALLOC, serviceClusterIPRange: '10.0.0.0/29' });
   assert.equal(full.servicePorts.length, 5);
   assert.equal(full.rejected.length, 1);
   assert.match(full.rejected[0]!.reason, /range 10\.0\.0\.0\/29 is full/);
@@ -628,4 +642,194 @@ test('two Services on the same externalIP:port: the first keeps it, the second i
   assert.deepEqual(port(m, 'default', 'beta').frontends.map((f) => `${f.kind} ${f.address}`), ['ClusterIP 10.96.0.2']);
   assert.equal(port(m, 'default', 'gamma', '', 'UDP').frontends.length, 2, 'another protocol is another frontend');
   assert.deepEqual(m.rejected, [rej('Service', 'beta', 'ExternalIP 192.0.2.50:80/TCP is already served by Service default/alpha', 'svc.yaml')]);
+});
+
+test('nodePorts as an API server has set them: which ports get a NodePort frontend, and why not', () => {
+  const cases: Array<{ name: string; spec: J; nodePorts: Record<string, number | null>; rejected: string[] }> = [
+    { name: 'NodePort', spec: { type: 'NodePort', ports: [{ port: 80, nodePort: 30080 }] }, nodePorts: { '/TCP': 30080 }, rejected: [] },
+    {
+      name: 'LoadBalancer, TCP and UDP twins on one nodePort',
+      spec: {
+        type: 'LoadBalancer',
+        ports: [
+          { name: 'dns', port: 53, protocol: 'UDP', nodePort: 30053 },
+          { name: 'dns-tcp', port: 53, nodePort: 30053 },
+        ],
+      },
+      nodePorts: { 'dns/UDP': 30053, 'dns-tcp/TCP': 30053 },
+      rejected: [],
+    },
+    {
+      name: 'LoadBalancer without nodePorts, as allocateLoadBalancerNodePorts: false allows',
+      spec: { type: 'LoadBalancer', allocateLoadBalancerNodePorts: false, ports: [{ name: 'a', port: 80 }, { name: 'b', port: 81, nodePort: 30081 }] },
+      nodePorts: { 'a/TCP': null, 'b/TCP': 30081 },
+      rejected: [],
+    },
+    {
+      name: 'allocateLoadBalancerNodePorts not a boolean counts as true',
+      spec: { type: 'LoadBalancer', allocateLoadBalancerNodePorts: 'no', ports: [{ port: 80 }] },
+      nodePorts: { '/TCP': null },
+      rejected: ['spec.allocateLoadBalancerNodePorts is not a boolean: "no"', 'spec.ports[0]: nodePort is missing'],
+    },
+    {
+      name: 'ClusterIP with a nodePort',
+      spec: { ports: [{ name: 'http', port: 80, nodePort: 30080 }] },
+      nodePorts: { 'http/TCP': null },
+      rejected: ['spec.ports[0] "http": nodePort 30080 is set but spec.type is ClusterIP'],
+    },
+    {
+      name: 'NodePort without nodePorts (0 is not set)',
+      spec: { type: 'NodePort', ports: [{ name: 'a', port: 80 }, { name: 'b', port: 81, nodePort: 0 }] },
+      nodePorts: { 'a/TCP': null, 'b/TCP': null },
+      rejected: ['spec.ports[0] "a": nodePort is missing', 'spec.ports[1] "b": nodePort is missing'],
+    },
+    {
+      name: 'the same nodePort twice for one protocol',
+      spec: { type: 'NodePort', ports: [{ name: 'a', port: 80, nodePort: 30080 }, { name: 'b', port: 81, nodePort: 30080 }] },
+      nodePorts: { 'a/TCP': 30080, 'b/TCP': null },
+      rejected: ['spec.ports[1] "b": duplicate nodePort 30080/TCP (also spec.ports[0])'],
+    },
+  ];
+  for (const c of cases) {
+    const m = buildModel(snap([svc('s', { clusterIP: '10.96.0.40', ...c.spec })]), OPTS);
+    const got = Object.fromEntries(
+      m.servicePorts.map((sp) => [`${sp.ref.portName}/${sp.ref.protocol}`, sp.frontends.find((f) => f.kind === 'NodePort')?.port ?? null]),
+    );
+    assert.deepEqual(got, c.nodePorts, c.name);
+    for (const sp of m.servicePorts) {
+      assert.deepEqual(sp.frontends[0], { kind: 'ClusterIP', address: '10.96.0.40', port: sp.frontends[0]!.port }, `${c.name}: ClusterIP first`);
+      for (const f of sp.frontends.filter((f) => f.kind === 'NodePort')) assert.equal(f.address, '0.0.0.0', c.name);
+    }
+    assert.deepEqual(m.rejected.map((r) => r.reason), c.rejected, c.name);
+  }
+});
+
+test('two Services on one nodePort: the first keeps it, the second is told why; another protocol is another NodePort', () => {
+  const m = buildModel(
+    snap([
+      svc('alpha', { type: 'NodePort', clusterIP: '10.96.0.1', ports: [{ port: 80, nodePort: 30080 }] }),
+      svc('beta', { type: 'NodePort', clusterIP: '10.96.0.2', ports: [{ port: 80, nodePort: 30080 }] }),
+      svc('gamma', { type: 'NodePort', clusterIP: '10.96.0.3', ports: [{ port: 80, protocol: 'UDP', nodePort: 30080 }] }),
+    ]),
+    OPTS,
+  );
+  assert.deepEqual(port(m, 'default', 'alpha').frontends.map((f) => f.kind), ['ClusterIP', 'NodePort']);
+  assert.deepEqual(port(m, 'default', 'beta').frontends.map((f) => f.kind), ['ClusterIP']);
+  assert.deepEqual(port(m, 'default', 'gamma', '', 'UDP').frontends.map((f) => f.kind), ['ClusterIP', 'NodePort']);
+  assert.deepEqual(m.rejected, [rej('Service', 'beta', 'NodePort *:30080/TCP is already served by Service default/alpha', 'svc.yaml')]);
+});
+
+test('0.0.0.0 means "any node address" to the dataplane, so it is no Service address', () => {
+  const m = buildModel(
+    snap([
+      svc('cip', { clusterIP: '0.0.0.0', ports: [{ port: 80 }] }),
+      svc('ext', { clusterIP: '10.96.0.5', externalIPs: ['0.0.0.0', '192.0.2.5'], ports: [{ port: 80 }] }),
+      svc('lb', { type: 'LoadBalancer', clusterIP: '10.96.0.6', ports: [{ port: 80, nodePort: 30080 }] }, { status: { loadBalancer: { ingress: [{ ip: '0.0.0.0' }] } } }),
+    ]),
+    OPTS,
+  );
+  assert.deepEqual(port(m, 'default', 'ext').frontends.map((f) => f.address), ['10.96.0.5', '192.0.2.5']);
+  assert.deepEqual(port(m, 'default', 'lb').frontends.map((f) => f.kind), ['ClusterIP', 'NodePort']);
+  assert.deepEqual(m.rejected, [
+    rej('Service', 'cip', 'spec.clusterIP 0.0.0.0: the unspecified address cannot be a Service address', 'svc.yaml'),
+    rej('Service', 'ext', 'spec.externalIPs[0] 0.0.0.0: the unspecified address cannot be a Service address', 'svc.yaml'),
+    rej('Service', 'lb', 'status.loadBalancer.ingress[0] 0.0.0.0: the unspecified address cannot be a Service address', 'svc.yaml'),
+  ]);
+});
+
+test('nodePort allocation: deterministic, in range, avoids explicit nodePorts of any protocol, stable when Services come and go', () => {
+  const nodePortOf = (m: Model, name: string, portName = '', protocol = 'TCP') =>
+    port(m, 'default', name, portName, protocol).frontends.find((f) => f.kind === 'NodePort')?.port;
+  const base = [
+    svc('web', { type: 'NodePort', ports: [{ port: 80 }] }),
+    svc('lb', { type: 'LoadBalancer', ports: [{ port: 443 }] }),
+    svc('lb-none', { type: 'LoadBalancer', allocateLoadBalancerNodePorts: false, ports: [{ port: 443 }] }),
+    svc('plain', { ports: [{ port: 8080 }] }),
+  ];
+  const m1 = buildModel(snap(base), ALLOC);
+  assert.deepEqual(m1.rejected, []);
+  const web = nodePortOf(m1, 'web')!;
+  const lb = nodePortOf(m1, 'lb')!;
+  const expected = allocateNodePorts({ min: 30000, max: 32767 }, ['default/web:80', 'default/lb:443'], []).allocated;
+  assert.equal(web, expected.get('default/web:80'));
+  assert.equal(lb, expected.get('default/lb:443'));
+  assert.equal(nodePortOf(m1, 'lb-none'), undefined, 'a LoadBalancer that opts out gets none');
+  assert.equal(nodePortOf(m1, 'plain'), undefined);
+
+  // More Services, with and without nodePorts, do not move existing ones; removing one does not either.
+  const more = [...base, svc('zzz', { type: 'NodePort', ports: [{ port: 1 }] }), svc('aaa', { type: 'NodePort', ports: [{ port: 2, nodePort: 31000 }] })];
+  const m2 = buildModel(snap(more), ALLOC);
+  assert.equal(nodePortOf(m2, 'web'), web);
+  assert.equal(nodePortOf(m2, 'lb'), lb);
+  assert.equal(nodePortOf(m2, 'aaa'), 31000);
+  assert.equal(nodePortOf(buildModel(snap(more.filter((s) => s.metadata.name !== 'lb')), ALLOC), 'web'), web);
+
+  // An explicit nodePort on web's slot, even for UDP, pushes web to the next port of the range.
+  const squatter = svc('squatter', { type: 'NodePort', ports: [{ port: 9, protocol: 'UDP', nodePort: web }] });
+  const m3 = buildModel(snap([...base, squatter]), ALLOC);
+  assert.equal(nodePortOf(m3, 'squatter', '', 'UDP'), web);
+  assert.equal(nodePortOf(m3, 'web'), web === 32767 ? 30000 : web + 1);
+  assert.deepEqual(m3.rejected, []);
+
+  for (const m of [m1, m2, m3]) {
+    for (const sp of m.servicePorts) for (const f of sp.frontends) if (f.kind === 'NodePort') assert.ok(f.port >= 30000 && f.port <= 32767, `${f.port}`);
+  }
+});
+
+test('nodePort allocation: TCP and UDP twins share one nodePort, an explicit one if either has it', () => {
+  const dns = (ports: J[]) => svc('dns', { type: 'NodePort', ports });
+  const twins = buildModel(snap([dns([{ name: 'udp', port: 53, protocol: 'UDP' }, { name: 'tcp', port: 53 }, { name: 'other', port: 54 }])]), ALLOC);
+  const np = (m: Model, portName: string, protocol: string) => port(m, 'default', 'dns', portName, protocol).frontends[1]!.port;
+  assert.equal(np(twins, 'udp', 'UDP'), np(twins, 'tcp', 'TCP'));
+  assert.notEqual(np(twins, 'other', 'TCP'), np(twins, 'tcp', 'TCP'));
+  const explicit = buildModel(snap([dns([{ name: 'udp', port: 53, protocol: 'UDP' }, { name: 'tcp', port: 53, nodePort: 30053 }])]), ALLOC);
+  assert.equal(np(explicit, 'udp', 'UDP'), 30053);
+  assert.deepEqual(explicit.rejected, []);
+});
+
+test('nodePort allocation: a full or invalid range is a rejection naming the range; the Service keeps its other frontends', () => {
+  const four = ['a', 'b', 'c', 'd'].map((n) => svc(n, { type: 'NodePort', ports: [{ port: 80 }] }));
+  const full = buildModel(snap(four), { ...ALLOC, serviceNodePortRange: { min: 30000, max: 30002 } });
+  const withNodePort = full.servicePorts.filter((sp) => sp.frontends.some((f) => f.kind === 'NodePort'));
+  assert.equal(withNodePort.length, 3);
+  assert.deepEqual(new Set(withNodePort.map((sp) => sp.frontends[1]!.port)), new Set([30000, 30001, 30002]));
+  assert.equal(full.servicePorts.length, 4, 'the one without a nodePort is still served on its ClusterIP');
+  assert.deepEqual(full.rejected.map((r) => r.reason), ['spec.ports[0]: cannot allocate a nodePort: service NodePort range 30000-30002 is full']);
+
+  const invalid = buildModel(snap(four.slice(0, 1)), { ...ALLOC, serviceNodePortRange: { min: 40000, max: 30000 } });
+  assert.deepEqual(invalid.rejected.map((r) => r.reason), ['spec.ports[0]: cannot allocate a nodePort: invalid service NodePort range 40000-30000']);
+});
+
+test('nodePort allocation does not depend on input order', () => {
+  const services = ['a', 'b', 'c', 'd', 'e', 'f'].map((n, i) =>
+    svc(n, { type: i % 2 ? 'NodePort' : 'LoadBalancer', ports: [{ name: 'x', port: 80 }, { name: 'y', port: 81, ...(i === 3 ? { nodePort: 30001 } : {}) }] }),
+  );
+  const reference = buildModel(snap(services), { ...ALLOC, serviceNodePortRange: { min: 30000, max: 30015 } });
+  assert.deepEqual(reference.rejected, []);
+  for (let seed = 1; seed <= 10; seed++) {
+    assert.deepEqual(buildModel(snap(shuffle(services, seed)), { ...ALLOC, serviceNodePortRange: { min: 30000, max: 30015 } }), reference, `seed ${seed}`);
+  }
+});
+
+test('a backend is local when its endpoint runs on this node, by EndpointSlice or Endpoints nodeName', () => {
+  const cases: Array<{ name: string; nodeName: string; local: Record<string, boolean> }> = [
+    { name: 'node-a', nodeName: 'node-a', local: { '10.0.0.1': true, '10.0.0.2': false, '10.0.0.3': false, '10.0.1.1': true, '10.0.1.2': false } },
+    { name: 'node-b', nodeName: 'node-b', local: { '10.0.0.1': false, '10.0.0.2': true, '10.0.0.3': false, '10.0.1.1': false, '10.0.1.2': false } },
+    { name: 'no node name', nodeName: '', local: { '10.0.0.1': false, '10.0.0.2': false, '10.0.0.3': false, '10.0.1.1': false, '10.0.1.2': false } },
+  ];
+  const objects = snap(
+    [svc('sliced', { clusterIP: '10.96.0.2', ports: [{ port: 80 }] }), svc('legacy', { clusterIP: '10.96.0.3', ports: [{ port: 80 }] })],
+    [slice('sliced-1', 'sliced', [ep('10.0.0.1', undefined, 'node-a'), ep('10.0.0.2', undefined, 'node-b'), ep('10.0.0.3')], [{ port: 80 }])],
+    [eps('legacy', [{ addresses: [{ ip: '10.0.1.1', nodeName: 'node-a' }, { ip: '10.0.1.2' }], ports: [{ port: 80 }] }])],
+  );
+  for (const c of cases) {
+    const m = buildModel(objects, { ...OPTS, nodeName: c.nodeName });
+    const got = Object.fromEntries(m.servicePorts.flatMap((sp) => sp.backends.map((b) => [b.address, b.local])));
+    assert.deepEqual(got, c.local, c.name);
+  }
+});
+
+test('nodeAddresses: the given node addresses, sorted numerically, once each', () => {
+  const m = buildModel(snap(), { ...OPTS, nodePortAddresses: ['192.168.1.10', '10.0.0.2', '127.0.0.1', '10.0.0.2', '9.1.1.1'] });
+  assert.deepEqual(m.nodeAddresses, ['9.1.1.1', '10.0.0.2', '127.0.0.1', '192.168.1.10']);
 });

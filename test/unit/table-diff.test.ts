@@ -2,13 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compile, idsFromTables } from '../../src/compile/compile.js';
 import {
+  NODE_ADDR_PRESENT,
   backendValue,
   frontendKey,
   frontendValue,
+  nodeAddrKey,
   serviceValue,
   slotKey,
   slotValue,
   u32Key,
+  u32Value,
 } from '../../src/contract/codecs.js';
 import { DELETE_ORDER, WRITE_ORDER, emptyTables, type Entry, type TableName, type Tables } from '../../src/contract/tables.js';
 import { diffTables, type TableOp } from '../../src/reconcile/table-diff.js';
@@ -25,7 +28,9 @@ const feV = (service_id: number, backend_count: number) => frontendValue.encode(
 const sk = (service_id: number, slot: number) => slotKey.encode({ service_id, slot });
 const sv = (backend_id: number) => slotValue.encode({ backend_id, state: 0 });
 const id = (n: number) => u32Key.encode({ id: n });
-const bv = (addr: string) => backendValue.encode({ addr, port: 80, proto: 6 });
+const bv = (addr: string) => backendValue.encode({ addr, port: 80, proto: 6, flags: 0 });
+const na = (addr: string) => nodeAddrKey.encode({ addr });
+const present = () => u32Value.encode({ value: NODE_ADDR_PRESENT });
 const svcV = (name: string) => serviceValue.encode({ namespace: 'default', name, port_name: '', proto: 6, skip_reason: 0 });
 
 /** ops with their buffers as hex, for readable exact comparisons. */
@@ -38,8 +43,8 @@ function hexOps(ops: TableOp[]) {
 }
 
 test('the write and delete orders are the documented ones', () => {
-  assert.deepEqual(WRITE_ORDER, ['backends', 'slots', 'services', 'frontends']);
-  assert.deepEqual(DELETE_ORDER, ['frontends', 'slots', 'services', 'backends']);
+  assert.deepEqual(WRITE_ORDER, ['backends', 'slots', 'services', 'frontends', 'nodeAddrs']);
+  assert.deepEqual(DELETE_ORDER, ['nodeAddrs', 'frontends', 'slots', 'services', 'backends']);
 });
 
 test('diffTables: upserts in WRITE_ORDER, then deletes in DELETE_ORDER', () => {
@@ -50,11 +55,13 @@ test('diffTables: upserts in WRITE_ORDER, then deletes in DELETE_ORDER', () => {
   const oldFe = put(applied, 'frontends', fe('10.96.0.1', 80), feV(1, 1));
   const oldBe = put(applied, 'backends', id(1), bv('10.0.0.1'));
   const oldSlot = put(applied, 'slots', sk(1, 0), sv(1));
+  const oldAddr = put(applied, 'nodeAddrs', na('192.168.1.10'), present());
   // new entries in every table
   const newFe = put(desired, 'frontends', fe('10.96.0.2', 80), feV(2, 1));
   const newSvc = put(desired, 'services', id(2), svcV('new'));
   const newSlot = put(desired, 'slots', sk(2, 0), sv(2));
   const newBe = put(desired, 'backends', id(2), bv('10.0.0.2'));
+  const newAddr = put(desired, 'nodeAddrs', na('192.168.1.11'), present());
 
   const ops = diffTables(desired, applied);
   assert.deepEqual(
@@ -64,6 +71,8 @@ test('diffTables: upserts in WRITE_ORDER, then deletes in DELETE_ORDER', () => {
       'upsert slots',
       'upsert services',
       'upsert frontends',
+      'upsert nodeAddrs',
+      'delete nodeAddrs',
       'delete frontends',
       'delete slots',
       'delete services',
@@ -75,6 +84,8 @@ test('diffTables: upserts in WRITE_ORDER, then deletes in DELETE_ORDER', () => {
     { op: 'upsert', table: 'slots', entries: [newSlot] },
     { op: 'upsert', table: 'services', entries: [newSvc] },
     { op: 'upsert', table: 'frontends', entries: [newFe] },
+    { op: 'upsert', table: 'nodeAddrs', entries: [newAddr] },
+    { op: 'delete', table: 'nodeAddrs', keys: [oldAddr.key] },
     { op: 'delete', table: 'frontends', keys: [oldFe.key] },
     { op: 'delete', table: 'slots', keys: [oldSlot.key] },
     { op: 'delete', table: 'services', keys: [oldSvc.key] },
@@ -108,11 +119,12 @@ test('diffTables: identical tables (equal bytes, distinct buffers) give no ops',
       {
         ref: { namespace: 'default', name: 'web', portName: '', protocol: 'TCP' },
         frontends: [{ kind: 'ClusterIP', address: '10.96.0.10', port: 80 }],
-        backends: [{ address: '10.244.1.2', port: 8080, state: 'ready' }],
+        backends: [{ address: '10.244.1.2', port: 8080, state: 'ready', local: false }],
       },
     ],
     ignored: [{ namespace: 'default', name: 'db', reason: 'headless' }],
     rejected: [],
+    nodeAddresses: ['192.168.1.10'],
   };
   const a = compile(model, { services: new Map(), backends: new Map() }).tables;
   const b = compile(model, idsFromTables(a)).tables;
@@ -139,9 +151,9 @@ test('diffTables: from empty, everything is upserted; to empty, everything is de
 
 test('diffTables: a service shrinking from 3 to 2 backends lowers the count before removing the slot', () => {
   const backends = [
-    { address: '10.244.1.2', port: 8080, state: 'ready' as const },
-    { address: '10.244.1.3', port: 8080, state: 'ready' as const },
-    { address: '10.244.2.4', port: 8080, state: 'ready' as const },
+    { address: '10.244.1.2', port: 8080, state: 'ready' as const, local: false },
+    { address: '10.244.1.3', port: 8080, state: 'ready' as const, local: false },
+    { address: '10.244.2.4', port: 8080, state: 'ready' as const, local: false },
   ];
   const model = (n: number): Model => ({
     servicePorts: [
@@ -149,13 +161,14 @@ test('diffTables: a service shrinking from 3 to 2 backends lowers the count befo
         ref: { namespace: 'default', name: 'web', portName: 'http', protocol: 'TCP' },
         frontends: [
           { kind: 'ClusterIP', address: '10.96.0.10', port: 80 },
-          { kind: 'NodePort', address: '192.168.1.10', port: 30080 },
+          { kind: 'NodePort', address: '0.0.0.0', port: 30080 },
         ],
         backends: backends.slice(0, n),
       },
     ],
     ignored: [],
     rejected: [],
+    nodeAddresses: ['192.168.1.10'],
   });
   const before = compile(model(3), { services: new Map(), backends: new Map() }).tables;
   const after = compile(model(2), idsFromTables(before)).tables;
@@ -167,7 +180,7 @@ test('diffTables: a service shrinking from 3 to 2 backends lowers the count befo
       entries: [
         [fe('10.96.0.10', 80).toString('hex'), frontendValue.encode({ service_id: 1, backend_count: 2, kind: 1 }).toString('hex')],
         [
-          frontendKey.encode({ addr: '192.168.1.10', port: 30080, proto: 6 }).toString('hex'),
+          frontendKey.encode({ addr: '0.0.0.0', port: 30080, proto: 6 }).toString('hex'),
           frontendValue.encode({ service_id: 1, backend_count: 2, kind: 2 }).toString('hex'),
         ],
       ],
