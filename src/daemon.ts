@@ -2,11 +2,14 @@
  * Composition root of `kpx run`: source -> model -> datapath, wired once,
  * with the shutdown order that leaves the dataplane serving.
  */
+import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import { EbpfDatapath } from './datapath/ebpf.js';
 import { networkProgrammingLatencies } from './metrics/programming-latency.js';
 import { ModelCache } from './model/incremental.js';
-import type { Model } from './model/types.js';
+import { resolveNodePortAddresses } from './model/node-addresses.js';
+import type { Model, PortRange } from './model/types.js';
 import { DEFAULT_SYNCER_OPTIONS, Syncer } from './reconcile/syncer.js';
 import { KubeSource } from './source/kube.js';
 import { ManifestSource } from './source/manifests.js';
@@ -22,7 +25,13 @@ export interface AgentConfig {
   bpffs: string;
   nodeName: string;
   mode: 'ebpf';
+  /** External interfaces for NodePort/externalIP/LoadBalancer traffic; none given: the default route's. */
+  interfaces: string[];
+  /** kube-proxy's --nodeport-addresses: CIDRs that limit which node addresses answer NodePorts. */
+  nodePortCIDRs: string[];
+  xdp: boolean;
   serviceClusterIPRange: string;
+  serviceNodePortRange: PortRange;
   minSyncIntervalMs: number;
   mapSizes: Partial<Record<string, number>>;
 }
@@ -38,7 +47,18 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
     src.kind === 'manifests'
       ? new ManifestSource(src.dir, log)
       : new KubeSource({ kubeconfig: src.kubeconfig, master: src.master, nodeName: config.nodeName, log });
-  const datapath = EbpfDatapath.open({ bpffs: config.bpffs, cgroup: config.cgroup, mapSizes: config.mapSizes, log });
+  const interfaces = config.interfaces.length ? config.interfaces : defaultRouteInterfaces();
+  const nodePort = resolveNodePortAddresses(networkInterfaces(), interfaces, config.nodePortCIDRs);
+  for (const problem of nodePort.problems) log.warn({ interfaces, nodePortCIDRs: config.nodePortCIDRs }, problem);
+  log.info({ interfaces, nodePortAddresses: nodePort.addresses }, 'node addresses');
+  const datapath = EbpfDatapath.open({
+    bpffs: config.bpffs,
+    cgroup: config.cgroup,
+    interfaces,
+    xdp: config.xdp,
+    mapSizes: config.mapSizes,
+    log,
+  });
   let triggerTimes: number[] = [];
   const models = new ModelCache();
   const model = (): Model => {
@@ -46,8 +66,12 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
     if (source instanceof KubeSource) triggerTimes = triggerTimes.concat(source.takeTriggerTimes());
     const built = models.build(snap.objects, {
       serviceClusterIPRange: config.serviceClusterIPRange,
-      // An API server has already allocated every ClusterIP; a manifest folder has no one to do it.
+      // An API server has already allocated every ClusterIP and nodePort; a manifest folder has no one to do it.
       allocateClusterIPs: src.kind === 'manifests',
+      allocateNodePorts: src.kind === 'manifests',
+      serviceNodePortRange: config.serviceNodePortRange,
+      nodeName: config.nodeName,
+      nodePortAddresses: nodePort.addresses,
     });
     return { ...built, rejected: [...snap.rejected, ...built.rejected] };
   };
@@ -73,4 +97,11 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
       datapath.close();
     },
   };
+}
+
+/** The interfaces of this network namespace's default IPv4 routes (/proc/net/route is per namespace). */
+function defaultRouteInterfaces(): string[] {
+  const rows = readFileSync('/proc/net/route', 'utf8').trim().split('\n').slice(1);
+  const names = rows.map((row) => row.split('\t')).filter((cols) => cols[1] === '00000000' && cols[7] === '00000000');
+  return [...new Set(names.map((cols) => cols[0]))];
 }

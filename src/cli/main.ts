@@ -6,9 +6,11 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { readPinnedTables, removePins } from '../datapath/ebpf.js';
 import { startAgent } from '../daemon.js';
-import { formatListing, listServicePorts } from '../inspect/listing.js';
+import { formatListing, listNodeAddresses, listServicePorts } from '../inspect/listing.js';
 import { createLogger } from '../log.js';
 import { runLabDemo } from '../lab/demo.js';
+import { parseNodePortRange } from '../model/node-addresses.js';
+import type { PortRange } from '../model/types.js';
 
 const DEFAULT_BPFFS = '/sys/fs/bpf/kpx';
 
@@ -16,6 +18,16 @@ function parseDurationMs(text: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(text);
   if (!m) throw new Error(`expected a duration like 100ms, 1s or 1m, got "${text}"`);
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
+}
+
+function commaList(text: string | undefined): string[] {
+  return (text ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function parseNodePortRangeFlag(text: string): PortRange {
+  const range = parseNodePortRange(text);
+  if (typeof range === 'string') throw new Error(`--service-node-port-range: ${range}`);
+  return range;
 }
 
 function parseMapSizes(spec: string | undefined): Partial<Record<string, number>> {
@@ -47,6 +59,10 @@ await yargs(hideBin(process.argv))
         .option('node-name', { type: 'string', default: hostname() })
         .option('mode', { type: 'string', choices: ['ebpf'], default: 'ebpf' })
         .option('service-cluster-ip-range', { type: 'string', default: '10.96.0.0/12' })
+        .option('service-node-port-range', { type: 'string', default: '30000-32767', describe: 'range manifest-mode nodePorts are allocated from' })
+        .option('interfaces', { type: 'string', describe: 'external interfaces, comma-separated (default: those of the default route)' })
+        .option('nodeport-addresses', { type: 'string', describe: 'CIDRs of the node addresses that answer NodePorts, comma-separated (default: all)' })
+        .option('xdp', { type: 'boolean', default: false, describe: 'also translate in XDP on the external interfaces' })
         .option('min-sync-period', { type: 'string', default: '100ms', describe: 'least time between two syncs of a burst (e.g. 100ms, 1s)' })
         .option('map-sizes', { type: 'string', describe: 'max entries per map, e.g. frontends=65536,slots=262144' }),
     async (argv) => {
@@ -62,6 +78,10 @@ await yargs(hideBin(process.argv))
           nodeName: argv['node-name'],
           mode: 'ebpf',
           serviceClusterIPRange: argv['service-cluster-ip-range'],
+          serviceNodePortRange: parseNodePortRangeFlag(argv['service-node-port-range']),
+          interfaces: commaList(argv.interfaces),
+          nodePortCIDRs: commaList(argv['nodeport-addresses']),
+          xdp: argv.xdp,
           minSyncIntervalMs: parseDurationMs(argv['min-sync-period']),
           mapSizes: parseMapSizes(argv['map-sizes']),
         },
@@ -81,8 +101,9 @@ await yargs(hideBin(process.argv))
     'show what the kernel holds, read back from the pinned maps',
     (y) => y.option('bpffs', { type: 'string', default: DEFAULT_BPFFS }).option('json', { type: 'boolean', default: false }),
     (argv) => {
-      const listed = listServicePorts(readPinnedTables(argv.bpffs));
-      process.stdout.write((argv.json ? JSON.stringify(listed, null, 2) : formatListing(listed)) + '\n');
+      const tables = readPinnedTables(argv.bpffs);
+      const listed = listServicePorts(tables);
+      process.stdout.write((argv.json ? JSON.stringify(listed, null, 2) : formatListing(listed, listNodeAddresses(tables))) + '\n');
     },
   )
   .command(

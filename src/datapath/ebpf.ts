@@ -4,7 +4,7 @@
  * A restarted agent finds the pins, reuses the maps as they are and swaps
  * the programs inside the existing links, so traffic never sees a gap.
  */
-import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, statSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -19,15 +19,27 @@ import type { Datapath, SyncResult } from './types.js';
 export const BPF_DIR = fileURLToPath(new URL('../../' + (import.meta.url.includes('/dist/') ? '../' : '') + 'bpf/', import.meta.url));
 
 /** Socket programs of kpx_sock.o; the attach type comes from each one's SEC() name. */
-export const SOCK_PROGRAMS = ['kpx_connect4', 'kpx_sendmsg4', 'kpx_recvmsg4', 'kpx_getpeername4'] as const;
+export const SOCK_PROGRAMS = ['kpx_connect4', 'kpx_sendmsg4', 'kpx_recvmsg4', 'kpx_getpeername4', 'kpx_post_bind4'] as const;
 
-export function linkPinPath(bpffs: string, program: string): string {
-  return join(bpffs, `link_${program}`);
+/** Packet programs of kpx_net.o, attached per external interface. */
+export const NET_PROGRAMS = ['kpx_tc_ingress', 'kpx_tc_egress', 'kpx_xdp'] as const;
+
+/** Both objects declare every map of kpx_maps.h; the second load reuses the first one's pins. */
+const OBJECT_FILES = ['kpx_sock.o', 'kpx_net.o'] as const;
+
+const LINK_PIN_PREFIX = 'link_';
+
+export function linkPinPath(bpffs: string, program: string, iface?: string): string {
+  return join(bpffs, `${LINK_PIN_PREFIX}${program}${iface === undefined ? '' : `@${iface}`}`);
 }
 
 export interface EbpfOptions {
   bpffs: string;
-  cgroup: string;
+  /** cgroup2 folder for the socket programs; none: they are loaded but not attached. */
+  cgroup?: string;
+  /** External interfaces for the tc programs (and XDP with `xdp`). */
+  interfaces?: readonly string[];
+  xdp?: boolean;
   /** max_entries per map name, for maps created by this load. */
   mapSizes?: Partial<Record<string, number>>;
   log: Logger;
@@ -35,13 +47,24 @@ export interface EbpfOptions {
 
 export class TableFullError extends Error {}
 
+/** What a pinned link must be attached to for a restarted agent to keep it. */
+type LinkTarget =
+  | { kind: 'cgroup'; path: string; id: bigint; attachType: number }
+  | { kind: 'interface'; name: string; ifindex: number; attachType: number };
+
+interface LinkSpec {
+  program: string;
+  pin: string;
+  target: LinkTarget;
+}
+
 export class EbpfDatapath implements Datapath {
   readonly mode = 'ebpf';
   private applied: Tables;
   private compiler: Compiler | undefined;
 
   private constructor(
-    private readonly obj: bpf.BpfObjectPtr,
+    private readonly objects: bpf.BpfObjectPtr[],
     private readonly mapFds: Record<TableName, number>,
     private readonly capacity: Record<TableName, number>,
     private readonly linkFds: number[],
@@ -52,47 +75,72 @@ export class EbpfDatapath implements Datapath {
 
   static open(opts: EbpfOptions): EbpfDatapath {
     mkdirSync(opts.bpffs, { recursive: true });
-    const obj = bpf.openObject(join(BPF_DIR, 'kpx_sock.o'));
+    const objects: bpf.BpfObjectPtr[] = [];
     const linkFds: number[] = [];
     const madeLinkPins: string[] = [];
-    let adopted = false;
-    let loaded = false;
+    const madeMapPins: string[] = [];
     try {
-      for (const name of ALL_MAPS) {
-        const map = bpf.findMap(obj, name);
-        bpf.setMapPinPath(map, join(opts.bpffs, name));
-        const size = opts.mapSizes?.[name];
-        if (size !== undefined) bpf.setMapMaxEntries(map, size);
+      const adopted = existsSync(join(opts.bpffs, TABLES.frontends.map));
+      const programs = new Map<string, bpf.BpfProgramPtr>();
+      for (const file of OBJECT_FILES) {
+        const obj = bpf.openObject(join(BPF_DIR, file));
+        objects.push(obj);
+        const maps = bpf.objectMaps(obj);
+        const pins = [...maps.keys()].map((name) => join(opts.bpffs, name));
+        const missing = pins.filter((pin) => !existsSync(pin));
+        for (const [name, map] of maps) {
+          bpf.setMapPinPath(map, join(opts.bpffs, name));
+          const size = opts.mapSizes?.[name];
+          if (size !== undefined) bpf.setMapMaxEntries(map, size);
+        }
+        bpf.loadObject(obj);
+        madeMapPins.push(...missing);
+        for (const name of file === 'kpx_sock.o' ? SOCK_PROGRAMS : NET_PROGRAMS) programs.set(name, bpf.findProgram(obj, name));
       }
-      adopted = existsSync(join(opts.bpffs, TABLES.frontends.map));
-      bpf.loadObject(obj);
-      loaded = true;
-      const cgroupId = statSync(opts.cgroup, { bigint: true }).ino;
-      for (const program of SOCK_PROGRAMS) {
-        const made = attachOrAdopt(obj, program, opts, cgroupId, linkFds);
+      const wanted = linkSpecs(opts, programs);
+      for (const spec of wanted) {
+        const made = attachOrAdopt(spec, bpf.programFd(programs.get(spec.program)), opts.log, linkFds);
         if (made) madeLinkPins.push(made);
       }
+      const swept = sweepLinkPins(opts.bpffs, new Set(wanted.map((l) => l.pin)));
       const mapFds = {} as Record<TableName, number>;
       const capacity = {} as Record<TableName, number>;
       for (const table of Object.keys(TABLES) as TableName[]) {
-        mapFds[table] = bpf.mapFd(bpf.findMap(obj, TABLES[table].map));
+        mapFds[table] = bpf.mapFd(bpf.findMap(objects[0], TABLES[table].map));
         capacity[table] = bpf.mapMaxEntries(mapFds[table]);
       }
-      const dp = new EbpfDatapath(obj, mapFds, capacity, linkFds, opts.log);
+      const dp = new EbpfDatapath(objects, mapFds, capacity, linkFds, opts.log);
+      dp.programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
       opts.log.info(
-        { bpffs: opts.bpffs, cgroup: opts.cgroup, adopted, entries: countEntries(dp.applied), newLinks: madeLinkPins.length },
+        {
+          bpffs: opts.bpffs,
+          cgroup: opts.cgroup,
+          interfaces: opts.interfaces ?? [],
+          xdp: opts.xdp ?? false,
+          adopted,
+          entries: countEntries(dp.applied),
+          newLinks: madeLinkPins.length,
+          removedLinks: swept,
+        },
         adopted ? 'ebpf datapath adopted pinned maps' : 'ebpf datapath loaded',
       );
       return dp;
     } catch (err) {
-      // Undo only what this call made: the links it created, and the map pins
-      // when it created them (a failed load already unpins its own).
-      for (const pin of madeLinkPins) unlinkQuiet(pin);
-      if (loaded && !adopted) for (const name of ALL_MAPS) unlinkQuiet(join(opts.bpffs, name));
+      // Undo only what this call made: the links and map pins it created.
+      for (const pin of [...madeLinkPins, ...madeMapPins]) unlinkQuiet(pin);
       for (const fd of linkFds) closeSync(fd);
-      bpf.closeObject(obj);
+      for (const obj of objects) bpf.closeObject(obj);
       throw err;
     }
+  }
+
+  private programIds = new Map<string, number>();
+
+  /** The kernel-wide ID of one of the loaded programs (for BPF_PROG_TEST_RUN through bpftool). */
+  programId(program: string): number {
+    const id = this.programIds.get(program);
+    if (id === undefined) throw new Error(`no program ${program}`);
+    return id;
   }
 
   sync(model: Model): SyncResult {
@@ -141,7 +189,7 @@ export class EbpfDatapath implements Datapath {
 
   close(): void {
     for (const fd of this.linkFds.splice(0)) closeSync(fd);
-    bpf.closeObject(this.obj);
+    for (const obj of this.objects.splice(0)) bpf.closeObject(obj);
   }
 
   private upsert(op: Extract<TableOp, { op: 'upsert' }>): number {
@@ -166,38 +214,87 @@ export class EbpfDatapath implements Datapath {
   }
 }
 
-/** Attaches program to the cgroup through a pinned link, or swaps it into the link a previous agent pinned. Returns the pin it created. */
-function attachOrAdopt(
-  obj: bpf.BpfObjectPtr,
-  program: string,
-  opts: EbpfOptions,
-  cgroupId: bigint,
-  linkFds: number[],
-): string | undefined {
-  const prog = bpf.findProgram(obj, program);
-  const progFd = bpf.programFd(prog);
-  const pin = linkPinPath(opts.bpffs, program);
-  if (existsSync(pin)) {
-    const linkFd = bpf.objGet(pin);
+/** The links the options ask for: socket programs on the cgroup, packet programs on each interface. */
+function linkSpecs(opts: EbpfOptions, programs: Map<string, bpf.BpfProgramPtr>): LinkSpec[] {
+  const specs: LinkSpec[] = [];
+  if (opts.cgroup !== undefined) {
+    const id = statSync(opts.cgroup, { bigint: true }).ino;
+    for (const program of SOCK_PROGRAMS) {
+      const attachType = bpf.programAttachType(programs.get(program));
+      specs.push({ program, pin: linkPinPath(opts.bpffs, program), target: { kind: 'cgroup', path: opts.cgroup, id, attachType } });
+    }
+  }
+  for (const name of opts.interfaces ?? []) {
+    const ifindex = bpf.interfaceIndex(name);
+    if (ifindex === undefined) throw new Error(`--interfaces: no interface ${name} in this network namespace`);
+    const packetPrograms: Array<[string, number]> = [
+      ['kpx_tc_ingress', bpf.ATTACH.tcxIngress],
+      ['kpx_tc_egress', bpf.ATTACH.tcxEgress],
+    ];
+    if (opts.xdp) packetPrograms.push(['kpx_xdp', bpf.ATTACH.xdp]);
+    for (const [program, attachType] of packetPrograms) {
+      specs.push({ program, pin: linkPinPath(opts.bpffs, program, name), target: { kind: 'interface', name, ifindex, attachType } });
+    }
+  }
+  return specs;
+}
+
+function linkMatches(info: bpf.LinkInfo, target: LinkTarget): boolean {
+  if (target.kind === 'cgroup') return 'cgroupId' in info && info.cgroupId === target.id && info.attachType === target.attachType;
+  return 'ifindex' in info && info.ifindex === target.ifindex && info.attachType === target.attachType;
+}
+
+/**
+ * Attaches a program through a pinned link, or swaps it into the link a
+ * previous agent pinned for the same target, so traffic never sees a gap.
+ * Returns the pin it created.
+ */
+function attachOrAdopt(spec: LinkSpec, progFd: number, log: Logger, linkFds: number[]): string | undefined {
+  if (existsSync(spec.pin)) {
+    const linkFd = bpf.objGet(spec.pin);
     linkFds.push(linkFd);
-    const info = bpf.cgroupLinkInfo(linkFd);
-    if (info.cgroupId === cgroupId) {
+    if (linkMatches(bpf.linkInfo(linkFd), spec.target)) {
       bpf.linkUpdate(linkFd, progFd);
       return undefined;
     }
-    opts.log.warn({ program, pin }, 'pinned link is attached to another cgroup; replacing it');
-    unlinkSync(pin);
+    // Another cgroup, or an interface that was recreated (its old link is defunct).
+    log.warn({ program: spec.program, pin: spec.pin }, 'pinned link is attached elsewhere; replacing it');
+    bpf.linkDetach(linkFd);
+    unlinkSync(spec.pin);
     closeSync(linkFds.pop()!);
   }
-  const cgroupFd = openSync(opts.cgroup, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  const target = spec.target;
+  const targetFd = target.kind === 'cgroup' ? openSync(target.path, fsc.O_RDONLY | fsc.O_DIRECTORY) : undefined;
   try {
-    const linkFd = bpf.linkCreate(progFd, cgroupFd, bpf.programAttachType(prog));
+    const linkFd = bpf.linkCreate(progFd, target.kind === 'cgroup' ? targetFd! : target.ifindex, target.attachType);
     linkFds.push(linkFd);
-    bpf.objPin(linkFd, pin);
-    return pin;
+    bpf.objPin(linkFd, spec.pin);
+    return spec.pin;
   } finally {
-    closeSync(cgroupFd);
+    if (targetFd !== undefined) closeSync(targetFd);
   }
+}
+
+/** Detaches and removes pinned links that the current options no longer ask for (an interface dropped, XDP turned off). */
+function sweepLinkPins(bpffs: string, wanted: Set<string>): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(bpffs)) {
+    const pin = join(bpffs, name);
+    if (!name.startsWith(LINK_PIN_PREFIX) || wanted.has(pin)) continue;
+    detachPinned(pin);
+    removed.push(pin);
+  }
+  return removed;
+}
+
+function detachPinned(pin: string): void {
+  const fd = bpf.objGet(pin);
+  try {
+    bpf.linkDetach(fd);
+  } finally {
+    closeSync(fd);
+  }
+  unlinkSync(pin);
 }
 
 function unlinkQuiet(path: string): void {
@@ -241,24 +338,26 @@ export function readPinnedTables(bpffs: string): Tables {
 /**
  * Removes everything kpx pinned under bpffs: links first, detached at once
  * (even if a running agent still holds them), then maps. With a cgroup, a
- * link attached elsewhere is an error rather than something to remove.
+ * socket link attached elsewhere is an error rather than something to remove.
  */
 export function removePins(bpffs: string, cgroup?: string): string[] {
+  if (!existsSync(bpffs)) return [];
   const removed: string[] = [];
   const cgroupId = cgroup === undefined ? undefined : statSync(cgroup, { bigint: true }).ino;
-  for (const program of SOCK_PROGRAMS) {
-    const pin = linkPinPath(bpffs, program);
-    if (!existsSync(pin)) continue;
-    const fd = bpf.objGet(pin);
-    try {
-      if (cgroupId !== undefined && bpf.cgroupLinkInfo(fd).cgroupId !== cgroupId) {
-        throw new Error(`${pin} is attached to another cgroup than ${cgroup}; not removing it`);
+  for (const name of readdirSync(bpffs).filter((n) => n.startsWith(LINK_PIN_PREFIX))) {
+    const pin = join(bpffs, name);
+    if (cgroupId !== undefined) {
+      const fd = bpf.objGet(pin);
+      try {
+        const info = bpf.linkInfo(fd);
+        if ('cgroupId' in info && info.cgroupId !== cgroupId) {
+          throw new Error(`${pin} is attached to another cgroup than ${cgroup}; not removing it`);
+        }
+      } finally {
+        closeSync(fd);
       }
-      bpf.linkDetach(fd);
-    } finally {
-      closeSync(fd);
     }
-    unlinkSync(pin);
+    detachPinned(pin);
     removed.push(pin);
   }
   for (const map of ALL_MAPS) {

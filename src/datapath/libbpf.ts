@@ -6,6 +6,7 @@
 import koffi from 'koffi';
 
 const lib = koffi.load('libbpf.so.1');
+const libc = koffi.load('libc.so.6');
 
 koffi.opaque('bpf_object');
 koffi.opaque('bpf_map');
@@ -19,6 +20,8 @@ const fn = {
   objectOpenFile: lib.func('bpf_object *bpf_object__open_file(const char *path, const void *opts)'),
   objectLoad: lib.func('int bpf_object__load(bpf_object *obj)'),
   objectClose: lib.func('void bpf_object__close(bpf_object *obj)'),
+  nextMap: lib.func('bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)'),
+  mapName: lib.func('const char *bpf_map__name(const bpf_map *map)'),
   findMapByName: lib.func('bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)'),
   mapSetPinPath: lib.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
   mapSetMaxEntries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
@@ -41,6 +44,7 @@ const fn = {
   ),
   mapDeleteBatch: lib.func('int bpf_map_delete_batch(int fd, const void *keys, _Inout_ uint32_t *count, const void *opts)'),
   strerror: lib.func('int libbpf_strerror(int err, _Out_ char *buf, size_t size)'),
+  ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
 };
 
 export class BpfError extends Error {
@@ -81,6 +85,13 @@ export function loadObject(obj: BpfObjectPtr): void {
 
 export function closeObject(obj: BpfObjectPtr): void {
   fn.objectClose(obj);
+}
+
+/** The maps an object declares, by name. */
+export function objectMaps(obj: BpfObjectPtr): Map<string, BpfMapPtr> {
+  const maps = new Map<string, BpfMapPtr>();
+  for (let map = fn.nextMap(obj, null); map !== null; map = fn.nextMap(obj, map)) maps.set(fn.mapName(map) as string, map);
+  return maps;
 }
 
 export function findMap(obj: BpfObjectPtr, name: string): BpfMapPtr {
@@ -132,20 +143,54 @@ export function objGet(path: string): number {
   return check(`bpf_obj_get(${path})`, fn.objGet(path));
 }
 
-/** bpf_link_info for a cgroup link: the fields kpx reads. */
-export interface CgroupLinkInfo {
-  progId: number;
-  cgroupId: bigint;
-  attachType: number;
-}
+/** enum bpf_attach_type values newer than the 6.1 uapi headers Debian ships. */
+export const ATTACH = { xdp: 37, tcxIngress: 46, tcxEgress: 47 } as const;
 
-export function cgroupLinkInfo(linkFd: number): CgroupLinkInfo {
-  // struct bpf_link_info: type, id, prog_id (u32 each), then the union at 16;
-  // its cgroup member is { __u64 cgroup_id; __u32 attach_type; }.
+/** enum bpf_link_type values kpx creates. */
+export const LINK_TYPE = { cgroup: 3, xdp: 6, tcx: 11 } as const;
+
+/**
+ * bpf_link_info, the fields kpx reads: type, id, prog_id (u32 each), then
+ * the union at 16, whose cgroup member is { __u64 cgroup_id; __u32
+ * attach_type; }, tcx member { __u32 ifindex; __u32 attach_type; } and xdp
+ * member { __u32 ifindex; }. A link whose device is gone reports ifindex 0.
+ */
+export type LinkInfo =
+  | { type: typeof LINK_TYPE.cgroup; progId: number; cgroupId: bigint; attachType: number }
+  | { type: typeof LINK_TYPE.tcx; progId: number; ifindex: number; attachType: number }
+  | { type: typeof LINK_TYPE.xdp; progId: number; ifindex: number; attachType: number }
+  | { type: number; progId: number };
+
+export function linkInfo(linkFd: number): LinkInfo {
   const info = Buffer.alloc(64);
   const len = [info.length];
   check('bpf_obj_get_info_by_fd', fn.objGetInfoByFd(linkFd, info, len));
-  return { progId: info.readUInt32LE(8), cgroupId: info.readBigUInt64LE(16), attachType: info.readUInt32LE(24) };
+  const type = info.readUInt32LE(0);
+  const progId = info.readUInt32LE(8);
+  switch (type) {
+    case LINK_TYPE.cgroup:
+      return { type, progId, cgroupId: info.readBigUInt64LE(16), attachType: info.readUInt32LE(24) };
+    case LINK_TYPE.tcx:
+      return { type, progId, ifindex: info.readUInt32LE(16), attachType: info.readUInt32LE(20) };
+    case LINK_TYPE.xdp:
+      return { type, progId, ifindex: info.readUInt32LE(16), attachType: ATTACH.xdp };
+    default:
+      return { type, progId };
+  }
+}
+
+/** bpf_prog_info.id: the kernel-wide ID tools such as bpftool address a program by. */
+export function programId(progFd: number): number {
+  const info = Buffer.alloc(256);
+  const len = [info.length];
+  check('bpf_obj_get_info_by_fd', fn.objGetInfoByFd(progFd, info, len));
+  return info.readUInt32LE(4);
+}
+
+/** The index of a network interface in the caller's network namespace, or undefined. */
+export function interfaceIndex(name: string): number | undefined {
+  const index = fn.ifNameToIndex(name) as number;
+  return index === 0 ? undefined : index;
 }
 
 export function mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | undefined {
