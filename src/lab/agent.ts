@@ -1,9 +1,10 @@
 /**
- * Runs the real kpx agent (the CLI, as a user would) against a lab: on the
- * lab's node, attached to the lab's cgroup, pinning under the lab's bpffs.
+ * Runs the real kpx agent (the CLI, as a user would) for one node of a lab:
+ * in the node's netns, attached to the node's cgroup and wire interface,
+ * pinning under the node's bpffs.
  */
 import { fileURLToPath } from 'node:url';
-import { AGENT_HOST, type Lab, type LabProcess } from './lab.js';
+import { AGENT_HOST, type ClusterLab, type LabProcess } from './lab.js';
 
 export const KPX_CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
@@ -12,7 +13,8 @@ export function kpxArgv(args: string[]): string[] {
 }
 
 export interface LabAgentOptions {
-  nodeName?: string;
+  /** The lab node (Kubernetes name) to serve; the lab's only node by default. */
+  node?: string;
   logLevel?: string;
   /** Watch this API server instead of the lab's manifest folder. */
   kubeconfig?: string;
@@ -20,21 +22,26 @@ export interface LabAgentOptions {
 }
 
 /** Starts the agent and resolves once its first sync has reached the kernel. */
-export async function startLabAgent(lab: Lab, opts: LabAgentOptions = {}): Promise<LabProcess> {
-  // With an API server (on loopback in the test process) the agent must share its network namespace.
+export async function startLabAgent(lab: ClusterLab, opts: LabAgentOptions = {}): Promise<LabProcess> {
+  if (opts.node === undefined && lab.nodes.length !== 1) throw new Error('startLabAgent: say which node');
+  const node = opts.node === undefined ? lab.nodes[0]! : lab.node(opts.node);
+  // An API server on loopback in the test process means sharing its network
+  // namespace, the root one: there, an interface name would be a host's.
+  if (opts.kubeconfig && node.interface) throw new Error('startLabAgent: a kubeconfig agent runs in the root netns and must not attach to interfaces');
   const agent = lab.spawn(
-    opts.kubeconfig ? AGENT_HOST : 'node',
+    opts.kubeconfig ? AGENT_HOST : node.host,
     kpxArgv([
       '--log-level',
       opts.logLevel ?? 'debug',
       'run',
       ...(opts.kubeconfig ? ['--kubeconfig', opts.kubeconfig] : ['--manifests', lab.manifestsDir]),
       '--cgroup',
-      lab.cgroupPath,
+      node.cgroupPath,
       '--bpffs',
-      lab.bpffsPath,
+      node.bpffsPath,
       '--node-name',
-      opts.nodeName ?? 'node-a',
+      node.name,
+      ...(node.interface ? ['--interfaces', node.interface] : []),
       ...(opts.extraArgs ?? []),
     ]),
   );

@@ -1,11 +1,23 @@
-// A throwaway network lab made of network namespaces, one cgroup and one bpffs.
+// A throwaway network lab made of network namespaces, cgroups and bpffs mounts.
+// Two shapes:
 //
+// Single node, createLab({ pods, externalHosts }), the original lab:
 //   <runId>-node     bridge br0 10.244.0.1/24, ip_forward=1, ext<k> links to external hosts
 //   <runId>-<pod>    eth0 <address>/24 on br0, default via 10.244.0.1 (incl. "client" 10.244.0.100)
 //   <runId>-<ext>    eth0 <address>/24, default via 192.0.2.1 (node side of its own veth)
+//   one cgroup (lab.cgroupPath) and one bpffs (lab.bpffsPath); the node is called node-a.
 //
-// The kpx agent stays in the root netns and only attaches cgroup programs to
-// lab.cgroupPath; clients run inside that cgroup *and* a lab netns so their
+// Several nodes, createLab({ nodes, externalHosts }):
+//   <runId>-wire     bridge br0 joining every node and external host (172.18.0.0/24)
+//   <runId>-<node>   node i: eth0 172.18.0.(2+i)/24 on the wire, br0 10.244.(1+i).1/24 for its
+//                    pods, ip_forward=1, a route to every other node's pod /24 via that node
+//   <runId>-<pod>    eth0 <address>/24 on its node's br0, default via the node
+//   <runId>-<ext>    eth0 <address>/24 on the wire and nothing else: it reaches node
+//                    addresses only, so whatever it gets from a pod went through NAT
+//   per node: its own cgroup and bpffs mount (lab.node(name).cgroupPath, .bpffsPath).
+//
+// The kpx agent runs in a node's netns and attaches only to that node's cgroup
+// and interfaces; clients run inside a cgroup *and* a lab netns so their
 // connect()/sendmsg() go through kpx. Nothing here links to the root netns.
 //
 // Every resource is named after the run id and recorded on an undo stack, so
@@ -27,15 +39,26 @@ export const EXTERNAL_GATEWAY = '192.0.2.1';
 /** Pseudo-host for the agent process: the root network namespace, no cgroup. */
 export const AGENT_HOST = 'agent-host';
 export const CLIENT_HOST = { name: 'client', address: '10.244.0.100' } as const;
+/** The network joining the nodes and external hosts of a multi-node lab. */
+export const WIRE_CIDR = '172.18.0.0/24';
 /** Scripts run with `node` inside lab namespaces. */
 export const NAME_SERVER_SCRIPT = fileURLToPath(new URL('./name-server.js', import.meta.url));
 export const PROBE_SCRIPT = fileURLToPath(new URL('./probe.js', import.meta.url));
+const XDP_PASS_SCRIPT = fileURLToPath(new URL('./xdp-pass.js', import.meta.url));
 
-const NODE_HOST = 'node';
+/** The single-node lab's node: host "node", Kubernetes name node-a (as examples/ say). */
+const SINGLE_NODE = { name: 'node-a', host: 'node' } as const;
+const WIRE_HOST = 'wire';
+const NODE_INTERFACE = 'eth0';
 const CHILD_STOP_GRACE_MS = 2000;
 const DEFAULT_EXEC_TIMEOUT_MS = 30_000;
 /** A run dir without pid file younger than this may still be being created. */
 const UNFINISHED_RUN_DIR_GRACE_MS = 60_000;
+
+/** Node i of a multi-node lab. */
+const nodeAddress = (i: number): string => `172.18.0.${2 + i}`;
+const podGatewayOf = (i: number): string => `10.244.${1 + i}.1`;
+const podCidrOf = (i: number): string => `10.244.${1 + i}.0/24`;
 
 // ---------------------------------------------------------------- public API
 
@@ -48,14 +71,33 @@ export interface HostSpec {
   address: string;
 }
 
-export interface LabSpec {
+export interface SingleNodeLabSpec {
   runId?: string;
   pods: HostSpec[];
   externalHosts?: HostSpec[];
 }
 
+export interface NodeSpec {
+  /** Kubernetes node name, also the name of the node's host. */
+  name: string;
+  /** Addresses inside the node's pod /24, 10.244.(1+i).0/24 for node i. */
+  pods?: HostSpec[];
+}
+
+export interface MultiNodeLabSpec {
+  runId?: string;
+  nodes: NodeSpec[];
+  /** Addresses inside 172.18.0.0/24, above the node addresses. */
+  externalHosts?: HostSpec[];
+}
+
+export type LabSpec = SingleNodeLabSpec | MultiNodeLabSpec;
+
 export interface ExecOptions {
-  /** Join the lab cgroup before exec'ing, so the process's sockets are kpx-managed. */
+  /**
+   * Join the cgroup of the node the host belongs to before exec'ing, so the
+   * process's sockets are kpx-managed (a pod belongs to its node, a node to itself).
+   */
   inCgroup?: boolean;
   timeoutMs?: number;
   input?: string;
@@ -89,6 +131,8 @@ export interface NameServerSpec {
   name?: string;
   tcp?: number[];
   udp?: number[];
+  /** TCP ports that greet with the name, then echo every line back on the same connection. */
+  echo?: number[];
 }
 
 export type HostKind = 'node' | 'pod' | 'external';
@@ -96,21 +140,46 @@ export type HostKind = 'node' | 'pod' | 'external';
 export interface LabHost {
   name: string;
   kind: HostKind;
-  /** Address of eth0 (pods, externals) or br0 (node). */
+  /** Address of eth0 (pods, externals, nodes of a multi-node lab) or br0 (the single node). */
   address: string;
+  /** The node a pod or node host belongs to; externals belong to none. */
+  node?: string;
 }
 
-export interface Lab extends Handle {
-  readonly runId: string;
+export interface LabNode {
+  /** Kubernetes node name: what --node-name and an endpoint's nodeName say. */
+  readonly name: string;
+  /** The lab host that is this node (same as name in a multi-node lab). */
+  readonly host: string;
+  /** Where other hosts reach the node: eth0 on the wire, or br0 in the single-node lab. */
+  readonly address: string;
+  readonly podGateway: string;
+  readonly podCidr: string;
   readonly cgroupPath: string;
   readonly bpffsPath: string;
+  /** The node's interface to the wire (where tc/XDP attach); the single-node lab has none. */
+  readonly interface?: string;
+}
+
+/** Any lab: hosts, the nodes they belong to, processes in them. */
+export interface ClusterLab extends Handle {
+  readonly runId: string;
+  /** One folder for every node's agent, as kube-proxies share one API server. */
   readonly manifestsDir: string;
   readonly hosts: readonly LabHost[];
+  readonly nodes: readonly LabNode[];
+  node(name: string): LabNode;
   netnsPath(host: string): string;
   exec(host: string, argv: string[], opts?: ExecOptions): Promise<ExecResult>;
   spawn(host: string, argv: string[], opts?: SpawnOptions): LabProcess;
   startNameServers(servers: NameServerSpec[]): Promise<LabProcess[]>;
   trackCleanup(fn: () => void | Promise<void>): void;
+}
+
+/** The single-node lab, whose one node's cgroup and bpffs are the lab's. */
+export interface Lab extends ClusterLab {
+  readonly cgroupPath: string;
+  readonly bpffsPath: string;
 }
 
 export function newRunId(): string {
@@ -121,13 +190,16 @@ export function runDirOf(runId: string): string {
   return `${LAB_ROOT}/${runId}`;
 }
 
+export function createLab(spec: SingleNodeLabSpec): Promise<Lab>;
+export function createLab(spec: MultiNodeLabSpec): Promise<ClusterLab>;
 export async function createLab(spec: LabSpec): Promise<Lab> {
   const runId = spec.runId ?? newRunId();
-  const hosts = planHosts(runId, spec);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(runId)) throw new Error(`invalid runId: ${runId}`);
+  const plan = 'nodes' in spec ? planMultiNode(spec) : planSingleNode(spec);
   await sweepStaleLabs();
-  const lab = new LabImpl(runId, hosts);
+  const lab = new LabImpl(runId, plan);
   try {
-    await lab.build(spec.externalHosts ?? []);
+    await lab.build();
   } catch (err) {
     await lab.close().catch((closeErr: unknown) => {
       process.stderr.write(`kpx lab ${runId}: cleanup after failed create: ${String(closeErr)}\n`);
@@ -152,23 +224,85 @@ export async function sweepStaleLabs(): Promise<string[]> {
   return swept;
 }
 
-// ---------------------------------------------------------- host planning
+// ---------------------------------------------------------- planning
 
-function planHosts(runId: string, spec: LabSpec): LabHost[] {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(runId)) throw new Error(`invalid runId: ${runId}`);
+/** A node before its cgroup and bpffs exist. */
+type PlannedNode = Omit<LabNode, 'cgroupPath' | 'bpffsPath'>;
+
+interface LabPlan {
+  /** The multi-node lab joins nodes and externals on a wire; the single node has point-to-point externals. */
+  shape: 'single-node' | 'multi-node';
+  hosts: LabHost[];
+  nodes: PlannedNode[];
+}
+
+function planSingleNode(spec: SingleNodeLabSpec): LabPlan {
+  const node = SINGLE_NODE.name;
   const hosts: LabHost[] = [
-    { name: NODE_HOST, kind: 'node', address: POD_GATEWAY },
-    { name: CLIENT_HOST.name, kind: 'pod', address: CLIENT_HOST.address },
-    ...spec.pods.map((p) => ({ ...p, kind: 'pod' as const })),
+    { name: SINGLE_NODE.host, kind: 'node', address: POD_GATEWAY, node },
+    { name: CLIENT_HOST.name, kind: 'pod', address: CLIENT_HOST.address, node },
+    ...spec.pods.map((p) => ({ ...p, kind: 'pod' as const, node })),
     ...(spec.externalHosts ?? []).map((h) => ({ ...h, kind: 'external' as const })),
   ];
-  const seen = new Set<string>();
+  checkHostNames(hosts, []);
+  const nodes = [{ ...SINGLE_NODE, address: POD_GATEWAY, podGateway: POD_GATEWAY, podCidr: '10.244.0.0/24' }];
+  return { shape: 'single-node', hosts, nodes };
+}
+
+function planMultiNode(spec: MultiNodeLabSpec): LabPlan {
+  if (spec.nodes.length === 0) throw new Error('a lab needs at least one node');
+  if (spec.nodes.length > 250) throw new Error('at most 250 nodes (one 10.244.x.0/24 each)');
+  const nodes: PlannedNode[] = spec.nodes.map((n, i) => ({
+    name: n.name,
+    host: n.name,
+    address: nodeAddress(i),
+    podGateway: podGatewayOf(i),
+    podCidr: podCidrOf(i),
+    interface: NODE_INTERFACE,
+  }));
+  const hosts: LabHost[] = [];
+  for (const [i, n] of spec.nodes.entries()) {
+    hosts.push({ name: n.name, kind: 'node', address: nodes[i]!.address, node: n.name });
+    for (const pod of n.pods ?? []) {
+      if (!inCidr(pod.address, nodes[i]!.podCidr) || pod.address === nodes[i]!.podGateway) {
+        throw new Error(`pod ${pod.name} ${pod.address}: not a pod address of ${n.name} (${nodes[i]!.podCidr})`);
+      }
+      hosts.push({ ...pod, kind: 'pod', node: n.name });
+    }
+  }
+  const nodeAddresses = new Set(nodes.map((n) => n.address));
+  for (const ext of spec.externalHosts ?? []) {
+    if (!inCidr(ext.address, WIRE_CIDR) || nodeAddresses.has(ext.address) || /\.(0|1|255)$/.test(ext.address)) {
+      throw new Error(`external host ${ext.name} ${ext.address}: want a free address in ${WIRE_CIDR}`);
+    }
+    hosts.push({ ...ext, kind: 'external' });
+  }
+  checkHostNames(hosts, [WIRE_HOST]);
+  return { shape: 'multi-node', hosts, nodes };
+}
+
+function checkHostNames(hosts: LabHost[], reserved: string[]): void {
+  const seen = new Set<string>(reserved);
   for (const h of hosts) {
     if (!/^[a-z0-9][a-z0-9-]*$/.test(h.name)) throw new Error(`invalid host name: ${h.name}`);
     if (seen.has(h.name)) throw new Error(`duplicate or reserved host name: ${h.name}`);
     seen.add(h.name);
   }
-  return hosts;
+}
+
+function ipv4ToNumber(address: string): number | undefined {
+  const parts = address.split('.');
+  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return undefined;
+  return parts.reduce((n, p) => n * 256 + Number(p), 0);
+}
+
+function inCidr(address: string, cidr: string): boolean {
+  const [base = '', bits = '32'] = cidr.split('/');
+  const a = ipv4ToNumber(address);
+  const b = ipv4ToNumber(base);
+  if (a === undefined || b === undefined) return false;
+  const size = 2 ** (32 - Number(bits));
+  return Math.floor(a / size) === Math.floor(b / size);
 }
 
 // ---------------------------------------------------------- the lab itself
@@ -182,19 +316,49 @@ interface UndoStep {
 
 class LabImpl implements Lab {
   readonly runDir: string;
-  readonly bpffsPath: string;
   readonly manifestsDir: string;
-  cgroupPath = '';
+  readonly hosts: readonly LabHost[];
+  readonly nodes: readonly LabNode[];
+  private readonly shape: LabPlan['shape'];
+  private readonly cgroupMount: string;
   private readonly undoStack: UndoStep[] = [];
   private readonly liveChildren = new Set<ChildProcess>();
   private closing: Promise<void> | undefined;
 
-  constructor(readonly runId: string, readonly hosts: readonly LabHost[]) {
+  constructor(readonly runId: string, plan: LabPlan) {
     this.runDir = runDirOf(runId);
-    this.bpffsPath = `${this.runDir}/bpffs`;
     this.manifestsDir = `${this.runDir}/manifests`;
+    this.hosts = plan.hosts;
+    this.shape = plan.shape;
+    // Without a cgroup2 mount on the host, build() mounts one for the lab.
+    this.cgroupMount = findCgroup2Mount() ?? `${this.runDir}/cgroup2`;
+    const single = plan.shape === 'single-node';
+    this.nodes = plan.nodes.map((n) => ({
+      ...n,
+      cgroupPath: single ? `${this.cgroupMount}/${runId}` : `${this.cgroupMount}/${runId}-${n.name}`,
+      bpffsPath: single ? `${this.runDir}/bpffs` : `${this.runDir}/bpffs-${n.name}`,
+    }));
     openLabs.add(this);
     installExitHandlers();
+  }
+
+  get cgroupPath(): string {
+    return this.onlyNode().cgroupPath;
+  }
+
+  get bpffsPath(): string {
+    return this.onlyNode().bpffsPath;
+  }
+
+  private onlyNode(): LabNode {
+    if (this.nodes.length !== 1) throw new Error(`lab ${this.runId} has ${this.nodes.length} nodes: use lab.node(name)`);
+    return this.nodes[0]!;
+  }
+
+  node(name: string): LabNode {
+    const node = this.nodes.find((n) => n.name === name);
+    if (!node) throw new Error(`lab ${this.runId} has no node ${name}`);
+    return node;
   }
 
   netnsPath(host: string): string {
@@ -206,17 +370,56 @@ class LabImpl implements Lab {
     return `${this.runId}-${host}`;
   }
 
+  /** The cgroup of the node a host belongs to; in the single-node lab every host shares the one cgroup. */
+  private cgroupOf(hostName: string): string {
+    const host = this.hosts.find((h) => h.name === hostName);
+    if (!host) throw new Error(`lab ${this.runId} has no host ${hostName}`);
+    if (host.node !== undefined) return this.node(host.node).cgroupPath;
+    if (this.shape === 'single-node') return this.onlyNode().cgroupPath;
+    throw new Error(`${hostName} belongs to no node, so it has no cgroup`);
+  }
+
   // -------------------------------------------------------------- build
 
-  async build(externals: HostSpec[]): Promise<void> {
+  async build(): Promise<void> {
     await this.createRunDir();
-    await this.mountBpffs();
-    await this.createCgroup();
+    for (const node of this.nodes) await this.mountBpffs(node.bpffsPath);
+    await this.createCgroups();
+    if (this.shape === 'single-node') await this.buildSingleNode();
+    else await this.buildMultiNode();
+  }
+
+  private async buildSingleNode(): Promise<void> {
     for (const host of this.hosts) await this.createNetns(host.name);
-    await this.setUpNode();
-    const pods = this.hosts.filter((h) => h.kind === 'pod');
-    for (const [i, pod] of pods.entries()) await this.attachPod(pod, `vp${i}`);
+    const node = this.onlyNode();
+    await this.setUpPodBridge(node);
+    for (const [i, pod] of this.podsOf(node).entries()) await this.attachPod(node, pod, `vp${i}`);
+    const externals = this.hosts.filter((h) => h.kind === 'external');
     for (const [k, ext] of externals.entries()) await this.attachExternal(ext, `ext${k}`);
+  }
+
+  private async buildMultiNode(): Promise<void> {
+    await this.createNetns(WIRE_HOST);
+    await this.ip(WIRE_HOST, 'link', 'add', 'br0', 'type', 'bridge');
+    await this.ip(WIRE_HOST, 'link', 'set', 'br0', 'up');
+    for (const host of this.hosts) await this.createNetns(host.name);
+    const nodePorts = this.nodes.map((_, i) => `n${i}`);
+    for (const [i, node] of this.nodes.entries()) {
+      await this.attachToWire(node.host, node.address, nodePorts[i]!);
+      await this.setUpPodBridge(node);
+      for (const [j, pod] of this.podsOf(node).entries()) await this.attachPod(node, pod, `vp${j}`);
+      for (const other of this.nodes) {
+        if (other !== node) await this.ip(node.host, 'route', 'add', other.podCidr, 'via', other.address, 'dev', NODE_INTERFACE);
+      }
+    }
+    // kpx's XDP_TX on a node's eth0 reaches the wire only if the peer has an XDP program (xdp-pass.ts says why).
+    await this.runInNetns(WIRE_HOST, [process.execPath, XDP_PASS_SCRIPT, ...nodePorts]);
+    const externals = this.hosts.filter((h) => h.kind === 'external');
+    for (const [k, ext] of externals.entries()) await this.attachToWire(ext.name, ext.address, `x${k}`);
+  }
+
+  private podsOf(node: LabNode): LabHost[] {
+    return this.hosts.filter((h) => h.kind === 'pod' && h.node === node.name);
   }
 
   private async createRunDir(): Promise<void> {
@@ -231,30 +434,29 @@ class LabImpl implements Lab {
     await mkdir(this.manifestsDir);
   }
 
-  private async mountBpffs(): Promise<void> {
-    await mkdir(this.bpffsPath);
-    await run('mount', ['-t', 'bpf', 'bpf', this.bpffsPath]);
-    this.pushUndo(unmountStep(this.bpffsPath));
+  private async mountBpffs(path: string): Promise<void> {
+    await mkdir(path);
+    await run('mount', ['-t', 'bpf', 'bpf', path]);
+    this.pushUndo(unmountStep(path));
   }
 
-  private async createCgroup(): Promise<void> {
-    let mount = findCgroup2Mount();
-    if (!mount) {
-      mount = `${this.runDir}/cgroup2`;
-      await mkdir(mount);
-      await run('mount', ['-t', 'cgroup2', 'none', mount]);
-      this.pushUndo(unmountStep(mount));
+  /** One cgroup per node: <mount>/<runId> for the single node, <mount>/<runId>-<node> otherwise. */
+  private async createCgroups(): Promise<void> {
+    if (this.cgroupMount.startsWith(`${this.runDir}/`)) {
+      await mkdir(this.cgroupMount);
+      await run('mount', ['-t', 'cgroup2', 'none', this.cgroupMount]);
+      this.pushUndo(unmountStep(this.cgroupMount));
     }
-    this.cgroupPath = `${mount}/${this.runId}`;
-    // Recorded so a sweep can find the cgroup even if it lives in our own mount.
-    await writeFile(`${this.runDir}/cgroup`, `${this.cgroupPath}\n`);
-    await mkdir(this.cgroupPath);
-    const cgroupPath = this.cgroupPath;
-    this.pushUndo({
-      label: `remove cgroup ${cgroupPath}`,
-      undo: () => removeCgroup(cgroupPath),
-      undoSync: () => removeCgroupSync(cgroupPath),
-    });
+    // Recorded (one per line) so a sweep can find the cgroups even if they live in our own mount.
+    await writeFile(`${this.runDir}/cgroup`, this.nodes.map((n) => `${n.cgroupPath}\n`).join(''));
+    for (const { cgroupPath } of this.nodes) {
+      await mkdir(cgroupPath);
+      this.pushUndo({
+        label: `remove cgroup ${cgroupPath}`,
+        undo: () => removeCgroup(cgroupPath),
+        undoSync: () => removeCgroupSync(cgroupPath),
+      });
+    }
   }
 
   private async createNetns(host: string): Promise<void> {
@@ -268,38 +470,53 @@ class LabImpl implements Lab {
     await this.ip(host, 'link', 'set', 'lo', 'up');
   }
 
-  private async setUpNode(): Promise<void> {
-    await this.ip(NODE_HOST, 'link', 'add', 'br0', 'type', 'bridge');
-    await this.ip(NODE_HOST, 'addr', 'add', `${POD_GATEWAY}/24`, 'dev', 'br0');
-    await this.ip(NODE_HOST, 'link', 'set', 'br0', 'up');
+  private async setUpPodBridge(node: LabNode): Promise<void> {
+    await this.ip(node.host, 'link', 'add', 'br0', 'type', 'bridge');
+    await this.ip(node.host, 'addr', 'add', `${node.podGateway}/24`, 'dev', 'br0');
+    await this.ip(node.host, 'link', 'set', 'br0', 'up');
     // /proc/sys/net is per netns: the writer's netns decides which one is set.
-    await this.runInNetns(NODE_HOST, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    await this.runInNetns(node.host, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   }
 
   /** veth created inside the node netns with its peer moved straight into the pod: no host-side names. */
-  private async attachPod(pod: LabHost, bridgePort: string): Promise<void> {
-    await this.ip(NODE_HOST, 'link', 'add', bridgePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(pod.name));
-    await this.ip(NODE_HOST, 'link', 'set', bridgePort, 'master', 'br0', 'up');
-    await this.configureEth0(pod.name, pod.address, POD_GATEWAY);
+  private async attachPod(node: LabNode, pod: LabHost, bridgePort: string): Promise<void> {
+    await this.ip(node.host, 'link', 'add', bridgePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(pod.name));
+    await this.ip(node.host, 'link', 'set', bridgePort, 'master', 'br0', 'up');
+    await this.configureEth0(pod.name, pod.address);
+    await this.ip(pod.name, 'route', 'add', 'default', 'via', node.podGateway, 'dev', 'eth0');
   }
 
   /**
-   * Each external host gets its own point-to-point veth. The node side holds
-   * 192.0.2.1 as /32 plus a host route, so several externals can share it.
+   * Single-node lab: each external host gets its own point-to-point veth. The
+   * node side holds 192.0.2.1 as /32 plus a host route, so several externals can share it.
    */
-  private async attachExternal(ext: HostSpec, nodePort: string): Promise<void> {
-    await this.ip(NODE_HOST, 'link', 'add', nodePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(ext.name));
-    await this.ip(NODE_HOST, 'addr', 'add', `${EXTERNAL_GATEWAY}/32`, 'dev', nodePort);
-    await this.ip(NODE_HOST, 'link', 'set', nodePort, 'up');
-    await this.ip(NODE_HOST, 'route', 'add', `${ext.address}/32`, 'dev', nodePort);
-    await this.configureEth0(ext.name, ext.address, EXTERNAL_GATEWAY);
+  private async attachExternal(ext: LabHost, nodePort: string): Promise<void> {
+    const node = SINGLE_NODE.host;
+    await this.ip(node, 'link', 'add', nodePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(ext.name));
+    await this.ip(node, 'addr', 'add', `${EXTERNAL_GATEWAY}/32`, 'dev', nodePort);
+    await this.ip(node, 'link', 'set', nodePort, 'up');
+    await this.ip(node, 'route', 'add', `${ext.address}/32`, 'dev', nodePort);
+    await this.configureEth0(ext.name, ext.address);
+    // onlink: the gateway is not inside the external's /24.
+    await this.ip(ext.name, 'route', 'add', 'default', 'via', EXTERNAL_GATEWAY, 'dev', 'eth0', 'onlink');
   }
 
-  private async configureEth0(host: string, address: string, gateway: string): Promise<void> {
+  /** Multi-node lab: a veth from the wire bridge to eth0 of a node or external host. */
+  private async attachToWire(host: string, address: string, wirePort: string): Promise<void> {
+    await this.ip(WIRE_HOST, 'link', 'add', wirePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(host));
+    await this.ip(WIRE_HOST, 'link', 'set', wirePort, 'master', 'br0', 'up');
+    // A wire carries complete checksums: with TX offload a veth would hand on
+    // CHECKSUM_PARTIAL packets whose checksum XDP cannot see or fix.
+    await this.runInNetns(WIRE_HOST, ['ethtool', '-K', wirePort, 'tx', 'off']);
+    await this.runInNetns(host, ['ethtool', '-K', 'eth0', 'tx', 'off']);
+    // Native XDP_REDIRECT into a veth needs NAPI on its peer, which GRO turns on.
+    await this.runInNetns(WIRE_HOST, ['ethtool', '-K', wirePort, 'gro', 'on']);
+    await this.configureEth0(host, address);
+  }
+
+  private async configureEth0(host: string, address: string): Promise<void> {
     await this.ip(host, 'addr', 'add', `${address}/24`, 'dev', 'eth0');
     await this.ip(host, 'link', 'set', 'eth0', 'up');
-    // onlink: the gateway need not be inside the host's /24.
-    await this.ip(host, 'route', 'add', 'default', 'via', gateway, 'dev', 'eth0', 'onlink');
   }
 
   private ip(host: string, ...args: string[]): Promise<void> {
@@ -307,7 +524,7 @@ class LabImpl implements Lab {
   }
 
   private runInNetns(host: string, argv: string[]): Promise<void> {
-    return run('nsenter', [`--net=${this.netnsPath(host)}`, '--', ...argv]);
+    return run('nsenter', [`--net=${NETNS_DIR}/${this.netnsName(host)}`, '--', ...argv]);
   }
 
   private pushUndo(step: UndoStep): void {
@@ -316,12 +533,12 @@ class LabImpl implements Lab {
 
   // -------------------------------------------------------------- processes
 
-  /** argv that enters the netns (and optionally the cgroup) before exec'ing the program. */
+  /** argv that enters the netns (and optionally the host's node cgroup) before exec'ing the program. */
   private enterArgv(host: string, argv: string[], inCgroup: boolean): string[] {
     if (argv.length === 0) throw new Error('empty argv');
     if (host === AGENT_HOST) {
       // Only the agent runs here: it talks to the kernel and to an API server on loopback, never to lab addresses.
-      if (inCgroup) throw new Error('the agent host never runs inside the lab cgroup');
+      if (inCgroup) throw new Error('the agent host never runs inside a lab cgroup');
       return argv;
     }
     const nsPath = this.netnsPath(host);
@@ -330,7 +547,7 @@ class LabImpl implements Lab {
     // the cgroup before it can open any socket. Paths go in as arguments, never
     // spliced into the script.
     const script = 'echo $$ > "$1" || exit 125; ns=$2; shift 2; exec nsenter --net="$ns" -- "$@"';
-    return ['sh', '-c', script, 'sh', `${this.cgroupPath}/cgroup.procs`, nsPath, ...argv];
+    return ['sh', '-c', script, 'sh', `${this.cgroupOf(host)}/cgroup.procs`, nsPath, ...argv];
   }
 
   private startChild(host: string, argv: string[], inCgroup: boolean): ChildProcess {
@@ -343,7 +560,7 @@ class LabImpl implements Lab {
     return child;
   }
 
-  exec(host: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  async exec(host: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const child = this.startChild(host, argv, opts.inCgroup ?? false);
     const timeoutMs = opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
@@ -427,6 +644,7 @@ function nameServerArgv(s: NameServerSpec): string[] {
   const argv = [process.execPath, NAME_SERVER_SCRIPT, '--name', s.name ?? s.host];
   if (s.tcp?.length) argv.push('--tcp', s.tcp.join(','));
   if (s.udp?.length) argv.push('--udp', s.udp.join(','));
+  if (s.echo?.length) argv.push('--echo', s.echo.join(','));
   return argv;
 }
 
@@ -675,8 +893,8 @@ async function removeRunByDiscovery(runId: string): Promise<void> {
   const attempt = async (what: string, fn: () => Promise<void>): Promise<void> => {
     try { await fn(); } catch (err) { errors.push(`${what}: ${err instanceof Error ? err.message : String(err)}`); }
   };
-  const cgroupPath = (await readFile(`${runDir}/cgroup`, 'utf8').catch(() => '')).trim();
-  if (cgroupPath) await attempt(`cgroup ${cgroupPath}`, () => removeCgroup(cgroupPath));
+  const cgroupPaths = (await readFile(`${runDir}/cgroup`, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+  for (const path of cgroupPaths) await attempt(`cgroup ${path}`, () => removeCgroup(path));
   for (const name of (await listNetns()).filter((n) => n.startsWith(`${runId}-`))) {
     await attempt(`netns ${name}`, () => deleteNetns(name));
   }

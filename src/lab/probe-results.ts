@@ -1,8 +1,9 @@
 // Shapes of what `probe` prints, plus small helpers for tests and the demo.
 
+/** `at`: when the attempt started, in ms since the epoch (Date.now()). */
 export type ProbeResult =
-  | { ok: true; body: string; peer: string }
-  | { ok: false; error: string };
+  | { ok: true; body: string; peer: string; at: number }
+  | { ok: false; error: string; at: number };
 
 export interface ProbeOutput {
   results: ProbeResult[];

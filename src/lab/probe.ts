@@ -1,41 +1,57 @@
 // Client for lab tests; prints ONE JSON line {"results":[...]} on stdout.
-//   node probe.js http ADDR PORT [--count N] [--timeout MS]
-//   node probe.js udp  ADDR PORT [--count N] [--timeout MS] [--connected] [--fresh]
+//   node probe.js http   ADDR PORT [--count N] [--timeout MS] [--interval MS] [--path P]
+//   node probe.js udp    ADDR PORT [--count N] [--timeout MS] [--interval MS] [--message M] [--connected] [--fresh]
+//   node probe.js stream ADDR PORT [--timeout MS] [--interval MS]
 // The peer reported is what the socket says it is connected to (getpeername),
-// which is exactly what kpx's cgroup programs rewrite.
+// which is exactly what kpx's cgroup programs rewrite. Every result carries
+// `at`, when its attempt started (ms since the epoch), so a test can tell
+// attempts before a change from attempts after it.
+// stream: one TCP connection to a name server's echo port. Prints
+// "connected NAME" on the greeting, then exchanges a line every interval until
+// an exchange fails or SIGTERM arrives; each exchange is one result.
 import http from 'node:http';
 import dgram from 'node:dgram';
+import net from 'node:net';
+import { createInterface } from 'node:readline';
 import type { ProbeResult } from './probe-results.js';
 
 interface Options {
-  mode: 'http' | 'udp';
+  mode: 'http' | 'udp' | 'stream';
   address: string;
   port: number;
   count: number;
   timeoutMs: number;
+  intervalMs: number;
+  path: string;
+  message: string | undefined;
   connected: boolean;
   fresh: boolean;
 }
 
-const USAGE = 'usage: probe (http|udp) ADDR PORT [--count N] [--timeout MS] [--connected] [--fresh]';
+const USAGE = 'usage: probe (http|udp|stream) ADDR PORT [--count N] [--timeout MS] [--interval MS] [--path P] [--message M] [--connected] [--fresh]';
 
 function parseArgs(argv: string[]): Options {
   const [mode, address, portText, ...flags] = argv;
-  if ((mode !== 'http' && mode !== 'udp') || !address || !portText) throw new Error(USAGE);
+  if ((mode !== 'http' && mode !== 'udp' && mode !== 'stream') || !address || !portText) throw new Error(USAGE);
   const opts: Options = {
     mode, address, port: Number(portText), count: 1,
-    timeoutMs: mode === 'http' ? 2000 : 1000, connected: false, fresh: false,
+    timeoutMs: mode === 'udp' ? 1000 : 2000, intervalMs: mode === 'stream' ? 50 : 0,
+    path: '/', message: undefined, connected: false, fresh: false,
   };
   for (let i = 0; i < flags.length; i++) {
     switch (flags[i]) {
       case '--count': opts.count = Number(flags[++i]); break;
       case '--timeout': opts.timeoutMs = Number(flags[++i]); break;
+      case '--interval': opts.intervalMs = Number(flags[++i]); break;
+      case '--path': opts.path = flags[++i] ?? ''; break;
+      case '--message': opts.message = flags[++i]; break;
       case '--connected': opts.connected = true; break;
       case '--fresh': opts.fresh = true; break;
       default: throw new Error(`unknown flag ${flags[i]}\n${USAGE}`);
     }
   }
-  if (!Number.isInteger(opts.port) || !Number.isInteger(opts.count) || !(opts.timeoutMs > 0)) throw new Error(USAGE);
+  const valid = Number.isInteger(opts.port) && Number.isInteger(opts.count) && opts.timeoutMs > 0 && opts.intervalMs >= 0;
+  if (!valid || !opts.path.startsWith('/')) throw new Error(USAGE);
   return opts;
 }
 
@@ -48,8 +64,11 @@ function timeoutError(): NodeJS.ErrnoException {
   return Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' });
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** One GET on a new TCP connection. */
-function httpAttempt(address: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+function httpAttempt(opts: Options): Promise<ProbeResult> {
+  const at = Date.now();
   return new Promise((resolve) => {
     let settled = false;
     const finish = (r: ProbeResult): void => {
@@ -59,17 +78,17 @@ function httpAttempt(address: string, port: number, timeoutMs: number): Promise<
       req.destroy();
       resolve(r);
     };
-    const req = http.get({ host: address, port, path: '/', agent: false }, (res) => {
+    const req = http.get({ host: opts.address, port: opts.port, path: opts.path, agent: false }, (res) => {
       // Read the peer now, while the socket is still connected.
       const peer = `${res.socket.remoteAddress}:${res.socket.remotePort}`;
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => { body += chunk; });
-      res.on('end', () => finish({ ok: true, body: body.trim(), peer }));
-      res.on('error', (err) => finish({ ok: false, error: errorCode(err) }));
+      res.on('end', () => finish({ ok: true, body: body.trim(), peer, at }));
+      res.on('error', (err) => finish({ ok: false, error: errorCode(err), at }));
     });
-    req.on('error', (err) => finish({ ok: false, error: errorCode(err) }));
-    const timer = setTimeout(() => finish({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
+    req.on('error', (err) => finish({ ok: false, error: errorCode(err), at }));
+    const timer = setTimeout(() => finish({ ok: false, error: 'ETIMEDOUT', at }), opts.timeoutMs);
   });
 }
 
@@ -87,6 +106,7 @@ function openUdpSocket(opts: Options): Promise<dgram.Socket> {
 
 /** Sends one datagram and waits for the first reply (or an ICMP error on a connected socket). */
 function udpAttempt(socket: dgram.Socket, opts: Options, message: string): Promise<ProbeResult> {
+  const at = Date.now();
   return new Promise((resolve) => {
     const finish = (r: ProbeResult): void => {
       clearTimeout(timer);
@@ -95,24 +115,25 @@ function udpAttempt(socket: dgram.Socket, opts: Options, message: string): Promi
       resolve(r);
     };
     const onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void =>
-      finish({ ok: true, body: msg.toString('utf8').trim(), peer: `${rinfo.address}:${rinfo.port}` });
-    const onError = (err: Error): void => finish({ ok: false, error: errorCode(err) });
+      finish({ ok: true, body: msg.toString('utf8').trim(), peer: `${rinfo.address}:${rinfo.port}`, at });
+    const onError = (err: Error): void => finish({ ok: false, error: errorCode(err), at });
     const onSent = (err: Error | null): void => { if (err) onError(err); };
     socket.on('message', onMessage);
     socket.on('error', onError);
-    const timer = setTimeout(() => finish({ ok: false, error: errorCode(timeoutError()) }), opts.timeoutMs);
+    const timer = setTimeout(() => finish({ ok: false, error: errorCode(timeoutError()), at }), opts.timeoutMs);
     if (opts.connected) socket.send(message, onSent);
     else socket.send(message, opts.port, opts.address, onSent);
   });
 }
 
 async function udpAttemptOnFreshSocket(opts: Options, message: string): Promise<ProbeResult> {
+  const at = Date.now();
   let socket: dgram.Socket | undefined;
   try {
     socket = await openUdpSocket(opts);
     return await udpAttempt(socket, opts, message);
   } catch (err) {
-    return { ok: false, error: errorCode(err) };
+    return { ok: false, error: errorCode(err), at };
   } finally {
     socket?.close();
   }
@@ -120,24 +141,82 @@ async function udpAttemptOnFreshSocket(opts: Options, message: string): Promise<
 
 async function runUdp(opts: Options): Promise<ProbeResult[]> {
   const results: ProbeResult[] = [];
+  const messageOf = (i: number) => opts.message ?? `probe ${i}`;
   if (opts.fresh) {
-    for (let i = 0; i < opts.count; i++) results.push(await udpAttemptOnFreshSocket(opts, `probe ${i}`));
+    for (let i = 0; i < opts.count; i++) {
+      if (i > 0) await sleep(opts.intervalMs);
+      results.push(await udpAttemptOnFreshSocket(opts, messageOf(i)));
+    }
     return results;
   }
+  const at = Date.now();
   let socket: dgram.Socket;
   try {
     socket = await openUdpSocket(opts);
   } catch (err) {
-    return Array.from({ length: opts.count }, () => ({ ok: false, error: errorCode(err) }) as ProbeResult);
+    return Array.from({ length: opts.count }, () => ({ ok: false, error: errorCode(err), at }) as ProbeResult);
   }
-  for (let i = 0; i < opts.count; i++) results.push(await udpAttempt(socket, opts, `probe ${i}`));
+  for (let i = 0; i < opts.count; i++) {
+    if (i > 0) await sleep(opts.intervalMs);
+    results.push(await udpAttempt(socket, opts, messageOf(i)));
+  }
   socket.close();
   return results;
 }
 
 async function runHttp(opts: Options): Promise<ProbeResult[]> {
   const results: ProbeResult[] = [];
-  for (let i = 0; i < opts.count; i++) results.push(await httpAttempt(opts.address, opts.port, opts.timeoutMs));
+  for (let i = 0; i < opts.count; i++) {
+    if (i > 0) await sleep(opts.intervalMs);
+    results.push(await httpAttempt(opts));
+  }
+  return results;
+}
+
+/** Resolves with the next line, or with an error code on timeout, close or error. */
+function nextLine(lines: AsyncIterator<string>, timeoutMs: number): Promise<{ line: string } | { error: string }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<{ error: string }>((resolve) => { timer = setTimeout(() => resolve({ error: 'ETIMEDOUT' }), timeoutMs); });
+  const line = lines.next().then(
+    (r) => (r.done ? { error: 'ECONNRESET' } : { line: r.value }),
+    (err: unknown) => ({ error: errorCode(err) }),
+  );
+  return Promise.race([line, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function runStream(opts: Options): Promise<ProbeResult[]> {
+  const results: ProbeResult[] = [];
+  let stopping = false;
+  process.once('SIGTERM', () => { stopping = true; });
+  const at = Date.now();
+  const socket = net.connect({ host: opts.address, port: opts.port });
+  const connectError = await new Promise<string | undefined>((resolve) => {
+    socket.once('connect', () => resolve(undefined));
+    socket.once('error', (err) => resolve(errorCode(err)));
+  });
+  if (connectError !== undefined) return [{ ok: false, error: connectError, at }];
+  socket.on('error', () => { /* surfaces as the end of the line stream */ });
+  const lines = createInterface({ input: socket })[Symbol.asyncIterator]();
+  const greeting = await nextLine(lines, opts.timeoutMs);
+  if ('error' in greeting) {
+    socket.destroy();
+    return [{ ok: false, error: greeting.error, at }];
+  }
+  const name = greeting.line;
+  const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+  process.stdout.write(`connected ${name}\n`);
+  for (let i = 0; !stopping; i++) {
+    const started = Date.now();
+    socket.write(`line ${i}\n`);
+    const reply = await nextLine(lines, opts.timeoutMs);
+    if ('error' in reply || reply.line !== `line ${i}`) {
+      results.push({ ok: false, error: 'error' in reply ? reply.error : `unexpected reply: ${reply.line}`, at: started });
+      break;
+    }
+    results.push({ ok: true, body: name, peer, at: started });
+    await sleep(opts.intervalMs);
+  }
+  socket.destroy();
   return results;
 }
 
@@ -149,7 +228,8 @@ async function main(): Promise<void> {
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(2);
   }
-  const results = opts.mode === 'http' ? await runHttp(opts) : await runUdp(opts);
+  const run = { http: runHttp, udp: runUdp, stream: runStream }[opts.mode];
+  const results = await run(opts);
   process.stdout.write(`${JSON.stringify({ results })}\n`);
 }
 

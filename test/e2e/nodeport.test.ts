@@ -1,0 +1,334 @@
+// Traffic from outside the cluster: NodePort, externalIPs and LoadBalancer IPs
+// on a two-node lab. An external host on the wire can reach node addresses
+// only (it has no route to pods), so every answer it gets from a pod went
+// through kpx's packet-level NAT on a node's eth0. One agent per node reads the
+// same manifest folder, as two kube-proxies read one API server. Each scenario
+// runs with the tc programs alone and with XDP in front of them.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { ListedServicePort } from '../../src/inspect/listing.js';
+import { kpxArgv, startLabAgent } from '../../src/lab/agent.js';
+import { createLab, findCgroup2Mount, PROBE_SCRIPT, WIRE_CIDR, type ClusterLab, type LabProcess, type NodeSpec } from '../../src/lab/lab.js';
+import { countBodies, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
+
+function missingPrerequisite(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN)';
+  const filesystems = readFileSync('/proc/filesystems', 'utf8');
+  if (!findCgroup2Mount() && !filesystems.includes('cgroup2')) return 'needs cgroup2';
+  if (!filesystems.includes('bpf')) return 'needs the bpf filesystem';
+  return undefined;
+}
+const skip = missingPrerequisite();
+
+const NODE_A = '172.18.0.2';
+const NODE_B = '172.18.0.3';
+const EXTERNAL = { name: 'ext', address: '172.18.0.100' };
+const POD = { a1: '10.244.1.11', a2: '10.244.1.12', b1: '10.244.2.11', b2: '10.244.2.12' } as const;
+const NODES: NodeSpec[] = [
+  { name: 'node-a', pods: [{ name: 'pod-a1', address: POD.a1 }, { name: 'pod-a2', address: POD.a2 }] },
+  { name: 'node-b', pods: [{ name: 'pod-b1', address: POD.b1 }, { name: 'pod-b2', address: POD.b2 }] },
+];
+/** What every pod serves: HTTP and UDP name servers, and an echo port for long-lived connections. */
+const HTTP_PORT = 8080;
+const UDP_PORT = 5353;
+const ECHO_PORT = 9000;
+/** Routed by the external host via node-a; assigned to no interface anywhere. */
+const EXTERNAL_IP = '203.0.113.10';
+const LB_VIP = '198.51.100.10';
+const LB_PROXY = '198.51.100.20';
+
+type Endpoint = [address: string, nodeName: string];
+
+const slice = (svc: string, port: number, endpoints: Endpoint[], protocol = 'TCP') => ({
+  apiVersion: 'discovery.k8s.io/v1',
+  kind: 'EndpointSlice',
+  metadata: { name: `${svc}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
+  addressType: 'IPv4',
+  ports: [{ name: 'p', port, protocol }],
+  endpoints: endpoints.map(([ip, nodeName]) => ({ addresses: [ip], conditions: { ready: true }, nodeName })),
+});
+
+const service = (name: string, spec: object, status?: object) => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: 'default' },
+  spec,
+  ...(status && { status }),
+});
+
+const port = (extra: object) => ({ name: 'p', protocol: 'TCP', ...extra });
+
+const MANIFESTS: Record<string, unknown[]> = {
+  'web.json': [
+    service('web', { type: 'NodePort', clusterIP: '10.96.10.1', ports: [port({ port: 80, targetPort: HTTP_PORT, nodePort: 30080 })] }),
+    slice('web', HTTP_PORT, [[POD.a1, 'node-a'], [POD.b1, 'node-b']]),
+  ],
+  'auto.json': [
+    service('auto', { type: 'NodePort', clusterIP: '10.96.10.2', ports: [port({ port: 80, targetPort: HTTP_PORT })] }),
+    slice('auto', HTTP_PORT, [[POD.a2, 'node-a']]),
+  ],
+  'dns.json': [
+    service('dns', { type: 'NodePort', clusterIP: '10.96.10.3', ports: [port({ protocol: 'UDP', port: 53, targetPort: UDP_PORT, nodePort: 30053 })] }),
+    slice('dns', UDP_PORT, [[POD.b1, 'node-b']], 'UDP'),
+  ],
+  'ext-ip.json': [
+    service('ext-ip', { clusterIP: '10.96.10.4', externalIPs: [EXTERNAL_IP], ports: [port({ port: 8080, targetPort: HTTP_PORT })] }),
+    slice('ext-ip', HTTP_PORT, [[POD.a1, 'node-a'], [POD.b1, 'node-b']]),
+  ],
+  'lb.json': [
+    service(
+      'lb',
+      { type: 'LoadBalancer', clusterIP: '10.96.10.5', ports: [port({ port: 80, targetPort: HTTP_PORT, nodePort: 30040 })] },
+      { loadBalancer: { ingress: [{ ip: LB_VIP }, { ip: LB_PROXY, ipMode: 'Proxy' }] } },
+    ),
+    slice('lb', HTTP_PORT, [[POD.b2, 'node-b']]),
+  ],
+  'stream.json': [
+    service('stream', { type: 'NodePort', clusterIP: '10.96.10.6', ports: [port({ port: ECHO_PORT, targetPort: ECHO_PORT, nodePort: 30900 })] }),
+    slice('stream', ECHO_PORT, [[POD.b2, 'node-b']]),
+  ],
+  'churn.json': churnManifest([POD.a2, 'node-a']),
+  'bystander.json': bystanderManifest([POD.a2, 'node-a']),
+};
+
+function churnManifest(endpoint: Endpoint): unknown[] {
+  return [
+    service('churn', { type: 'NodePort', clusterIP: '10.96.10.7', ports: [port({ port: 80, targetPort: HTTP_PORT, nodePort: 30070 })] }),
+    slice('churn', HTTP_PORT, [endpoint]),
+  ];
+}
+
+function bystanderManifest(endpoint: Endpoint): unknown[] {
+  return [service('bystander', { clusterIP: '10.96.10.8', ports: [port({ port: 80, targetPort: HTTP_PORT })] }), slice('bystander', HTTP_PORT, [endpoint])];
+}
+
+/** Binds PROTO ADDR:PORT and prints "bound" or the error code. */
+const BIND_SCRIPT = `
+const [proto, address, port] = process.argv.slice(-3);
+const report = (what) => { console.log(what); process.exit(0); };
+if (proto === 'udp') {
+  const socket = require('node:dgram').createSocket('udp4');
+  socket.on('error', (err) => report(err.code));
+  socket.bind(Number(port), address, () => report('bound'));
+} else {
+  const server = require('node:net').createServer();
+  server.on('error', (err) => report(err.code));
+  server.listen(Number(port), address, () => report('bound'));
+}`;
+
+/** Backend name → the client addresses it saw, from answers to GET /client ("NAME ADDR"). */
+function clientsSeen(results: readonly ProbeResult[]): Map<string, Set<string>> {
+  const seen = new Map<string, Set<string>>();
+  for (const r of results) {
+    if (!r.ok) continue;
+    const [name = '', client = ''] = r.body.split(' ');
+    if (!seen.has(name)) seen.set(name, new Set());
+    seen.get(name)!.add(client);
+  }
+  return seen;
+}
+
+function assertAllAnswered(results: readonly ProbeResult[], what: string): void {
+  assert.ok(results.length > 0 && results.every((r) => r.ok), `${what}: ${JSON.stringify(countBodies(results))}`);
+}
+
+/**
+ * Where a change shows in a series of attempts: the first attempt from which
+ * on every attempt shows the new behaviour. Returns ms from the change to it.
+ */
+function msUntilSettled(results: readonly ProbeResult[], changedAt: number, isNew: (r: ProbeResult) => boolean, what: string): number {
+  const before = results.filter((r) => r.at < changedAt);
+  assert.ok(before.length > 0 && before.every((r) => !isNew(r)), `${what}: old behaviour before the change: ${JSON.stringify(countBodies(before))}`);
+  let first = results.length;
+  while (first > 0 && isNew(results[first - 1]!)) first--;
+  assert.ok(first < results.length, `${what}: never changed: ${JSON.stringify(countBodies(results))}`);
+  return Math.max(0, results[first]!.at - changedAt);
+}
+
+for (const extraArgs of [[], ['--xdp']]) {
+  describe(`NodePort, externalIPs and LoadBalancer IPs from outside (${extraArgs.join(' ') || 'tc'})`, { skip }, () => {
+    let lab: ClusterLab;
+    let agents: LabProcess[] = [];
+
+    const writeManifest = (file: string, items: unknown[]) =>
+      writeFile(join(lab.manifestsDir, file), JSON.stringify({ apiVersion: 'v1', kind: 'List', items }, null, 1));
+
+    async function probe(host: string, args: string[], inCgroup: boolean): Promise<ProbeResult[]> {
+      // Answers inside the lab take milliseconds: a lost flow should not cost seconds.
+      const timeout = args.includes('--timeout') ? [] : ['--timeout', '1000'];
+      const r = await lab.exec(host, [process.execPath, PROBE_SCRIPT, ...args, ...timeout], { inCgroup });
+      assert.equal(r.code, 0, `probe ${args.join(' ')} on ${host}: ${r.stderr}`);
+      return parseProbeOutput(r.stdout).results;
+    }
+    const fromOutside = (args: string[]) => probe(EXTERNAL.name, args, false);
+    /** A process of a node or pod, inside the node's cgroup: its connect() runs kpx's socket programs. */
+    const fromInside = (host: string, args: string[]) => probe(host, args, true);
+
+    async function listedOn(node: string): Promise<ListedServicePort[]> {
+      const r = await lab.exec(node, kpxArgv(['list', '--json', '--bpffs', lab.node(node).bpffsPath]));
+      assert.equal(r.code, 0, `kpx list on ${node}: ${r.stderr}`);
+      return JSON.parse(r.stdout) as ListedServicePort[];
+    }
+
+    async function untilListed(node: string, what: string, predicate: (listed: ListedServicePort[]) => boolean): Promise<void> {
+      const start = performance.now();
+      while (!predicate(await listedOn(node))) {
+        if (performance.now() - start > 5000) assert.fail(`${node} did not show ${what} within 5 s`);
+      }
+    }
+
+    async function bind(host: string, proto: 'tcp' | 'udp', address: string, portNumber: number, inCgroup = true): Promise<string> {
+      const r = await lab.exec(host, [process.execPath, '-e', BIND_SCRIPT, proto, address, String(portNumber)], { inCgroup });
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    }
+
+    async function startAgents(flags: string[]): Promise<void> {
+      agents = await Promise.all(NODES.map((n) => startLabAgent(lab, { node: n.name, extraArgs: flags })));
+    }
+
+    before(async () => {
+      lab = await createLab({ nodes: NODES, externalHosts: [EXTERNAL] });
+      await lab.startNameServers(
+        NODES.flatMap((n) => n.pods ?? []).map((p) => ({ host: p.name, tcp: [HTTP_PORT], udp: [UDP_PORT], echo: [ECHO_PORT] })),
+      );
+      // The addresses a router outside the cluster would send to a node.
+      for (const address of [EXTERNAL_IP, LB_VIP, LB_PROXY]) {
+        const r = await lab.exec(EXTERNAL.name, ['ip', 'route', 'add', `${address}/32`, 'via', NODE_A]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      for (const [file, items] of Object.entries(MANIFESTS)) await writeManifest(file, items);
+      await startAgents(extraArgs);
+    });
+
+    after(async () => {
+      await lab?.close();
+    });
+
+    test('a NodePort on either node reaches backends on both nodes; a remote backend sees the entry node as the client', async (t) => {
+      for (const [entry, entryAddress, remoteBackend] of [['node-a', NODE_A, 'pod-b1'], ['node-b', NODE_B, 'pod-a1']] as const) {
+        const results = await fromOutside(['http', entryAddress, '30080', '--path', '/client', '--count', '20']);
+        assertAllAnswered(results, `via ${entry}`);
+        const seen = clientsSeen(results);
+        assert.deepEqual([...seen.keys()].sort(), ['pod-a1', 'pod-b1'], `via ${entry}: both backends answer`);
+        assert.deepEqual([...seen.get(remoteBackend)!], [entryAddress], `via ${entry}: ${remoteBackend} sees ${entry} as the client (SNAT)`);
+        assert.deepEqual([...new Set(results.map((r) => r.ok && r.peer))], [`${entryAddress}:30080`], 'replies come from the nodePort');
+        const localBackend = remoteBackend === 'pod-b1' ? 'pod-a1' : 'pod-b1';
+        t.diagnostic(`via ${entry}: the local backend saw the client as ${[...seen.get(localBackend)!].join(', ')}`);
+      }
+    });
+
+    if (extraArgs.includes('--xdp')) {
+      test('XDP itself sends translated frames back onto the wire (XDP_TX on node-a\'s eth0), not only tc', async () => {
+        const stats = await lab.exec('node-a', ['ethtool', '-S', 'eth0']);
+        const xdpTx = [...stats.stdout.matchAll(/rx_queue_\d+_xdp_tx: (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+        assert.ok(xdpTx > 0, `no XDP_TX on node-a eth0:\n${stats.stdout}`);
+      });
+    }
+
+    test('from a node and from its pods (in the cgroup), nodeIP:nodePort and 127.0.0.1:nodePort work', async () => {
+      const fromNode = await fromInside('node-a', ['http', NODE_A, '30080', '--count', '20']);
+      assertAllAnswered(fromNode, 'node-a to its own address');
+      assert.deepEqual(Object.keys(countBodies(fromNode)).sort(), ['pod-a1', 'pod-b1']);
+      assertAllAnswered(await fromInside('node-a', ['http', '127.0.0.1', '30080', '--count', '5']), 'node-a to 127.0.0.1');
+      assertAllAnswered(await fromInside('node-a', ['http', NODE_B, '30080', '--count', '5']), 'node-a to node-b');
+      assertAllAnswered(await fromInside('pod-a2', ['http', NODE_A, '30080', '--count', '5']), 'pod-a2 to its node');
+      assertAllAnswered(await fromInside('pod-a2', ['http', NODE_B, '30080', '--count', '5']), 'pod-a2 to the other node');
+      assertAllAnswered(await fromInside('pod-a2', ['http', '127.0.0.1', '30080', '--count', '5']), 'pod-a2 to 127.0.0.1');
+    });
+
+    test('an explicit nodePort is used; without one, both nodes allocate the same from 30000-32767', async () => {
+      const nodePortsOf = (listed: ListedServicePort[], name: string) =>
+        listed.find((s) => s.name === name)?.frontends.filter((f) => f.kind === 'NodePort').map((f) => f.port) ?? [];
+      const onA = await listedOn('node-a');
+      const onB = await listedOn('node-b');
+      assert.deepEqual(nodePortsOf(onA, 'web'), [30080]);
+      const [allocated] = nodePortsOf(onA, 'auto');
+      assert.ok(allocated !== undefined && allocated >= 30000 && allocated <= 32767, `auto got nodePort ${allocated}`);
+      assert.deepEqual(nodePortsOf(onB, 'auto'), [allocated], 'node-b allocated the same nodePort');
+      for (const entry of [NODE_A, NODE_B]) {
+        assert.deepEqual(countBodies(await fromOutside(['http', entry, String(allocated), '--count', '3'])), { 'pod-a2': 3 });
+      }
+    });
+
+    test('nothing listens on a nodePort; binding it, or a served externalIP port, in the node cgroup fails with EADDRINUSE', async () => {
+      const listeners = await lab.exec('node-a', ['ss', '-Htlnu', 'sport = :30080 or sport = :30053']);
+      assert.equal(listeners.stdout.trim(), '', 'no socket holds the nodePorts');
+      // An externalIP is not a node address: allow binding it, as a port holder would.
+      await lab.exec('node-a', ['sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
+      assert.equal(await bind('node-a', 'tcp', '0.0.0.0', 30080), 'EADDRINUSE');
+      assert.equal(await bind('node-a', 'tcp', NODE_A, 30080), 'EADDRINUSE');
+      assert.equal(await bind('node-a', 'udp', '0.0.0.0', 30053), 'EADDRINUSE');
+      assert.equal(await bind('node-a', 'tcp', EXTERNAL_IP, 8080), 'EADDRINUSE');
+      // The refusals are kpx's: a free port binds, and so does a nodePort outside the cgroup.
+      assert.equal(await bind('node-a', 'tcp', '0.0.0.0', 30999), 'bound');
+      assert.equal(await bind('node-a', 'tcp', '0.0.0.0', 30080, false), 'bound');
+    });
+
+    test('an externalIP routed to a node reaches backends on both nodes, from outside and from the node', async () => {
+      const results = await fromOutside(['http', EXTERNAL_IP, '8080', '--count', '20']);
+      assertAllAnswered(results, 'externalIP from outside');
+      assert.deepEqual(Object.keys(countBodies(results)).sort(), ['pod-a1', 'pod-b1']);
+      assertAllAnswered(await fromInside('node-a', ['http', EXTERNAL_IP, '8080', '--count', '5']), 'externalIP from node-a');
+    });
+
+    test('LoadBalancer: a VIP ingress is served, an ipMode Proxy one is not; its NodePort and ClusterIP work', async () => {
+      assert.deepEqual(countBodies(await fromOutside(['http', LB_VIP, '80', '--count', '5'])), { 'pod-b2': 5 });
+      const proxied = await fromOutside(['http', LB_PROXY, '80', '--count', '2', '--timeout', '500']);
+      assert.ok(proxied.every((r) => !r.ok), `ipMode Proxy is the load balancer's job: ${JSON.stringify(countBodies(proxied))}`);
+      assert.deepEqual(countBodies(await fromOutside(['http', NODE_A, '30040', '--count', '3'])), { 'pod-b2': 3 });
+      assert.deepEqual(countBodies(await fromInside('pod-a1', ['http', '10.96.10.5', '80', '--count', '3'])), { 'pod-b2': 3 });
+    });
+
+    test('UDP through a NodePort reaches a backend on the other node and the reply comes from the nodePort', async () => {
+      const results = await fromOutside(['udp', NODE_A, '30053', '--message', 'client', '--fresh', '--count', '5']);
+      assert.deepEqual(countBodies(results), { [`pod-b1 ${NODE_A}`]: 5 });
+      for (const r of results) assert.ok(r.ok && r.peer === `${NODE_A}:30053`, JSON.stringify(r));
+    });
+
+    test('new flows follow a changed, then deleted, Service within 200 ms', async (t) => {
+      // Fresh connections every 20 ms from outside while the file changes.
+      const during = async (change: () => Promise<void>): Promise<{ results: ProbeResult[]; changedAt: number }> => {
+        const poller = lab.spawn(EXTERNAL.name, [process.execPath, PROBE_SCRIPT, 'http', NODE_A, '30070', '--count', '80', '--interval', '20', '--timeout', '300']);
+        await new Promise((r) => setTimeout(r, 400));
+        const changedAt = Date.now();
+        await change();
+        const { code } = await poller.exited;
+        assert.equal(code, 0, poller.stderr());
+        return { results: parseProbeOutput(poller.stdout()).results, changedAt };
+      };
+
+      const moved = await during(() => writeManifest('churn.json', churnManifest([POD.b2, 'node-b'])));
+      const moveMs = msUntilSettled(moved.results, moved.changedAt, (r) => r.ok && r.body === 'pod-b2', 'endpoint pod-a2 → pod-b2');
+      const deleted = await during(() => rm(join(lab.manifestsDir, 'churn.json')));
+      const deleteMs = msUntilSettled(deleted.results, deleted.changedAt, (r) => !r.ok, 'Service deleted');
+      t.diagnostic(`file write to new flows: endpoint change ${moveMs} ms, deletion ${deleteMs} ms`);
+      assert.ok(moveMs < 1000 && deleteMs < 1000, `took ${moveMs} / ${deleteMs} ms`);
+    });
+
+    test('a long-lived connection through a NodePort keeps working across a change to another Service', async () => {
+      const stream = lab.spawn(EXTERNAL.name, [process.execPath, PROBE_SCRIPT, 'stream', NODE_A, '30900', '--interval', '20']);
+      assert.equal(await stream.waitFor(/^connected/, 3000), 'connected pod-b2');
+      const changedAt = Date.now();
+      await writeManifest('bystander.json', bystanderManifest([POD.a1, 'node-a']));
+      await untilListed('node-a', 'the bystander change', (l) => l.find((s) => s.name === 'bystander')?.backends[0]?.address === POD.a1);
+      await new Promise((r) => setTimeout(r, 200));
+      await stream.close();
+      const { results } = parseProbeOutput(stream.stdout());
+      assertAllAnswered(results, 'exchanges on the long-lived connection');
+      assert.ok(results.filter((r) => r.at > changedAt + 200).length >= 3, `exchanges continued after the change: ${results.length} in all`);
+    });
+
+    // Restarts the agents with another flag, so it runs last.
+    test(`--nodeport-addresses ${WIRE_CIDR}: 127.0.0.1:nodePort stops answering, nodeIP:nodePort still works`, async () => {
+      await Promise.all(agents.map((a) => a.close()));
+      await startAgents([...extraArgs, '--nodeport-addresses', WIRE_CIDR]);
+      assert.deepEqual(countBodies(await fromInside('node-a', ['http', '127.0.0.1', '30080', '--timeout', '500'])), { 'error:ECONNREFUSED': 1 });
+      assertAllAnswered(await fromInside('node-a', ['http', NODE_A, '30080', '--count', '3']), 'node-a to its own address');
+      assertAllAnswered(await fromOutside(['http', NODE_A, '30080', '--count', '3']), 'from outside via node-a');
+    });
+  });
+}
