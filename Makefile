@@ -16,7 +16,7 @@ demo: build
 	./bin/kpx lab
 
 test: build
-	node --test --test-concurrency=1 dist/test/unit/*.test.js dist/test/e2e/*.test.js
+	node --test --test-concurrency=1 dist/test/unit/*.test.js dist/test/bpf/*.test.js dist/test/e2e/*.test.js
 
 test-unit: build
 	node --test dist/test/unit/*.test.js
