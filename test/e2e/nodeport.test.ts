@@ -322,6 +322,25 @@ for (const extraArgs of [[], ['--xdp']]) {
       assert.ok(results.filter((r) => r.at > changedAt + 200).length >= 3, `exchanges continued after the change: ${results.length} in all`);
     });
 
+    test("a connection through a NodePort survives a restart of the entry node's agent", async () => {
+      const stream = lab.spawn(EXTERNAL.name, [process.execPath, PROBE_SCRIPT, 'stream', NODE_A, '30900', '--interval', '20']);
+      assert.equal(await stream.waitFor(/^connected/, 3000), 'connected pod-b2');
+      const entry = NODES.findIndex((n) => n.name === 'node-a');
+      await agents[entry]!.close();
+      const stoppedAt = Date.now();
+      // No agent for a while: the pinned links, maps and flows keep serving.
+      await new Promise((r) => setTimeout(r, 200));
+      agents[entry] = await startLabAgent(lab, { node: 'node-a', extraArgs });
+      const restartedAt = Date.now();
+      await new Promise((r) => setTimeout(r, 200));
+      await stream.close();
+      const { results } = parseProbeOutput(stream.stdout());
+      assertAllAnswered(results, 'exchanges across the restart');
+      assert.ok(results.some((r) => r.at > stoppedAt && r.at < restartedAt), 'exchanges while no agent ran');
+      assert.ok(results.filter((r) => r.at > restartedAt).length >= 3, `exchanges after the restart: ${results.length} in all`);
+      assertAllAnswered(await fromOutside(['http', NODE_A, '30080', '--count', '5']), 'new flows after the restart');
+    });
+
     // Restarts the agents with another flag, so it runs last.
     test(`--nodeport-addresses ${WIRE_CIDR}: 127.0.0.1:nodePort stops answering, nodeIP:nodePort still works`, async () => {
       await Promise.all(agents.map((a) => a.close()));
