@@ -1,0 +1,319 @@
+/**
+ * The model rendered as kube-proxy's iptables proxier renders Services
+ * (pkg/proxy/iptables/proxier.go, syncProxyRules), so `iptables-save` on a kpx
+ * node reads like one on a kube-proxy node: the same chains, names, comments
+ * and rule order. Pure: the iptables datapath applies what this returns.
+ *
+ * What kpx's model has no field for is not rendered: session affinity
+ * (`-m recent`), traffic policies (KUBE-SVL-*), loadBalancerSourceRanges
+ * (KUBE-FW-*), healthCheckNodePorts, and the masquerade of off-cluster
+ * traffic to ClusterIPs (needs --cluster-cidr).
+ */
+import { createHash } from 'node:crypto';
+import { type Backend, type Frontend, type Model, type ServicePort, type ServicePortRef } from '../model/types.js';
+
+export type IptablesTable = 'nat' | 'filter';
+
+/** Each kpx-owned chain of a table, in the order kube-proxy writes them, with its rules as iptables-restore lines ("-A CHAIN ..."). */
+export interface RenderedRules {
+  nat: Map<string, string[]>;
+  filter: Map<string, string[]>;
+}
+
+/** A rule in a built-in chain, ensured with `iptables -t TABLE -C/-I CHAIN ...args`; its target chain must exist first. */
+export interface BuiltinJump {
+  table: IptablesTable;
+  chain: string;
+  args: string[];
+}
+
+export const KUBE_SERVICES = 'KUBE-SERVICES';
+export const KUBE_EXTERNAL_SERVICES = 'KUBE-EXTERNAL-SERVICES';
+export const KUBE_NODEPORTS = 'KUBE-NODEPORTS';
+const KUBE_POSTROUTING = 'KUBE-POSTROUTING';
+const KUBE_MARK_MASQ = 'KUBE-MARK-MASQ';
+const KUBE_FORWARD = 'KUBE-FORWARD';
+const KUBE_PROXY_FIREWALL = 'KUBE-PROXY-FIREWALL';
+/** kubelet's chain; kube-proxy fills it only to guard 127.0.0.1 NodePorts. */
+const KUBE_FIREWALL = 'KUBE-FIREWALL';
+
+/** Per-service-port chain prefixes (upstream's isServiceChainName): chains with these names come and go with Services. */
+const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-SEP-', 'KUBE-FW-', 'KUBE-EXT-'] as const;
+
+/** kube-proxy's default --iptables-masquerade-bit 14, printed with Go's %#08x. */
+const MASQUERADE_MARK = '0x4000';
+
+/** Above this many endpoints in total kube-proxy drops the per-endpoint comments ("large cluster mode", upstream's largeClusterEndpointsThreshold). */
+const LARGE_CLUSTER_ENDPOINTS = 1000;
+
+const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain';
+
+const SERVICE_PORTALS = 'kubernetes service portals';
+const EXTERNAL_PORTALS = 'kubernetes externally-visible service portals';
+const LB_FIREWALL = 'kubernetes load balancer firewall';
+const NEW_CONNECTIONS = ['-m', 'conntrack', '--ctstate', 'NEW'];
+
+function jump(table: IptablesTable, chain: string, target: string, comment: string, extra: string[] = []): BuiltinJump {
+  const commentArgs = comment ? ['-m', 'comment', '--comment', comment] : [];
+  return { table, chain, args: [...extra, ...commentArgs, '-j', target] };
+}
+
+/**
+ * upstream's iptablesJumpChains then iptablesKubeletJumpChains, in that order
+ * and with the same arguments, so `-C` finds kube-proxy's own rules when kpx
+ * takes over a node. Comments are plain arguments here (no shell, no quotes).
+ */
+export const BUILTIN_JUMPS: readonly BuiltinJump[] = [
+  jump('filter', 'INPUT', KUBE_EXTERNAL_SERVICES, EXTERNAL_PORTALS, NEW_CONNECTIONS),
+  jump('filter', 'FORWARD', KUBE_EXTERNAL_SERVICES, EXTERNAL_PORTALS, NEW_CONNECTIONS),
+  jump('filter', 'INPUT', KUBE_NODEPORTS, 'kubernetes health check service ports'),
+  jump('filter', 'FORWARD', KUBE_SERVICES, SERVICE_PORTALS, NEW_CONNECTIONS),
+  jump('filter', 'OUTPUT', KUBE_SERVICES, SERVICE_PORTALS, NEW_CONNECTIONS),
+  jump('filter', 'FORWARD', KUBE_FORWARD, 'kubernetes forwarding rules'),
+  jump('filter', 'INPUT', KUBE_PROXY_FIREWALL, LB_FIREWALL, NEW_CONNECTIONS),
+  jump('filter', 'OUTPUT', KUBE_PROXY_FIREWALL, LB_FIREWALL, NEW_CONNECTIONS),
+  jump('filter', 'FORWARD', KUBE_PROXY_FIREWALL, LB_FIREWALL, NEW_CONNECTIONS),
+  jump('nat', 'OUTPUT', KUBE_SERVICES, SERVICE_PORTALS),
+  jump('nat', 'PREROUTING', KUBE_SERVICES, SERVICE_PORTALS),
+  jump('nat', 'POSTROUTING', KUBE_POSTROUTING, 'kubernetes postrouting rules'),
+  jump('filter', 'INPUT', KUBE_FIREWALL, ''),
+  jump('filter', 'OUTPUT', KUBE_FIREWALL, ''),
+];
+
+/** proxy.ServicePortName.String(): "ns/name:port", or "ns/name" for an unnamed port. */
+export function servicePortName(ref: ServicePortRef): string {
+  return `${ref.namespace}/${ref.name}${ref.portName ? `:${ref.portName}` : ''}`;
+}
+
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** The first 16 characters of base32.StdEncoding of sha256(text): 80 bits, the first 10 bytes of the digest. */
+function chainHash(text: string): string {
+  const digest = createHash('sha256').update(text).digest().subarray(0, 10);
+  let out = '';
+  let buffered = 0;
+  let bits = 0;
+  for (const byte of digest) {
+    buffered = ((buffered << 8) | byte) & 0xffff;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += BASE32[(buffered >>> bits) & 31];
+    }
+  }
+  return out;
+}
+
+/** upstream's portProtoHash: the service port name followed by the lower-case protocol. */
+function portProtoHash(ref: ServicePortRef): string {
+  return chainHash(servicePortName(ref) + ref.protocol.toLowerCase());
+}
+
+/** KUBE-SVC-*: the service port's endpoints, for Cluster traffic policy. */
+export function serviceChainName(ref: ServicePortRef): string {
+  return `KUBE-SVC-${portProtoHash(ref)}`;
+}
+
+/** KUBE-EXT-*: where NodePort, externalIP and load-balancer traffic goes before KUBE-SVC-*. */
+export function externalChainName(ref: ServicePortRef): string {
+  return `KUBE-EXT-${portProtoHash(ref)}`;
+}
+
+/** KUBE-SEP-*: one endpoint of one service port; `endpoint` is "ip:port" (upstream's BaseEndpointInfo.String()). */
+export function endpointChainName(ref: ServicePortRef, endpoint: string): string {
+  return `KUBE-SEP-${chainHash(servicePortName(ref) + ref.protocol.toLowerCase() + endpoint)}`;
+}
+
+/**
+ * Go's fmt.Sprintf("%0.10f", 1/n) (upstream's computeProbability). toFixed
+ * rounds an exact half up where Go rounds it to even; among 1/n only 1/2048
+ * is such a half.
+ */
+export function randomProbability(n: number): string {
+  const value = 1 / n;
+  const rounded = value.toFixed(10);
+  const exact = value.toFixed(40);
+  const cut = exact.indexOf('.') + 11;
+  if (!/^50*$/.test(exact.slice(cut))) return rounded;
+  const truncated = exact.slice(0, cut);
+  return Number(truncated.at(-1)) % 2 === 0 ? truncated : rounded;
+}
+
+/** An argument as iptables-save prints it (libxtables' xtables_save_string): bare when only [A-Za-z0-9_-], else double-quoted with " \ ' escaped. */
+function saved(value: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(value) ? value : `"${value.replace(/["\\']/g, '\\$&')}"`;
+}
+
+function comment(text: string): string[] {
+  return ['-m', 'comment', '--comment', saved(text)];
+}
+
+function rule(chain: string, ...args: string[]): string {
+  return ['-A', chain, ...args].join(' ');
+}
+
+function protocolMatch(ref: ServicePortRef): string[] {
+  const protocol = ref.protocol.toLowerCase();
+  return ['-m', protocol, '-p', protocol];
+}
+
+function frontendsOf(sp: ServicePort, kind: Frontend['kind']): Frontend[] {
+  return sp.frontends.filter((f) => f.kind === kind);
+}
+
+function endpointString(b: Backend): string {
+  return `${b.address}:${b.port}`;
+}
+
+/** One table under construction: chains in first-use order. */
+class TableBuilder {
+  readonly chains = new Map<string, string[]>();
+  constructor(topLevel: readonly string[]) {
+    for (const chain of topLevel) this.chains.set(chain, []);
+  }
+  add(chain: string, ...args: string[]): void {
+    const rules = this.chains.get(chain);
+    if (rules) rules.push(rule(chain, ...args));
+    else this.chains.set(chain, [rule(chain, ...args)]);
+  }
+}
+
+/** Everything kpx programs in nat and filter for this model. Same model, same output. */
+export function renderRules(model: Model): RenderedRules {
+  // upstream's chain-line order for the chains written on every sync.
+  const filter = new TableBuilder([KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL]);
+  const nat = new TableBuilder([KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ]);
+
+  nat.add(KUBE_POSTROUTING, '-m', 'mark', '!', '--mark', `${MASQUERADE_MARK}/${MASQUERADE_MARK}`, '-j', 'RETURN');
+  // Clear the mark so a packet that goes through the stack again is not masqueraded twice.
+  nat.add(KUBE_POSTROUTING, '-j', 'MARK', '--xor-mark', MASQUERADE_MARK);
+  nat.add(KUBE_POSTROUTING, ...comment('kubernetes service traffic requiring SNAT'), '-j', 'MASQUERADE', '--random-fully');
+  nat.add(KUBE_MARK_MASQ, '-j', 'MARK', '--or-mark', MASQUERADE_MARK);
+
+  const servesLoopback = model.nodeAddresses.some((a) => a.startsWith('127.'));
+  if (servesLoopback) {
+    // NodePorts on 127.0.0.1 need route_localnet=1, which lets other hosts reach 127/8 (issue 90259); kube-proxy closes that hole with kubelet's rule.
+    filter.add(
+      KUBE_FIREWALL,
+      ...comment('block incoming localnet connections'),
+      ...['-d', '127.0.0.0/8', '!', '-s', '127.0.0.0/8', '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT', '-j', 'DROP'],
+    );
+  }
+
+  const totalEndpoints = model.servicePorts.reduce((n, sp) => n + sp.backends.length, 0);
+  const endpointComment = totalEndpoints > LARGE_CLUSTER_ENDPOINTS ? () => [] : comment;
+
+  for (const sp of model.servicePorts) {
+    const name = servicePortName(sp.ref);
+    const proto = protocolMatch(sp.ref);
+    const svcChain = serviceChainName(sp.ref);
+    const extChain = externalChainName(sp.ref);
+    const clusterIPs = frontendsOf(sp, 'ClusterIP');
+    const externalIPs = frontendsOf(sp, 'ExternalIP');
+    const loadBalancerIPs = frontendsOf(sp, 'LoadBalancer');
+    const nodePorts = frontendsOf(sp, 'NodePort');
+
+    if (sp.backends.length === 0) {
+      // No nat chain at all; the filter table refuses new connections with ICMP port unreachable (REJECT's default).
+      const noEndpoints = comment(`${name} has no endpoints`);
+      for (const f of clusterIPs) filter.add(KUBE_SERVICES, ...noEndpoints, ...proto, '-d', f.address, '--dport', String(f.port), '-j', 'REJECT');
+      for (const f of [...externalIPs, ...loadBalancerIPs]) {
+        filter.add(KUBE_EXTERNAL_SERVICES, ...noEndpoints, ...proto, '-d', f.address, '--dport', String(f.port), '-j', 'REJECT');
+      }
+      // upstream matches every local address here, whatever --nodeport-addresses says.
+      for (const f of nodePorts) {
+        filter.add(KUBE_EXTERNAL_SERVICES, ...noEndpoints, '-m', 'addrtype', '--dst-type', 'LOCAL', ...proto, '--dport', String(f.port), '-j', 'REJECT');
+      }
+      continue;
+    }
+
+    for (const f of clusterIPs) {
+      nat.add(KUBE_SERVICES, ...comment(`${name} cluster IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', svcChain);
+    }
+    for (const f of externalIPs) {
+      nat.add(KUBE_SERVICES, ...comment(`${name} external IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', extChain);
+    }
+    for (const f of loadBalancerIPs) {
+      nat.add(KUBE_SERVICES, ...comment(`${name} loadbalancer IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', extChain);
+    }
+    for (const f of nodePorts) nat.add(KUBE_NODEPORTS, ...comment(name), ...proto, '--dport', String(f.port), '-j', extChain);
+
+    if (externalIPs.length + loadBalancerIPs.length + nodePorts.length > 0) {
+      // External traffic may be sent to another node: masquerade so the reply comes back through this one (Cluster traffic policy).
+      nat.add(extChain, ...comment(`masquerade traffic for ${name} external destinations`), '-j', KUBE_MARK_MASQ);
+      nat.add(extChain, '-j', svcChain);
+    }
+
+    // No "cluster IP ... ! -s <cluster-cidr> -j KUBE-MARK-MASQ" rule first: kube-proxy writes it only with a
+    // local-traffic detector (--cluster-cidr) or --masquerade-all, and kpx has neither yet.
+    const n = sp.backends.length;
+    sp.backends.forEach((b, i) => {
+      const sepChain = endpointChainName(sp.ref, endpointString(b));
+      // Each rule but the last takes 1/(remaining) of what reaches it, so every endpoint gets 1/n overall.
+      const statistic = i < n - 1 ? ['-m', 'statistic', '--mode', 'random', '--probability', randomProbability(n - i)] : [];
+      nat.add(svcChain, ...endpointComment(`${name} -> ${endpointString(b)}`), ...statistic, '-j', sepChain);
+    });
+    for (const b of sp.backends) {
+      const sepChain = endpointChainName(sp.ref, endpointString(b));
+      // Hairpin: a pod that reaches itself through the Service must see the reply come from the Service, not from itself.
+      nat.add(sepChain, ...endpointComment(name), '-s', b.address, '-j', KUBE_MARK_MASQ);
+      nat.add(sepChain, ...endpointComment(name), ...proto, '-j', 'DNAT', '--to-destination', endpointString(b));
+    }
+  }
+
+  // Last in KUBE-SERVICES, so a Service address on a node address wins over a NodePort. One jump per address is
+  // upstream's form when --nodeport-addresses narrows the addresses; kpx always knows them (model.nodeAddresses).
+  for (const address of model.nodeAddresses) {
+    nat.add(KUBE_SERVICES, ...comment(NODEPORTS_COMMENT), '-d', address, '-j', KUBE_NODEPORTS);
+  }
+
+  // An out-of-window packet is INVALID and would reach the pod un-NATed (issue 74839); kube-proxy leaves the rule out
+  // when nf_conntrack_tcp_be_liberal is set, a sysctl this pure renderer does not read.
+  filter.add(KUBE_FORWARD, '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP');
+  // Marked traffic is Service traffic: forward it even when the FORWARD policy is DROP.
+  filter.add(KUBE_FORWARD, ...comment('kubernetes forwarding rules'), '-m', 'mark', '--mark', `${MASQUERADE_MARK}/${MASQUERADE_MARK}`, '-j', 'ACCEPT');
+  filter.add(KUBE_FORWARD, ...comment('kubernetes forwarding conntrack rule'), '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT');
+
+  return { nat: nat.chains, filter: filter.chains };
+}
+
+function isServiceChain(chain: string): boolean {
+  return SERVICE_CHAIN_PREFIXES.some((prefix) => chain.startsWith(prefix));
+}
+
+function sameRules(a: readonly string[] | undefined, b: readonly string[]): boolean {
+  return a !== undefined && a.length === b.length && a.every((r, i) => r === b[i]);
+}
+
+/**
+ * The `iptables-restore --noflush` input for one table. A declared chain
+ * (":CHAIN - [0:0]") is created or flushed, so the input declares and
+ * rewrites: every top-level chain (the ones every service port's rules hang
+ * from, so a stale jump cannot survive), every per-service chain that is new
+ * or whose rules changed, and every per-service chain no longer wanted, which
+ * is then deleted with -X once nothing refers to it. Unchanged per-service
+ * chains are left out. `previous` is what the last good sync applied;
+ * undefined (after a start or a failure) rewrites every chain and takes the
+ * chains to delete from `existing`, the table's current chain names. A
+ * top-level chain that is no longer wanted (KUBE-FIREWALL, when 127.0.0.1
+ * stops answering NodePorts) is left as it is: kubelet may own its rule.
+ */
+export function restorePayload(
+  table: IptablesTable,
+  previous: ReadonlyMap<string, readonly string[]> | undefined,
+  next: ReadonlyMap<string, readonly string[]>,
+  existing: readonly string[],
+): string {
+  const written = [...next].filter(([chain, rules]) => !isServiceChain(chain) || !previous || !sameRules(previous.get(chain), rules));
+  const candidates = previous ? [...previous.keys()] : existing;
+  const stale = [...new Set(candidates)].filter((chain) => isServiceChain(chain) && !next.has(chain)).sort();
+  return [
+    `*${table}`,
+    ...written.map(([chain]) => `:${chain} - [0:0]`),
+    ...stale.map((chain) => `:${chain} - [0:0]`),
+    ...written.flatMap(([, rules]) => rules),
+    ...stale.map((chain) => `-X ${chain}`),
+    'COMMIT',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,451 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  BUILTIN_JUMPS,
+  endpointChainName,
+  externalChainName,
+  randomProbability,
+  renderRules,
+  restorePayload,
+  serviceChainName,
+  servicePortName,
+} from '../../src/datapath/iptables-rules.js';
+import type { Backend, Frontend, Model, ServicePort, ServicePortRef } from '../../src/model/types.js';
+
+function ref(namespace: string, name: string, portName: string, protocol: 'TCP' | 'UDP' = 'TCP'): ServicePortRef {
+  return { namespace, name, portName, protocol };
+}
+
+function be(address: string, port: number): Backend {
+  return { address, port, state: 'ready', local: false };
+}
+
+function sp(r: ServicePortRef, frontends: Frontend[], backends: Backend[]): ServicePort {
+  return { ref: r, frontends, backends };
+}
+
+function model(servicePorts: ServicePort[], nodeAddresses: string[] = []): Model {
+  return { servicePorts, ignored: [], rejected: [], nodeAddresses };
+}
+
+const POSTROUTING = [
+  '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
+  '-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000',
+  '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+];
+const MARK_MASQ = ['-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000'];
+const FORWARD = [
+  '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
+  '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
+  '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+];
+const NODEPORTS_JUMP = '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain"';
+
+// Chain names that appear verbatim in kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go (TestOverallIPTablesRules).
+test('chain names: upstream proxier_test.go vectors', () => {
+  assert.equal(serviceChainName(ref('ns1', 'svc1', 'p80')), 'KUBE-SVC-XPGD46QRK7WJZT7O');
+  assert.equal(serviceChainName(ref('ns2', 'svc2', 'p80')), 'KUBE-SVC-GNZBNJ2PO5MGZ6GT');
+  assert.equal(externalChainName(ref('ns2', 'svc2', 'p80')), 'KUBE-EXT-GNZBNJ2PO5MGZ6GT');
+  assert.equal(serviceChainName(ref('ns3', 'svc3', 'p80')), 'KUBE-SVC-X27LE4BHSL4DOUIK');
+  assert.equal(serviceChainName(ref('ns4', 'svc4', 'p80')), 'KUBE-SVC-4SW47YFZTEDKD3PK');
+  assert.equal(externalChainName(ref('ns5', 'svc5', 'p80')), 'KUBE-EXT-NUKIZ6OKUXPJNT4C');
+  assert.equal(endpointChainName(ref('ns1', 'svc1', 'p80'), '10.180.0.1:80'), 'KUBE-SEP-SXIVWICOYRO3J4NJ');
+  assert.equal(endpointChainName(ref('ns2', 'svc2', 'p80'), '10.180.0.2:80'), 'KUBE-SEP-RS4RBKLTHTF2IUXJ');
+  assert.equal(endpointChainName(ref('ns3', 'svc3', 'p80'), '10.180.0.3:80'), 'KUBE-SEP-OYPFS5VJICHGATKP');
+  assert.equal(endpointChainName(ref('ns4', 'svc4', 'p80'), '10.180.0.4:80'), 'KUBE-SEP-UKSFD7AGPMPPLUHC');
+  assert.equal(endpointChainName(ref('ns4', 'svc4', 'p80'), '10.180.0.5:80'), 'KUBE-SEP-C6EBXVWJJZMIWKLZ');
+  // Same endpoint, another service port: another chain.
+  assert.equal(endpointChainName(ref('ns5', 'svc5', 'p80'), '10.180.0.3:80'), 'KUBE-SEP-I77PXRDZVX7PMWMN');
+});
+
+// Names every kubeadm cluster's iptables-save shows: UDP, and an unnamed port ("default/nginx", no ":port").
+test('chain names: UDP and unnamed ports, as real kube-proxy nodes show them', () => {
+  assert.equal(serviceChainName(ref('kube-system', 'kube-dns', 'dns', 'UDP')), 'KUBE-SVC-TCOU7JCQXEZGVUNU');
+  assert.equal(serviceChainName(ref('kube-system', 'kube-dns', 'dns-tcp', 'TCP')), 'KUBE-SVC-ERIFXISQEP7F7OF4');
+  assert.equal(serviceChainName(ref('default', 'kubernetes', 'https')), 'KUBE-SVC-NPX46M4PTMTKRN6Y');
+  assert.equal(servicePortName(ref('default', 'nginx', '')), 'default/nginx');
+  assert.equal(serviceChainName(ref('default', 'nginx', '')), 'KUBE-SVC-2CMXP7HKUVJN7L6M');
+  assert.equal(endpointChainName(ref('default', 'nginx', ''), '10.244.2.5:80'), 'KUBE-SEP-XW6I7J74P22Q2AZM');
+});
+
+test('randomProbability is Go %0.10f of 1/n, half to even included', () => {
+  assert.equal(randomProbability(2), '0.5000000000');
+  assert.equal(randomProbability(3), '0.3333333333');
+  assert.equal(randomProbability(7), '0.1428571429');
+  // 1/2048 = 0.00048828125 exactly: Go rounds the half to even, JavaScript's toFixed up.
+  assert.equal(randomProbability(2048), '0.0004882812');
+  assert.equal(randomProbability(4096), '0.0002441406');
+});
+
+test('ClusterIP service port with 3 endpoints: every chain, exact lines', () => {
+  const r = ref('ns1', 'svc1', 'p80');
+  const rendered = renderRules(
+    model([sp(r, [{ kind: 'ClusterIP', address: '172.30.0.41', port: 80 }], [be('10.180.0.1', 80), be('10.180.0.2', 80), be('10.180.0.3', 80)])]),
+  );
+  assert.deepEqual(
+    [...rendered.nat],
+    [
+      [
+        'KUBE-SERVICES',
+        ['-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O'],
+      ],
+      ['KUBE-NODEPORTS', []],
+      ['KUBE-POSTROUTING', POSTROUTING],
+      ['KUBE-MARK-MASQ', MARK_MASQ],
+      [
+        'KUBE-SVC-XPGD46QRK7WJZT7O',
+        [
+          '-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -m statistic --mode random --probability 0.3333333333 -j KUBE-SEP-SXIVWICOYRO3J4NJ',
+          '-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.2:80" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-LXVODXWDISEETFEF',
+          '-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.3:80" -j KUBE-SEP-ICDUIKC33SFI6ZPR',
+        ],
+      ],
+      [
+        'KUBE-SEP-SXIVWICOYRO3J4NJ',
+        [
+          '-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment "ns1/svc1:p80" -s 10.180.0.1 -j KUBE-MARK-MASQ',
+          '-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment "ns1/svc1:p80" -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80',
+        ],
+      ],
+      [
+        'KUBE-SEP-LXVODXWDISEETFEF',
+        [
+          '-A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment "ns1/svc1:p80" -s 10.180.0.2 -j KUBE-MARK-MASQ',
+          '-A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment "ns1/svc1:p80" -m tcp -p tcp -j DNAT --to-destination 10.180.0.2:80',
+        ],
+      ],
+      [
+        'KUBE-SEP-ICDUIKC33SFI6ZPR',
+        [
+          '-A KUBE-SEP-ICDUIKC33SFI6ZPR -m comment --comment "ns1/svc1:p80" -s 10.180.0.3 -j KUBE-MARK-MASQ',
+          '-A KUBE-SEP-ICDUIKC33SFI6ZPR -m comment --comment "ns1/svc1:p80" -m tcp -p tcp -j DNAT --to-destination 10.180.0.3:80',
+        ],
+      ],
+    ],
+  );
+  assert.deepEqual(
+    [...rendered.filter],
+    [
+      ['KUBE-SERVICES', []],
+      ['KUBE-EXTERNAL-SERVICES', []],
+      ['KUBE-FORWARD', FORWARD],
+      ['KUBE-NODEPORTS', []],
+      ['KUBE-PROXY-FIREWALL', []],
+    ],
+  );
+});
+
+test('NodePort: KUBE-NODEPORTS → KUBE-EXT (masquerade) → KUBE-SVC, one jump per node address, localnet guard for 127.0.0.1', () => {
+  const r = ref('ns3', 'svc3', 'p80');
+  const rendered = renderRules(
+    model(
+      [
+        sp(
+          r,
+          [
+            { kind: 'ClusterIP', address: '172.30.0.43', port: 80 },
+            { kind: 'NodePort', address: '0.0.0.0', port: 3003 },
+          ],
+          [be('10.180.0.3', 80)],
+        ),
+      ],
+      ['127.0.0.1', '192.168.0.2'],
+    ),
+  );
+  assert.deepEqual(rendered.nat.get('KUBE-SERVICES'), [
+    '-A KUBE-SERVICES -m comment --comment "ns3/svc3:p80 cluster IP" -m tcp -p tcp -d 172.30.0.43 --dport 80 -j KUBE-SVC-X27LE4BHSL4DOUIK',
+    `${NODEPORTS_JUMP} -d 127.0.0.1 -j KUBE-NODEPORTS`,
+    `${NODEPORTS_JUMP} -d 192.168.0.2 -j KUBE-NODEPORTS`,
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-NODEPORTS'), [
+    '-A KUBE-NODEPORTS -m comment --comment "ns3/svc3:p80" -m tcp -p tcp --dport 3003 -j KUBE-EXT-X27LE4BHSL4DOUIK',
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-EXT-X27LE4BHSL4DOUIK'), [
+    '-A KUBE-EXT-X27LE4BHSL4DOUIK -m comment --comment "masquerade traffic for ns3/svc3:p80 external destinations" -j KUBE-MARK-MASQ',
+    '-A KUBE-EXT-X27LE4BHSL4DOUIK -j KUBE-SVC-X27LE4BHSL4DOUIK',
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-SVC-X27LE4BHSL4DOUIK'), [
+    '-A KUBE-SVC-X27LE4BHSL4DOUIK -m comment --comment "ns3/svc3:p80 -> 10.180.0.3:80" -j KUBE-SEP-OYPFS5VJICHGATKP',
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-SEP-OYPFS5VJICHGATKP'), [
+    '-A KUBE-SEP-OYPFS5VJICHGATKP -m comment --comment "ns3/svc3:p80" -s 10.180.0.3 -j KUBE-MARK-MASQ',
+    '-A KUBE-SEP-OYPFS5VJICHGATKP -m comment --comment "ns3/svc3:p80" -m tcp -p tcp -j DNAT --to-destination 10.180.0.3:80',
+  ]);
+  assert.deepEqual(rendered.filter.get('KUBE-FIREWALL'), [
+    '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
+  ]);
+});
+
+test('no 127.0.0.1 among the node addresses: no KUBE-FIREWALL chain', () => {
+  const r = ref('ns3', 'svc3', 'p80');
+  const rendered = renderRules(model([sp(r, [{ kind: 'NodePort', address: '0.0.0.0', port: 3003 }], [be('10.180.0.3', 80)])], ['192.168.0.2']));
+  assert.equal(rendered.filter.has('KUBE-FIREWALL'), false);
+  assert.deepEqual(rendered.nat.get('KUBE-SERVICES'), [`${NODEPORTS_JUMP} -d 192.168.0.2 -j KUBE-NODEPORTS`]);
+});
+
+test('externalIP: KUBE-SERVICES → KUBE-EXT-*, two endpoints at 1/2', () => {
+  const r = ref('ns4', 'svc4', 'p80');
+  const rendered = renderRules(
+    model([
+      sp(
+        r,
+        [
+          { kind: 'ClusterIP', address: '172.30.0.44', port: 80 },
+          { kind: 'ExternalIP', address: '192.168.99.33', port: 80 },
+        ],
+        [be('10.180.0.4', 80), be('10.180.0.5', 80)],
+      ),
+    ]),
+  );
+  assert.deepEqual(rendered.nat.get('KUBE-SERVICES'), [
+    '-A KUBE-SERVICES -m comment --comment "ns4/svc4:p80 cluster IP" -m tcp -p tcp -d 172.30.0.44 --dport 80 -j KUBE-SVC-4SW47YFZTEDKD3PK',
+    '-A KUBE-SERVICES -m comment --comment "ns4/svc4:p80 external IP" -m tcp -p tcp -d 192.168.99.33 --dport 80 -j KUBE-EXT-4SW47YFZTEDKD3PK',
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-EXT-4SW47YFZTEDKD3PK'), [
+    '-A KUBE-EXT-4SW47YFZTEDKD3PK -m comment --comment "masquerade traffic for ns4/svc4:p80 external destinations" -j KUBE-MARK-MASQ',
+    '-A KUBE-EXT-4SW47YFZTEDKD3PK -j KUBE-SVC-4SW47YFZTEDKD3PK',
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-SVC-4SW47YFZTEDKD3PK'), [
+    '-A KUBE-SVC-4SW47YFZTEDKD3PK -m comment --comment "ns4/svc4:p80 -> 10.180.0.4:80" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-UKSFD7AGPMPPLUHC',
+    '-A KUBE-SVC-4SW47YFZTEDKD3PK -m comment --comment "ns4/svc4:p80 -> 10.180.0.5:80" -j KUBE-SEP-C6EBXVWJJZMIWKLZ',
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-NODEPORTS'), []);
+});
+
+test('LoadBalancer: "loadbalancer IP" rule → KUBE-EXT-*, NodePort to the same chain', () => {
+  const r = ref('ns5', 'svc5', 'p80');
+  const rendered = renderRules(
+    model([
+      sp(
+        r,
+        [
+          { kind: 'ClusterIP', address: '172.30.0.45', port: 80 },
+          { kind: 'NodePort', address: '0.0.0.0', port: 3002 },
+          { kind: 'LoadBalancer', address: '5.6.7.8', port: 80 },
+        ],
+        [be('10.180.0.3', 80)],
+      ),
+    ]),
+  );
+  assert.deepEqual(rendered.nat.get('KUBE-SERVICES'), [
+    '-A KUBE-SERVICES -m comment --comment "ns5/svc5:p80 cluster IP" -m tcp -p tcp -d 172.30.0.45 --dport 80 -j KUBE-SVC-NUKIZ6OKUXPJNT4C',
+    '-A KUBE-SERVICES -m comment --comment "ns5/svc5:p80 loadbalancer IP" -m tcp -p tcp -d 5.6.7.8 --dport 80 -j KUBE-EXT-NUKIZ6OKUXPJNT4C',
+  ]);
+  assert.deepEqual(rendered.nat.get('KUBE-NODEPORTS'), [
+    '-A KUBE-NODEPORTS -m comment --comment "ns5/svc5:p80" -m tcp -p tcp --dport 3002 -j KUBE-EXT-NUKIZ6OKUXPJNT4C',
+  ]);
+  assert.deepEqual(
+    [...rendered.nat.keys()].filter((c) => /^KUBE-(SVC|EXT|SEP|FW)-/.test(c)),
+    ['KUBE-EXT-NUKIZ6OKUXPJNT4C', 'KUBE-SVC-NUKIZ6OKUXPJNT4C', 'KUBE-SEP-I77PXRDZVX7PMWMN'],
+  );
+});
+
+test('no endpoints: no nat chain, REJECT for the ClusterIP, externalIP, load-balancer IP and NodePort', () => {
+  const r = ref('ns1', 'svc1', 'p80');
+  const rendered = renderRules(
+    model(
+      [
+        sp(
+          r,
+          [
+            { kind: 'ClusterIP', address: '172.30.0.41', port: 80 },
+            { kind: 'NodePort', address: '0.0.0.0', port: 3001 },
+            { kind: 'ExternalIP', address: '192.168.99.11', port: 80 },
+            { kind: 'LoadBalancer', address: '1.2.3.4', port: 80 },
+          ],
+          [],
+        ),
+      ],
+      ['192.168.0.2'],
+    ),
+  );
+  assert.deepEqual([...rendered.nat.keys()], ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ']);
+  assert.deepEqual(rendered.nat.get('KUBE-SERVICES'), [`${NODEPORTS_JUMP} -d 192.168.0.2 -j KUBE-NODEPORTS`]);
+  assert.deepEqual(rendered.nat.get('KUBE-NODEPORTS'), []);
+  assert.deepEqual(rendered.filter.get('KUBE-SERVICES'), [
+    '-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j REJECT',
+  ]);
+  assert.deepEqual(rendered.filter.get('KUBE-EXTERNAL-SERVICES'), [
+    '-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m tcp -p tcp -d 192.168.99.11 --dport 80 -j REJECT',
+    '-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m tcp -p tcp -d 1.2.3.4 --dport 80 -j REJECT',
+    '-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3001 -j REJECT',
+  ]);
+});
+
+test('multi-port: each named port, and each protocol of one name, has its own chains', () => {
+  const dns = (portName: string, protocol: 'TCP' | 'UDP', port: number) =>
+    sp(ref('kube-system', 'kube-dns', portName, protocol), [{ kind: 'ClusterIP', address: '10.96.0.10', port }], [be('10.244.0.2', port)]);
+  const rendered = renderRules(model([dns('dns', 'TCP', 53), dns('dns', 'UDP', 53), dns('metrics', 'TCP', 9153)]));
+  assert.deepEqual(rendered.nat.get('KUBE-SERVICES'), [
+    '-A KUBE-SERVICES -m comment --comment "kube-system/kube-dns:dns cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 53 -j KUBE-SVC-GSKZ6TUW5BJ344DK',
+    '-A KUBE-SERVICES -m comment --comment "kube-system/kube-dns:dns cluster IP" -m udp -p udp -d 10.96.0.10 --dport 53 -j KUBE-SVC-TCOU7JCQXEZGVUNU',
+    '-A KUBE-SERVICES -m comment --comment "kube-system/kube-dns:metrics cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 9153 -j KUBE-SVC-JD5MR3NA4I4DYORP',
+  ]);
+  const perService = [...rendered.nat.keys()].filter((c) => /^KUBE-(SVC|SEP)-/.test(c));
+  assert.equal(perService.length, 6);
+  assert.equal(new Set(perService).size, 6);
+  // The endpoint chain of the UDP port (its name as seen on kind clusters) matches and DNATs UDP.
+  assert.deepEqual(rendered.nat.get('KUBE-SEP-YIL6JZP7A3QYXJU2'), [
+    '-A KUBE-SEP-YIL6JZP7A3QYXJU2 -m comment --comment "kube-system/kube-dns:dns" -s 10.244.0.2 -j KUBE-MARK-MASQ',
+    '-A KUBE-SEP-YIL6JZP7A3QYXJU2 -m comment --comment "kube-system/kube-dns:dns" -m udp -p udp -j DNAT --to-destination 10.244.0.2:53',
+  ]);
+});
+
+test('more than 1000 endpoints in total: endpoint comments dropped, as kube-proxy does in large clusters', () => {
+  const backends = Array.from({ length: 1001 }, (_, i) => be(`10.1.${Math.floor(i / 250)}.${(i % 250) + 1}`, 8080));
+  const r = ref('ns', 'big', '');
+  const rendered = renderRules(model([sp(r, [{ kind: 'ClusterIP', address: '10.96.0.50', port: 80 }], backends)]));
+  const svc = rendered.nat.get(serviceChainName(r))!;
+  assert.equal(svc.length, 1001);
+  assert.equal(svc[0], `-A ${serviceChainName(r)} -m statistic --mode random --probability 0.0009990010 -j ${endpointChainName(r, '10.1.0.1:8080')}`);
+  assert.equal(svc[1000], `-A ${serviceChainName(r)} -j ${endpointChainName(r, '10.1.4.1:8080')}`);
+  assert.deepEqual(rendered.nat.get(endpointChainName(r, '10.1.0.1:8080')), [
+    `-A ${endpointChainName(r, '10.1.0.1:8080')} -s 10.1.0.1 -j KUBE-MARK-MASQ`,
+    `-A ${endpointChainName(r, '10.1.0.1:8080')} -m tcp -p tcp -j DNAT --to-destination 10.1.0.1:8080`,
+  ]);
+  // KUBE-SERVICES keeps its comments.
+  assert.match(rendered.nat.get('KUBE-SERVICES')![0]!, /--comment "ns\/big cluster IP"/);
+});
+
+test('comments are quoted and escaped as iptables-save prints them', () => {
+  const r = ref('we"ird', 'svc', '');
+  const rendered = renderRules(model([sp(r, [{ kind: 'ClusterIP', address: '10.96.0.7', port: 80 }], [])]));
+  assert.deepEqual(rendered.filter.get('KUBE-SERVICES'), [
+    '-A KUBE-SERVICES -m comment --comment "we\\"ird/svc has no endpoints" -m tcp -p tcp -d 10.96.0.7 --dport 80 -j REJECT',
+  ]);
+});
+
+test('renderRules is deterministic', () => {
+  const build = () =>
+    model(
+      [
+        sp(ref('a', 'x', 'http'), [{ kind: 'ClusterIP', address: '10.96.0.1', port: 80 }], [be('10.0.0.1', 80), be('10.0.0.2', 80)]),
+        sp(ref('b', 'y', ''), [{ kind: 'NodePort', address: '0.0.0.0', port: 30000 }], [be('10.0.0.3', 81)]),
+      ],
+      ['10.1.0.1'],
+    );
+  const a = renderRules(build());
+  const b = renderRules(build());
+  assert.deepEqual([...a.nat], [...b.nat]);
+  assert.deepEqual([...a.filter], [...b.filter]);
+});
+
+test('BUILTIN_JUMPS: upstream iptablesJumpChains then kubelet\'s KUBE-FIREWALL jumps, args ready for execFile', () => {
+  assert.deepEqual(
+    BUILTIN_JUMPS.map((j) => `${j.table} ${j.chain} ${j.args.join('|')}`),
+    [
+      'filter INPUT -m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes externally-visible service portals|-j|KUBE-EXTERNAL-SERVICES',
+      'filter FORWARD -m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes externally-visible service portals|-j|KUBE-EXTERNAL-SERVICES',
+      'filter INPUT -m|comment|--comment|kubernetes health check service ports|-j|KUBE-NODEPORTS',
+      'filter FORWARD -m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES',
+      'filter OUTPUT -m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES',
+      'filter FORWARD -m|comment|--comment|kubernetes forwarding rules|-j|KUBE-FORWARD',
+      'filter INPUT -m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes load balancer firewall|-j|KUBE-PROXY-FIREWALL',
+      'filter OUTPUT -m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes load balancer firewall|-j|KUBE-PROXY-FIREWALL',
+      'filter FORWARD -m|conntrack|--ctstate|NEW|-m|comment|--comment|kubernetes load balancer firewall|-j|KUBE-PROXY-FIREWALL',
+      'nat OUTPUT -m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES',
+      'nat PREROUTING -m|comment|--comment|kubernetes service portals|-j|KUBE-SERVICES',
+      'nat POSTROUTING -m|comment|--comment|kubernetes postrouting rules|-j|KUBE-POSTROUTING',
+      'filter INPUT -j|KUBE-FIREWALL',
+      'filter OUTPUT -j|KUBE-FIREWALL',
+    ],
+  );
+  // Every target but kubelet's chain is one renderRules always writes.
+  const rendered = renderRules(model([]));
+  for (const j of BUILTIN_JUMPS) {
+    const target = j.args.at(-1)!;
+    if (target !== 'KUBE-FIREWALL') assert.ok(rendered[j.table].has(target), `${j.table} ${target}`);
+  }
+});
+
+// restorePayload
+
+const A = ref('ns', 'a', 'http');
+const B = ref('ns', 'b', 'http');
+const frontendA: Frontend = { kind: 'ClusterIP', address: '10.96.0.1', port: 80 };
+const frontendB: Frontend = { kind: 'ClusterIP', address: '10.96.0.2', port: 80 };
+
+function lines(payload: string): string[] {
+  return payload.split('\n');
+}
+
+function declared(payload: string): string[] {
+  return lines(payload)
+    .filter((l) => l.startsWith(':'))
+    .map((l) => l.slice(1).split(' ')[0]!);
+}
+
+function deleted(payload: string): string[] {
+  return lines(payload)
+    .filter((l) => l.startsWith('-X '))
+    .map((l) => l.slice(3));
+}
+
+test('restorePayload: first sync declares every chain and deletes the stale kube-proxy chains it finds', () => {
+  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)])])).nat;
+  const stale = serviceChainName(ref('old', 'svc', ''));
+  const payload = restorePayload('nat', undefined, next, [
+    'PREROUTING',
+    'DOCKER',
+    'KUBE-MARK-DROP',
+    'KUBE-SERVICES',
+    stale,
+    'KUBE-SEP-AAAAAAAAAAAAAAAA',
+    serviceChainName(A),
+  ]);
+  assert.deepEqual(declared(payload), [...next.keys(), 'KUBE-SEP-AAAAAAAAAAAAAAAA', stale]);
+  assert.deepEqual(deleted(payload), ['KUBE-SEP-AAAAAAAAAAAAAAAA', stale]);
+  assert.deepEqual(lines(payload), [
+    '*nat',
+    ...[...next.keys(), 'KUBE-SEP-AAAAAAAAAAAAAAAA', stale].map((c) => `:${c} - [0:0]`),
+    ...[...next.values()].flat(),
+    '-X KUBE-SEP-AAAAAAAAAAAAAAAA',
+    `-X ${stale}`,
+    'COMMIT',
+    '',
+  ]);
+});
+
+test('restorePayload: one endpoint change rewrites only that service port\'s chains and the top-level ones', () => {
+  const previous = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])])).nat;
+  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.2', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])])).nat;
+  const oldSep = endpointChainName(A, '10.0.0.1:8080');
+  const newSep = endpointChainName(A, '10.0.0.2:8080');
+  const payload = restorePayload('nat', previous, next, []);
+  assert.deepEqual(declared(payload), ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', serviceChainName(A), newSep, oldSep]);
+  assert.deepEqual(deleted(payload), [oldSep]);
+  assert.ok(!payload.includes(serviceChainName(B) + ' -'), 'B\'s chain is not rewritten');
+  assert.ok(payload.includes(`-A KUBE-SERVICES -m comment --comment "ns/b:http cluster IP"`), 'B keeps its KUBE-SERVICES rule');
+});
+
+test('restorePayload: a removed service port\'s chains are flushed, then deleted after the rules', () => {
+  const previous = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])])).nat;
+  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)])])).nat;
+  const payload = restorePayload('nat', previous, next, []);
+  const gone = [endpointChainName(B, '10.0.0.9:8080'), serviceChainName(B)];
+  assert.deepEqual(declared(payload), ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', ...gone]);
+  assert.deepEqual(deleted(payload), gone);
+  assert.ok(!payload.includes('ns/b:http'), 'no rule of B remains');
+  const at = lines(payload);
+  assert.ok(at.findIndex((l) => l.startsWith('-X')) > at.map((l) => l.startsWith('-A')).lastIndexOf(true), '-X after every rule');
+  assert.equal(at.at(-2), 'COMMIT');
+});
+
+test('restorePayload: nothing changed, only the top-level chains; filter table too', () => {
+  const m = model([sp(A, [frontendA], [be('10.0.0.1', 8080)])], ['127.0.0.1']);
+  const rendered = renderRules(m);
+  const again = renderRules(m);
+  assert.deepEqual(declared(restorePayload('nat', rendered.nat, again.nat, [])), ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ']);
+  const filter = restorePayload('filter', rendered.filter, again.filter, []);
+  assert.equal(filter.split('\n')[0], '*filter');
+  assert.deepEqual(declared(filter), ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', 'KUBE-FIREWALL']);
+  assert.deepEqual(deleted(filter), []);
+});
+
+test('restorePayload: KUBE-FIREWALL no longer wanted is left alone (kubelet may own its rule)', () => {
+  const before = renderRules(model([], ['127.0.0.1'])).filter;
+  const after = renderRules(model([], ['10.0.0.1'])).filter;
+  const payload = restorePayload('filter', before, after, []);
+  assert.ok(!declared(payload).includes('KUBE-FIREWALL'));
+  assert.deepEqual(deleted(payload), []);
+});
