@@ -245,3 +245,69 @@ export function mapMaxEntries(mapFd: number): number {
   check('bpf_obj_get_info_by_fd', fn.objGetInfoByFd(mapFd, info, len));
   return info.readUInt32LE(16);
 }
+
+/*
+ * Feature probing. libbpf's type probes return 1 (supported), 0 (not) or a
+ * negative errno when the probe itself failed. Its helper probe is not
+ * used: libbpf 1.1 only knows the verifier's pre-6.2 wording for a helper a
+ * program type may not call, and reports such helpers as supported on newer
+ * kernels ("program of this type cannot use helper").
+ */
+const probeFn = {
+  progType: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
+  mapType: lib.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
+  progLoad: lib.func(
+    'int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const void *opts)',
+  ),
+};
+
+export function probeProgramType(progType: number): boolean {
+  return check(`libbpf_probe_bpf_prog_type(${progType})`, probeFn.progType(progType, null)) === 1;
+}
+
+export function probeMapType(mapType: number): boolean {
+  return check(`libbpf_probe_bpf_map_type(${mapType})`, probeFn.mapType(mapType, null)) === 1;
+}
+
+/** A program the kernel refused to load, with what the verifier said. */
+export class ProgramLoadError extends BpfError {
+  constructor(
+    call: string,
+    errno: number,
+    readonly verifierLog: string,
+  ) {
+    super(call, errno);
+  }
+}
+
+/**
+ * struct bpf_prog_load_opts of libbpf 1.1 on 64-bit: size_t sz at 0, int
+ * attempts at 8, enum bpf_attach_type expected_attach_type at 12, __u32
+ * log_level at 88, log_size at 92, char *log_buf at 96; 104 bytes in all,
+ * every other field (BTF, attach targets) zero.
+ */
+const PROG_LOAD_OPTS_SIZE = 104;
+const VERIFIER_LOG_SIZE = 16384;
+
+/**
+ * Loads raw instructions (8 bytes each) as a program of the given type and
+ * expected attach type, returning its fd; nothing is attached. A refusal
+ * throws ProgramLoadError carrying the verifier log.
+ */
+export function loadProgram(progType: number, expectedAttachType: number, insns: Buffer): number {
+  const log = koffi.alloc('char', VERIFIER_LOG_SIZE);
+  try {
+    const opts = Buffer.alloc(PROG_LOAD_OPTS_SIZE);
+    opts.writeBigUInt64LE(BigInt(PROG_LOAD_OPTS_SIZE), 0);
+    opts.writeUInt32LE(expectedAttachType, 12);
+    opts.writeUInt32LE(1, 88);
+    opts.writeUInt32LE(VERIFIER_LOG_SIZE, 92);
+    opts.writeBigUInt64LE(BigInt(koffi.address(log)), 96);
+    const rc = probeFn.progLoad(progType, 'kpx_probe', 'Dual BSD/GPL', insns, insns.length / 8, opts) as number;
+    if (rc >= 0) return rc;
+    const text = koffi.decode(log, 'char', VERIFIER_LOG_SIZE) as string;
+    throw new ProgramLoadError(`bpf_prog_load(type ${progType}, expected attach type ${expectedAttachType})`, -rc, text);
+  } finally {
+    koffi.free(log);
+  }
+}
