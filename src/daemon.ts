@@ -6,6 +6,9 @@ import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import { EbpfDatapath } from './datapath/ebpf.js';
+import { IptablesDatapath } from './datapath/iptables.js';
+import { chooseMode, probeKernel } from './datapath/probe.js';
+import type { Datapath } from './datapath/types.js';
 import { networkProgrammingLatencies } from './metrics/programming-latency.js';
 import { ModelCache } from './model/incremental.js';
 import { resolveNodePortAddresses } from './model/node-addresses.js';
@@ -21,12 +24,15 @@ export type SourceConfig =
 
 export interface AgentConfig {
   source: SourceConfig;
-  cgroup: string;
+  /** cgroup2 folder for the socket programs; required in ebpf mode. */
+  cgroup?: string;
   bpffs: string;
   nodeName: string;
-  mode: 'ebpf';
-  /** External interfaces for NodePort/externalIP/LoadBalancer traffic; none given: the default route's. */
-  interfaces: string[];
+  mode: 'auto' | 'ebpf' | 'iptables';
+  /** A probe result to use instead of the kernel's (tests of --mode auto on a kernel that has everything). */
+  probeOverride?: string;
+  /** External interfaces for NodePort/externalIP/LoadBalancer traffic; 'auto': those of the default route. */
+  interfaces: string[] | 'auto';
   /** kube-proxy's --nodeport-addresses: CIDRs that limit which node addresses answer NodePorts. */
   nodePortCIDRs: string[];
   xdp: boolean;
@@ -42,23 +48,21 @@ export interface Agent {
 }
 
 export async function startAgent(config: AgentConfig, log: Logger): Promise<Agent> {
+  // A forced iptables mode needs no probe (it loads some 30 throwaway programs).
+  const report = config.mode === 'iptables' ? { missing: [], checked: [] } : probeKernel({ override: config.probeOverride });
+  const choice = chooseMode(config.mode, report);
+  if ('error' in choice) throw new Error(choice.error);
+  log.info({ mode: choice.mode, requested: config.mode, reason: choice.reason }, `datapath mode ${choice.mode}`);
   const src = config.source;
   const source =
     src.kind === 'manifests'
       ? new ManifestSource(src.dir, log)
       : new KubeSource({ kubeconfig: src.kubeconfig, master: src.master, nodeName: config.nodeName, log });
-  const interfaces = config.interfaces.length ? config.interfaces : defaultRouteInterfaces();
+  const interfaces = config.interfaces === 'auto' ? defaultRouteInterfaces() : config.interfaces;
   const nodePort = resolveNodePortAddresses(networkInterfaces(), interfaces, config.nodePortCIDRs);
   for (const problem of nodePort.problems) log.warn({ interfaces, nodePortCIDRs: config.nodePortCIDRs }, problem);
   log.info({ interfaces, nodePortAddresses: nodePort.addresses }, 'node addresses');
-  const datapath = EbpfDatapath.open({
-    bpffs: config.bpffs,
-    cgroup: config.cgroup,
-    interfaces,
-    xdp: config.xdp,
-    mapSizes: config.mapSizes,
-    log,
-  });
+  const datapath: Datapath = choice.mode === 'ebpf' ? openEbpf(config, interfaces, log) : new IptablesDatapath({ log });
   let triggerTimes: number[] = [];
   const models = new ModelCache();
   const model = (): Model => {
@@ -89,7 +93,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
     throw err;
   }
   syncer.start();
-  log.info({ mode: config.mode, node: config.nodeName, source: src.kind }, 'agent running');
+  log.info({ mode: datapath.mode, node: config.nodeName, source: src.kind }, 'agent running');
   return {
     stop() {
       source.close();
@@ -104,4 +108,9 @@ function defaultRouteInterfaces(): string[] {
   const rows = readFileSync('/proc/net/route', 'utf8').trim().split('\n').slice(1);
   const names = rows.map((row) => row.split('\t')).filter((cols) => cols[1] === '00000000' && cols[7] === '00000000');
   return [...new Set(names.map((cols) => cols[0]))];
+}
+
+function openEbpf(config: AgentConfig, interfaces: string[], log: Logger): EbpfDatapath {
+  if (config.cgroup === undefined) throw new Error('ebpf mode needs --cgroup (the cgroup2 folder whose sockets kpx translates)');
+  return EbpfDatapath.open({ bpffs: config.bpffs, cgroup: config.cgroup, interfaces, xdp: config.xdp, mapSizes: config.mapSizes, log });
 }

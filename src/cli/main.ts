@@ -1,12 +1,18 @@
 /**
  * The kpx command line: the only reader of argv and the environment.
  */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { readPinnedTables, removePins } from '../datapath/ebpf.js';
+import { removeKpxRules, removeKubeProxyRules } from '../datapath/kube-proxy-cleanup.js';
 import { startAgent } from '../daemon.js';
-import { formatListing, listNodeAddresses, listServicePorts } from '../inspect/listing.js';
+import { TABLES } from '../contract/tables.js';
+import { listFromIptablesSave, nodeAddressesFromIptablesSave } from '../inspect/iptables-listing.js';
+import { formatListing, listNodeAddresses, listServicePorts, type ListedServicePort } from '../inspect/listing.js';
 import { createLogger } from '../log.js';
 import { runLabDemo } from '../lab/demo.js';
 import { parseNodePortRange } from '../model/node-addresses.js';
@@ -18,6 +24,17 @@ function parseDurationMs(text: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(text);
   if (!m) throw new Error(`expected a duration like 100ms, 1s or 1m, got "${text}"`);
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
+}
+
+/** What the kernel holds, from whichever datapath is in place: pinned maps under bpffs, else the iptables rules. */
+function readProgrammed(bpffs: string): { mode: 'ebpf' | 'iptables'; servicePorts: ListedServicePort[]; nodeAddresses: string[] } {
+  if (existsSync(join(bpffs, TABLES.frontends.map))) {
+    const tables = readPinnedTables(bpffs);
+    return { mode: 'ebpf', servicePorts: listServicePorts(tables), nodeAddresses: listNodeAddresses(tables) };
+  }
+  const saved = spawnSync('iptables-save', [], { encoding: 'utf8' });
+  if (saved.status !== 0) throw new Error(`no pinned maps under ${bpffs}, and iptables-save failed: ${saved.stderr.trim()}`);
+  return { mode: 'iptables', servicePorts: listFromIptablesSave(saved.stdout), nodeAddresses: nodeAddressesFromIptablesSave(saved.stdout) };
 }
 
 function commaList(text: string | undefined): string[] {
@@ -54,13 +71,21 @@ await yargs(hideBin(process.argv))
         .option('kubeconfig', { type: 'string', describe: 'kubeconfig of the API server to watch' })
         .option('master', { type: 'string', describe: 'API server URL, overriding the kubeconfig' })
         .conflicts('manifests', ['kubeconfig', 'master'])
-        .option('cgroup', { type: 'string', demandOption: true, describe: 'cgroup2 folder to attach the socket programs to' })
+        .option('cgroup', { type: 'string', describe: 'cgroup2 folder to attach the socket programs to (ebpf mode)' })
         .option('bpffs', { type: 'string', default: DEFAULT_BPFFS, describe: 'bpffs folder to pin maps and links under' })
         .option('node-name', { type: 'string', default: hostname() })
-        .option('mode', { type: 'string', choices: ['ebpf'], default: 'ebpf' })
+        .option('mode', {
+          choices: ['auto', 'ebpf', 'iptables'] as const,
+          default: 'auto' as const,
+          describe: 'datapath: ebpf when the kernel has every feature it needs (auto), or forced',
+        })
         .option('service-cluster-ip-range', { type: 'string', default: '10.96.0.0/12' })
         .option('service-node-port-range', { type: 'string', default: '30000-32767', describe: 'range manifest-mode nodePorts are allocated from' })
-        .option('interfaces', { type: 'string', describe: 'external interfaces, comma-separated (default: those of the default route)' })
+        .option('interfaces', {
+          type: 'string',
+          default: 'auto',
+          describe: 'external interfaces, comma-separated; auto: those of the default route; none: no packet-level translation',
+        })
         .option('nodeport-addresses', { type: 'string', describe: 'CIDRs of the node addresses that answer NodePorts, comma-separated (default: all)' })
         .option('xdp', { type: 'boolean', default: false, describe: 'also translate in XDP on the external interfaces' })
         .option('min-sync-period', { type: 'string', default: '100ms', describe: 'least time between two syncs of a burst (e.g. 100ms, 1s)' })
@@ -76,10 +101,11 @@ await yargs(hideBin(process.argv))
           cgroup: argv.cgroup,
           bpffs: argv.bpffs,
           nodeName: argv['node-name'],
-          mode: 'ebpf',
+          mode: argv.mode,
+          probeOverride: process.env.KPX_PROBE_OVERRIDE,
           serviceClusterIPRange: argv['service-cluster-ip-range'],
           serviceNodePortRange: parseNodePortRangeFlag(argv['service-node-port-range']),
-          interfaces: commaList(argv.interfaces),
+          interfaces: argv.interfaces === 'auto' ? 'auto' : argv.interfaces === 'none' ? [] : commaList(argv.interfaces),
           nodePortCIDRs: commaList(argv['nodeport-addresses']),
           xdp: argv.xdp,
           minSyncIntervalMs: parseDurationMs(argv['min-sync-period']),
@@ -101,22 +127,40 @@ await yargs(hideBin(process.argv))
     'show what the kernel holds, read back from the pinned maps',
     (y) => y.option('bpffs', { type: 'string', default: DEFAULT_BPFFS }).option('json', { type: 'boolean', default: false }),
     (argv) => {
-      const tables = readPinnedTables(argv.bpffs);
-      const listed = listServicePorts(tables);
-      process.stdout.write((argv.json ? JSON.stringify(listed, null, 2) : formatListing(listed, listNodeAddresses(tables))) + '\n');
+      const programmed = readProgrammed(argv.bpffs);
+      const text = argv.json
+        ? JSON.stringify(programmed.servicePorts, null, 2)
+        : `mode: ${programmed.mode}\n${formatListing(programmed.servicePorts, programmed.nodeAddresses)}`;
+      process.stdout.write(text + '\n');
     },
   )
   .command(
     'cleanup',
-    'remove everything kpx installed: links (detaching the programs) and maps',
+    "remove everything kpx installed (pinned links and maps, iptables rules), or with --kube-proxy a replaced kube-proxy's rules",
     (y) =>
       y
         .option('bpffs', { type: 'string', default: DEFAULT_BPFFS })
-        .option('cgroup', { type: 'string', describe: 'only remove links attached to this cgroup2 folder' }),
-    (argv) => {
+        .option('cgroup', { type: 'string', describe: 'only remove links attached to this cgroup2 folder' })
+        .option('kube-proxy', {
+          type: 'boolean',
+          default: false,
+          describe: "remove kube-proxy's iptables rules (legacy and nft, IPv4 and IPv6) instead of kpx's",
+        }),
+    async (argv) => {
       const log = createLogger(argv['log-level']);
-      const removed = removePins(argv.bpffs, argv.cgroup);
-      log.info({ bpffs: argv.bpffs, removed }, removed.length ? 'removed kpx pins' : 'nothing of kpx found');
+      if (!argv['kube-proxy']) {
+        const removed = removePins(argv.bpffs, argv.cgroup);
+        log.info({ bpffs: argv.bpffs, removed }, removed.length ? 'removed kpx pins' : 'no kpx pins found');
+      }
+      // kpx's iptables rules carry kube-proxy's names: plain cleanup removes them from the backend `iptables` selects.
+      const results = argv['kube-proxy'] ? await removeKubeProxyRules() : await removeKpxRules();
+      for (const r of results) {
+        if (r.status === 'cleaned') {
+          log.info({ backend: r.backend, family: r.family, table: r.table, removed: r.removed }, `removed ${r.removed.length} iptables entries`);
+        } else if (r.status === 'skipped') log.info({ backend: r.backend, family: r.family }, r.reason);
+        else log.error({ backend: r.backend, family: r.family, table: r.table }, r.reason);
+      }
+      if (results.some((r) => r.status === 'failed')) process.exitCode = 1;
     },
   )
   .command(

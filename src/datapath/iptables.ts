@@ -1,0 +1,110 @@
+/**
+ * The iptables datapath, for kernels without what the eBPF one needs: the
+ * model rendered in kube-proxy's own chain structure and applied with
+ * `iptables-restore --noflush`, one atomic transaction per table, rewriting
+ * only the chains that changed since the last good sync.
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { Model } from '../model/types.js';
+import { BUILTIN_JUMPS, renderRules, restorePayload, type RenderedRules } from './iptables-rules.js';
+import type { Datapath, SyncResult } from './types.js';
+
+const TABLES = ['filter', 'nat'] as const;
+
+/** The commands of one iptables backend; `iptables` is whichever the system selected (nft or legacy). */
+export interface IptablesCommands {
+  iptables: string;
+  save: string;
+  restore: string;
+}
+
+export const DEFAULT_IPTABLES: IptablesCommands = { iptables: 'iptables', save: 'iptables-save', restore: 'iptables-restore' };
+
+export interface IptablesOptions {
+  log: Logger;
+  commands?: IptablesCommands;
+}
+
+export class IptablesDatapath implements Datapath {
+  readonly mode = 'iptables';
+  /** What the last good sync applied; undefined after a start or a failure: the next sync rewrites every chain. */
+  private applied: RenderedRules | undefined;
+  private readonly commands: IptablesCommands;
+
+  constructor(private readonly opts: IptablesOptions) {
+    this.commands = opts.commands ?? DEFAULT_IPTABLES;
+  }
+
+  sync(model: Model): SyncResult {
+    const next = renderRules(model);
+    const previous = this.applied;
+    this.applied = undefined;
+    if (!previous) {
+      this.ensureJumps();
+      // kube-proxy's iptables mode serves 127.0.0.1 NodePorts the same way: DNAT of a loopback destination needs it.
+      if (model.nodeAddresses.some((a) => a.startsWith('127.'))) writeFileSync('/proc/sys/net/ipv4/conf/all/route_localnet', '1');
+    }
+    const payload = TABLES.map((table) =>
+      restorePayload(table, previous?.[table], next[table], previous ? [] : this.existingChains(table)),
+    ).join('');
+    const restored = spawnSync(this.commands.restore, ['-w', '--noflush'], { input: payload, encoding: 'utf8' });
+    if (restored.error || restored.status !== 0) {
+      throw new Error(`${this.commands.restore} --noflush failed: ${restored.error?.message ?? restored.stderr.trim()}`);
+    }
+    this.applied = next;
+    this.opts.log.trace({ payload }, 'iptables-restore');
+    return countChanges(previous, next);
+  }
+
+  reread(): void {
+    this.applied = undefined;
+  }
+
+  close(): void {
+    // Nothing held: the rules stay in the kernel by design.
+  }
+
+  /** Jumps from built-in chains cannot go through a --noflush restore without flushing those chains: ensured one by one, as kube-proxy does. */
+  private ensureJumps(): void {
+    for (const jump of BUILTIN_JUMPS) {
+      const exists = spawnSync(this.commands.iptables, ['-w', '-t', jump.table, '-C', jump.chain, ...jump.args], { encoding: 'utf8' });
+      if (exists.status === 0) continue;
+      // The target chain must exist before a rule can jump to it.
+      spawnSync(this.commands.iptables, ['-w', '-t', jump.table, '-N', targetOf(jump.args)], { encoding: 'utf8' });
+      const inserted = spawnSync(this.commands.iptables, ['-w', '-t', jump.table, '-I', jump.chain, ...jump.args], { encoding: 'utf8' });
+      if (inserted.status !== 0) {
+        throw new Error(`${this.commands.iptables} -t ${jump.table} -I ${jump.chain} ${jump.args.join(' ')}: ${inserted.stderr.trim()}`);
+      }
+    }
+  }
+
+  private existingChains(table: string): string[] {
+    const saved = spawnSync(this.commands.save, ['-t', table], { encoding: 'utf8' });
+    if (saved.status !== 0) throw new Error(`${this.commands.save} -t ${table}: ${saved.stderr.trim()}`);
+    return saved.stdout
+      .split('\n')
+      .filter((line) => line.startsWith(':'))
+      .map((line) => line.slice(1).split(' ')[0]!);
+  }
+}
+
+function targetOf(args: readonly string[]): string {
+  const at = args.indexOf('-j');
+  if (at < 0 || at + 1 >= args.length) throw new Error(`jump rule without -j: ${args.join(' ')}`);
+  return args[at + 1]!;
+}
+
+/** Rules added and removed, by rule text, across both tables. */
+function countChanges(previous: RenderedRules | undefined, next: RenderedRules): SyncResult {
+  let written = 0;
+  let removed = 0;
+  for (const table of TABLES) {
+    const before = new Set([...(previous?.[table].values() ?? [])].flat());
+    const after = new Set([...next[table].values()].flat());
+    for (const rule of after) if (!before.has(rule)) written++;
+    for (const rule of before) if (!after.has(rule)) removed++;
+  }
+  return { written, removed };
+}
