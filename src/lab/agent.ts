@@ -28,20 +28,24 @@ export async function startLabAgent(lab: ClusterLab, opts: LabAgentOptions = {})
   // An API server on loopback in the test process means sharing its network
   // namespace, the root one: there, an interface name would be a host's.
   if (opts.kubeconfig && node.interface) throw new Error('startLabAgent: a kubeconfig agent runs in the root netns and must not attach to interfaces');
+  // Nor may it write iptables rules there: ebpf only, even if --mode auto would fall back.
+  if (opts.kubeconfig && opts.extraArgs?.includes('iptables')) throw new Error('startLabAgent: a kubeconfig agent runs in the root netns: no iptables mode');
   const agent = lab.spawn(
     opts.kubeconfig ? AGENT_HOST : node.host,
     kpxArgv([
       '--log-level',
       opts.logLevel ?? 'debug',
       'run',
-      ...(opts.kubeconfig ? ['--kubeconfig', opts.kubeconfig] : ['--manifests', lab.manifestsDir]),
+      ...(opts.kubeconfig ? ['--kubeconfig', opts.kubeconfig, '--mode', 'ebpf'] : ['--manifests', lab.manifestsDir]),
       '--cgroup',
       node.cgroupPath,
       '--bpffs',
       node.bpffsPath,
       '--node-name',
       node.name,
-      ...(node.interface ? ['--interfaces', node.interface] : []),
+      // Never the default (the default route's interfaces): outside a lab node that would be a host interface.
+      '--interfaces',
+      node.interface ?? 'none',
       ...(opts.extraArgs ?? []),
     ]),
   );

@@ -3,7 +3,7 @@
 //
 // Single node, createLab({ pods, externalHosts }), the original lab:
 //   <runId>-node     bridge br0 10.244.0.1/24, ip_forward=1, ext<k> links to external hosts
-//   <runId>-<pod>    eth0 <address>/24 on br0, default via 10.244.0.1 (incl. "client" 10.244.0.100)
+//   <runId>-<pod>    eth0 <address>/32 on br0, default via 10.244.0.1 onlink (incl. "client" 10.244.0.100)
 //   <runId>-<ext>    eth0 <address>/24, default via 192.0.2.1 (node side of its own veth)
 //   one cgroup (lab.cgroupPath) and one bpffs (lab.bpffsPath); the node is called node-a.
 //
@@ -11,7 +11,7 @@
 //   <runId>-wire     bridge br0 joining every node and external host (172.18.0.0/24)
 //   <runId>-<node>   node i: eth0 172.18.0.(2+i)/24 on the wire, br0 10.244.(1+i).1/24 for its
 //                    pods, ip_forward=1, a route to every other node's pod /24 via that node
-//   <runId>-<pod>    eth0 <address>/24 on its node's br0, default via the node
+//   <runId>-<pod>    eth0 <address>/32 on its node's br0, default via the node (onlink)
 //   <runId>-<ext>    eth0 <address>/24 on the wire and nothing else: it reaches node
 //                    addresses only, so whatever it gets from a pod went through NAT
 //   per node: its own cgroup and bpffs mount (lab.node(name).cgroupPath, .bpffsPath).
@@ -475,15 +475,32 @@ class LabImpl implements Lab {
     await this.ip(node.host, 'addr', 'add', `${node.podGateway}/24`, 'dev', 'br0');
     await this.ip(node.host, 'link', 'set', 'br0', 'up');
     // /proc/sys/net is per netns: the writer's netns decides which one is set.
-    await this.runInNetns(node.host, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    // Pods reach each other through the node (see attachPod), which must not
+    // teach them a shortcut with ICMP redirects.
+    await this.runInNetns(node.host, [
+      'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.br0.send_redirects=0',
+    ]);
+    // A real node routes everything it has no better route for (ClusterIPs
+    // included) to its uplink; netfilter only sees what routing lets through.
+    // Here the uplink is a bridge without ports (no dummy module needed):
+    // whatever is not translated goes nowhere, and never leaves the namespace.
+    await this.ip(node.host, 'link', 'add', 'uplink0', 'type', 'bridge');
+    await this.ip(node.host, 'link', 'set', 'uplink0', 'up');
+    await this.ip(node.host, 'route', 'add', 'default', 'dev', 'uplink0');
   }
 
   /** veth created inside the node netns with its peer moved straight into the pod: no host-side names. */
   private async attachPod(node: LabNode, pod: LabHost, bridgePort: string): Promise<void> {
     await this.ip(node.host, 'link', 'add', bridgePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netnsName(pod.name));
     await this.ip(node.host, 'link', 'set', bridgePort, 'master', 'br0', 'up');
-    await this.configureEth0(pod.name, pod.address);
-    await this.ip(pod.name, 'route', 'add', 'default', 'via', node.podGateway, 'dev', 'eth0');
+    // A /32 and an onlink gateway, as Calico and Cilium give pods: traffic
+    // between two pods of a node is routed by the node, never bridged past
+    // it, so the node's netfilter sees both directions (iptables mode's DNAT
+    // of pod-to-Service traffic depends on it, as kube-proxy depends on
+    // br_netfilter).
+    await this.ip(pod.name, 'addr', 'add', `${pod.address}/32`, 'dev', 'eth0');
+    await this.ip(pod.name, 'link', 'set', 'eth0', 'up');
+    await this.ip(pod.name, 'route', 'add', 'default', 'via', node.podGateway, 'dev', 'eth0', 'onlink');
   }
 
   /**
