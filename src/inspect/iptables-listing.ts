@@ -13,7 +13,7 @@
 import { KUBE_EXTERNAL_SERVICES, KUBE_NODEPORTS, KUBE_SERVICES } from '../datapath/iptables-rules.js';
 import { NODE_PORT_ADDRESS } from '../model/types.js';
 import { sortedIPv4s } from '../model/cluster-ip.js';
-import type { ListedServicePort } from './listing.js';
+import { sortListed, type ListedServicePort } from './listing.js';
 
 /**
  * The kind of an address that refuses connections for a Service without
@@ -113,10 +113,6 @@ function parseServicePortName(text: string): { namespace: string; name: string; 
   return { namespace: text.slice(0, slash), name, portName: colon < 0 ? '' : rest.slice(colon + 1) };
 }
 
-function numericIPv4(address: string): number {
-  return address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
-}
-
 /** Collects service ports by name and protocol, whichever rule names them first. */
 class Listing {
   private readonly byKey = new Map<string, ListedServicePort>();
@@ -140,23 +136,9 @@ class Listing {
   }
 
   sorted(): ListedServicePort[] {
-    const listed = [...this.byKey.values()];
-    for (const l of listed) {
-      l.frontends.sort(
-        (a, b) =>
-          FRONTEND_KIND_ORDER.indexOf(a.kind) - FRONTEND_KIND_ORDER.indexOf(b.kind) ||
-          numericIPv4(a.address) - numericIPv4(b.address) ||
-          a.port - b.port,
-      );
-    }
-    return listed.sort(
-      (a, b) =>
-        a.namespace.localeCompare(b.namespace) ||
-        a.name.localeCompare(b.name) ||
-        a.portName.localeCompare(b.portName) ||
-        a.protocol.localeCompare(b.protocol),
-    );
+    return sortListed([...this.byKey.values()], FRONTEND_KIND_ORDER);
   }
+
 }
 
 /** What a rule captures: its service port (from the comment), protocol and destination port. */

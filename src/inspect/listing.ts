@@ -68,8 +68,11 @@ export function listServicePorts(tables: Tables): ListedServicePort[] {
       byId.get(s.service_id)?.backends.push({ address: b.addr, port: b.port, state: nameOf(STATE, s.state), local });
     }
   }
-  const kindOrder = Object.keys(KIND);
-  const listed = [...byId.values()];
+  return sortListed([...byId.values()], Object.keys(KIND));
+}
+
+/** Sorts service ports by name and each one's frontends by kind (in kindOrder), address and port, in place. */
+export function sortListed(listed: ListedServicePort[], kindOrder: readonly string[]): ListedServicePort[] {
   const numeric = (address: string) => address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
   for (const l of listed) {
     l.frontends.sort(
