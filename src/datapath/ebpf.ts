@@ -68,6 +68,8 @@ export class EbpfDatapath implements Datapath {
     private readonly mapFds: Record<TableName, number>,
     private readonly capacity: Record<TableName, number>,
     private readonly linkFds: number[],
+    /** Kernel-wide program IDs by program name. */
+    private readonly programIds: Map<string, number>,
     private readonly log: Logger,
   ) {
     this.applied = readTables(mapFds);
@@ -109,8 +111,8 @@ export class EbpfDatapath implements Datapath {
         mapFds[table] = bpf.mapFd(bpf.findMap(objects[0], TABLES[table].map));
         capacity[table] = bpf.mapMaxEntries(mapFds[table]);
       }
-      const dp = new EbpfDatapath(objects, mapFds, capacity, linkFds, opts.log);
-      dp.programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
+      const programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
+      const dp = new EbpfDatapath(objects, mapFds, capacity, linkFds, programIds, opts.log);
       opts.log.info(
         {
           bpffs: opts.bpffs,
@@ -133,8 +135,6 @@ export class EbpfDatapath implements Datapath {
       throw err;
     }
   }
-
-  private programIds = new Map<string, number>();
 
   /** The kernel-wide ID of one of the loaded programs (for BPF_PROG_TEST_RUN through bpftool). */
   programId(program: string): number {
