@@ -10,9 +10,9 @@ import { IptablesDatapath } from './datapath/iptables.js';
 import { chooseMode, probeKernel } from './datapath/probe.js';
 import type { Datapath } from './datapath/types.js';
 import { networkProgrammingLatencies } from './metrics/programming-latency.js';
-import { ModelCache } from './model/incremental.js';
+import { ModelCache, wholeModel } from './model/incremental.js';
 import { resolveNodePortAddresses } from './model/node-addresses.js';
-import type { Model, PortRange } from './model/types.js';
+import type { ModelOptions, ModelUpdate, PortRange } from './model/types.js';
 import { DEFAULT_SYNCER_OPTIONS, Syncer } from './reconcile/syncer.js';
 import { KubeSource } from './source/kube.js';
 import { ManifestSource } from './source/manifests.js';
@@ -65,19 +65,26 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
   const datapath: Datapath = choice.mode === 'ebpf' ? openEbpf(config, interfaces, log) : new IptablesDatapath({ log });
   let triggerTimes: number[] = [];
   const models = new ModelCache();
-  const model = (): Model => {
+  const modelOptions: ModelOptions = {
+    serviceClusterIPRange: config.serviceClusterIPRange,
+    // An API server has already allocated every ClusterIP and nodePort; a manifest folder has no one to do it.
+    allocateClusterIPs: src.kind === 'manifests',
+    allocateNodePorts: src.kind === 'manifests',
+    serviceNodePortRange: config.serviceNodePortRange,
+    nodeName: config.nodeName,
+    nodePortAddresses: nodePort.addresses,
+  };
+  let manifestSequence = 0;
+  const model = (): ModelUpdate => {
+    // The API server's objects arrive one event at a time: the model follows them per Service.
+    if (source instanceof KubeSource) {
+      triggerTimes = triggerTimes.concat(source.takeTriggerTimes());
+      return models.update(source.groups, modelOptions);
+    }
+    // A manifest folder is re-read whole, and allocation spans its Services.
     const snap = source.snapshot();
-    if (source instanceof KubeSource) triggerTimes = triggerTimes.concat(source.takeTriggerTimes());
-    const built = models.build(snap.objects, {
-      serviceClusterIPRange: config.serviceClusterIPRange,
-      // An API server has already allocated every ClusterIP and nodePort; a manifest folder has no one to do it.
-      allocateClusterIPs: src.kind === 'manifests',
-      allocateNodePorts: src.kind === 'manifests',
-      serviceNodePortRange: config.serviceNodePortRange,
-      nodeName: config.nodeName,
-      nodePortAddresses: nodePort.addresses,
-    });
-    return { ...built, rejected: [...snap.rejected, ...built.rejected] };
+    const built = models.build(snap.objects, modelOptions);
+    return wholeModel({ ...built, rejected: [...snap.rejected, ...built.rejected] }, ++manifestSequence);
   };
   const onApplied = (appliedAtMs: number) => {
     const latencies = networkProgrammingLatencies(triggerTimes, appliedAtMs);

@@ -38,7 +38,7 @@ import {
   type ServiceValue,
 } from '../contract/codecs.js';
 import { emptyTables, type TableName, type Tables } from '../contract/tables.js';
-import type { IgnoredService, Model, ServicePort } from '../model/types.js';
+import type { IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
 
 /** Identity -> ID, for services (service ports and ignored Services) and backends. */
 export interface IdAssignment {
@@ -48,6 +48,10 @@ export interface IdAssignment {
 
 /** The keys (hex) an update touched, per table. */
 export type TouchedKeys = Record<TableName, Set<string>>;
+
+function emptyTouched(): TouchedKeys {
+  return { frontends: new Set(), slots: new Set(), backends: new Set(), services: new Set(), nodeAddrs: new Set() };
+}
 
 export function serviceIdentity(v: ServiceValue): string {
   if (v.skip_reason !== SKIP.none) return `${v.namespace}/${v.name}#ignored`;
@@ -156,8 +160,9 @@ export class Compiler {
     return { services: new Map(this.serviceIds), backends: new Map(this.backendIds) };
   }
 
+  /** Makes the tables hold the whole model: every source is looked at, unchanged ones (same objects) cost a lookup. */
   update(model: Model): TouchedKeys {
-    const touched: TouchedKeys = { frontends: new Set(), slots: new Set(), backends: new Set(), services: new Set(), nodeAddrs: new Set() };
+    const touched = emptyTouched();
     this.updateNodeAddrs(model.nodeAddresses, touched);
     // Unchanged sources (same objects as last time) are only counted as wanted: no values built, nothing touched.
     const wanted = new Map<string, Want | undefined>();
@@ -166,7 +171,26 @@ export class Compiler {
       if (known !== undefined && this.compiled.get(known)?.source === source) wanted.set(known, undefined);
       else this.want(wanted, source);
     }
-    return this.apply(wanted, touched);
+    const gone = [...this.compiled.keys()].filter((identity) => !wanted.has(identity));
+    return this.apply(wanted, gone, touched);
+  }
+
+  /**
+   * Applies what changed since the model this compiler last took: only the
+   * sources named are looked at. The caller makes sure the delta follows
+   * that model (ModelDelta.since).
+   */
+  updateDelta(delta: ModelDelta): TouchedKeys {
+    const touched = emptyTouched();
+    this.updateNodeAddrs(delta.nodeAddresses, touched);
+    const wanted = new Map<string, Want | undefined>();
+    for (const source of delta.upserted) this.want(wanted, source);
+    const gone: string[] = [];
+    for (const source of delta.removed) {
+      const identity = this.identityOf.get(source);
+      if (identity !== undefined && !wanted.has(identity) && this.compiled.get(identity)?.source === source) gone.push(identity);
+    }
+    return this.apply(wanted, gone, touched);
   }
 
   private want(wanted: Map<string, Want | undefined>, source: Source): void {
@@ -187,10 +211,11 @@ export class Compiler {
     wanted.set(identity, { identity, source, value });
   }
 
-  private apply(wanted: Map<string, Want | undefined>, touched: TouchedKeys): TouchedKeys {
+  private apply(wanted: Map<string, Want | undefined>, gone: string[], touched: TouchedKeys): TouchedKeys {
     // Removals first, so a frontend key that moves from one service to another in this update ends up with the new owner.
-    for (const [identity, done] of this.compiled) {
-      if (!wanted.has(identity)) {
+    for (const identity of gone) {
+      const done = this.compiled.get(identity);
+      if (done) {
         this.removeEntries(done, touched);
         this.compiled.delete(identity);
         this.servicePool.free(done.serviceId);

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
 import { ALL_MAPS, TABLES, allKeys, emptyTables, type TableName, type Tables } from '../contract/tables.js';
-import type { Model } from '../model/types.js';
+import type { ModelUpdate } from '../model/types.js';
 import { diffTables, markApplied, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
 import type { Datapath, SyncResult } from './types.js';
@@ -62,6 +62,8 @@ export class EbpfDatapath implements Datapath {
   readonly mode = 'ebpf';
   private applied: Tables;
   private compiler: Compiler | undefined;
+  /** The model update the compiler holds. */
+  private compiledSequence = -1;
 
   private constructor(
     private readonly objects: bpf.BpfObjectPtr[],
@@ -143,14 +145,17 @@ export class EbpfDatapath implements Datapath {
     return id;
   }
 
-  sync(model: Model): SyncResult {
+  sync(update: ModelUpdate): SyncResult {
     // After a start or a failure the compiler starts over from the IDs the
     // kernel holds, and the first diff covers every key on both sides.
     const fresh = !this.compiler;
     const compiler = (this.compiler ??= new Compiler(idsFromTables(this.applied)));
     let touched;
     try {
-      touched = compiler.update(model);
+      const delta = update.delta;
+      touched =
+        !fresh && delta !== undefined && delta.since === this.compiledSequence ? compiler.updateDelta(delta) : compiler.update(update.full());
+      this.compiledSequence = update.sequence;
     } catch (err) {
       this.compiler = undefined;
       throw err;

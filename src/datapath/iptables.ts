@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { Model } from '../model/types.js';
+import type { ModelUpdate } from '../model/types.js';
 import { BUILTIN_JUMPS, renderRules, restorePayload, type RenderedRules } from './iptables-rules.js';
 import type { Datapath, SyncResult } from './types.js';
 
@@ -37,7 +37,9 @@ export class IptablesDatapath implements Datapath {
     this.commands = opts.commands ?? DEFAULT_IPTABLES;
   }
 
-  sync(model: Model): SyncResult {
+  sync(update: ModelUpdate): SyncResult {
+    // kube-proxy's chains are rendered from the whole model; only changed chains are written.
+    const model = update.full();
     const next = renderRules(model);
     const previous = this.applied;
     this.applied = undefined;

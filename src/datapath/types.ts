@@ -1,4 +1,4 @@
-import type { Model } from '../model/types.js';
+import type { ModelUpdate } from '../model/types.js';
 
 export interface SyncResult {
   /** Map entries (ebpf) or rules (iptables) written and removed by this sync. */
@@ -9,8 +9,12 @@ export interface SyncResult {
 /** What the reconciler drives: one per mode, the only code that touches the kernel. */
 export interface Datapath {
   readonly mode: 'ebpf' | 'iptables';
-  /** Makes the kernel hold exactly what the model says. Throws and keeps the last good state on failure. */
-  sync(model: Model): SyncResult;
+  /**
+   * Makes the kernel hold exactly what the model says: from the update's
+   * delta when it follows what this datapath last applied, else from the
+   * whole model. Throws and keeps the last good state on failure.
+   */
+  sync(update: ModelUpdate): SyncResult;
   /** Forgets what it believes is applied and reads it back from the kernel (drift, partial failures). */
   reread(): void;
   /** Releases the agent's handles; the dataplane stays in the kernel. */

@@ -753,6 +753,23 @@ export const MAX_BACKENDS_PER_SERVICE_PORT = 0xffff;
 /** What a rejection needs to know about the Service a service port belongs to. */
 export type ServiceOrigin = (namespace: string, name: string) => string;
 
+/** The key two service ports compete for: one address:port/protocol leads to one service port. */
+export function frontendClaimKey(fe: Frontend, protocol: Protocol): string {
+  return `${fe.address}:${fe.port}/${protocol}`;
+}
+
+/** Why a service port is rejected whole, if it is: more endpoints than the dataplane can address. */
+export function unaddressable(sp: ServicePort): string | undefined {
+  if (sp.backends.length <= MAX_BACKENDS_PER_SERVICE_PORT) return undefined;
+  return `port ${sp.ref.portName || sp.ref.protocol} has ${sp.backends.length} endpoints, more than ${MAX_BACKENDS_PER_SERVICE_PORT}`;
+}
+
+/** Why a service port loses a frontend to the Service `owner` (namespace/name) that holds it. */
+export function claimedElsewhere(fe: Frontend, protocol: Protocol, owner: string): string {
+  const what = fe.kind === 'NodePort' ? `NodePort *:${fe.port}/${protocol}` : `${fe.kind} ${frontendClaimKey(fe, protocol)}`;
+  return `${what} is already served by Service ${owner}`;
+}
+
 /**
  * One address:port/protocol can lead to one service port only (two Services
  * sharing an externalIP and port, say). The first in model order keeps it;
@@ -769,21 +786,19 @@ export function claimFrontends(sorted: ServicePort[], originOf: ServiceOrigin): 
     const { namespace, name } = sp.ref;
     const owner = `${namespace}/${name}`;
     const reject = (reason: string) => rejected.push({ kind: 'Service', namespace, name, origin: originOf(namespace, name), reason });
-    if (sp.backends.length > MAX_BACKENDS_PER_SERVICE_PORT) {
-      reject(`port ${sp.ref.portName || sp.ref.protocol} has ${sp.backends.length} endpoints, more than ${MAX_BACKENDS_PER_SERVICE_PORT}`);
+    const tooMany = unaddressable(sp);
+    if (tooMany !== undefined) {
+      reject(tooMany);
       continue;
     }
     const frontends = sp.frontends.filter((fe) => {
-      const key = `${fe.address}:${fe.port}/${sp.ref.protocol}`;
+      const key = frontendClaimKey(fe, sp.ref.protocol);
       const current = owners.get(key);
       if (current === undefined) {
         owners.set(key, owner);
         return true;
       }
-      if (current !== owner) {
-        const what = fe.kind === 'NodePort' ? `NodePort *:${fe.port}/${sp.ref.protocol}` : `${fe.kind} ${key}`;
-        reject(`${what} is already served by Service ${current}`);
-      }
+      if (current !== owner) reject(claimedElsewhere(fe, sp.ref.protocol, current));
       return false;
     });
     kept.push(frontends.length === sp.frontends.length ? sp : { ...sp, frontends });

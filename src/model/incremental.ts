@@ -1,98 +1,235 @@
 /**
- * buildModel, memoised per Service. The model of one Service depends only on
- * that Service and its own EndpointSlices/Endpoints, so a Service whose
- * objects are the very same (by reference) as last time reuses last time's
- * result. Sources hand over stable object references for unchanged objects
- * (informers replace an object only when it changes), so a single change
- * costs one Service's worth of work plus a pass over the rest.
+ * buildModel, kept up to date per Service. The model of one Service depends
+ * only on that Service's group of objects (ServiceGroups), so an update
+ * rebuilds the groups that changed and nothing else, and says what changed
+ * (ModelDelta): a single change costs one Service's worth of work whatever
+ * the number of Services.
  *
- * What spans Services is redone globally: ordering and frontend claims.
- * ClusterIP and nodePort allocation span Services too, so when either is on
- * (manifest mode, small folders) this falls back to buildModel over
- * everything. A Service's model also depends on the node name (which
- * endpoints are local), so a different node name starts the cache afresh.
+ * What spans Services is kept as an index rather than redone: frontend
+ * claims (one address:port/protocol leads to one service port, the first
+ * in model order) are held per frontend key, and a change re-decides only
+ * the keys the changed service ports use. ClusterIP and nodePort
+ * allocation span Services too, so when either is on (manifest mode, small
+ * folders) build() falls back to buildModel over everything. A Service's
+ * model also depends on the node name (which endpoints are local), so a
+ * different node name starts the cache afresh.
  */
-import type { EndpointSlice, Endpoints, ObjectSnapshot, Origin, Service } from '../k8s/types.js';
-import { SERVICE_NAME_LABEL } from '../k8s/types.js';
-import { buildModel, claimFrontends } from './build.js';
+import type { ObjectSnapshot } from '../k8s/types.js';
+import { buildModel, claimedElsewhere, frontendClaimKey, unaddressable } from './build.js';
 import { sortedIPv4s } from './cluster-ip.js';
-import type { Model, ModelOptions } from './types.js';
+import { ServiceGroups, type Group } from './groups.js';
+import type { IgnoredService, Model, ModelOptions, ModelUpdate, Rejected, ServicePort } from './types.js';
 
-interface Group {
-  services: Array<Service & Origin>;
-  endpointSlices: Array<EndpointSlice & Origin>;
-  endpoints: Array<Endpoints & Origin>;
-}
-
-interface Cached {
+interface Part {
   inputs: object[];
   model: Model;
+  /** Where the group's Service came from, for rejections of its ports. */
+  origin: string;
 }
 
-function groupKey(obj: { metadata?: { namespace?: string; name?: string } } | undefined, name?: string): string {
-  const meta = obj && typeof obj === 'object' ? obj.metadata : undefined;
-  // NUL sorts before every name character, so sorting keys sorts by (namespace, name).
-  return `${meta?.namespace ?? 'default'}\0${name ?? meta?.name ?? ''}`;
+/** A service port competing for a frontend key. */
+interface Claimant {
+  order: string;
+  owner: string;
+}
+
+/** Where a service port stands after the claims: what is emitted and why frontends were taken away. */
+interface Effective {
+  raw: ServicePort;
+  emitted: ServicePort | undefined;
+  rejected: Rejected[];
+}
+
+/** Model order of service ports: (namespace, name, port name, protocol), compared as buildModel does. */
+function orderOf(sp: ServicePort): string {
+  return `${sp.ref.namespace}\0${sp.ref.name}\0${sp.ref.portName}\0${sp.ref.protocol}`;
+}
+
+function byOrder(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function sameInputs(a: object[], b: object[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-export class ModelCache {
-  private cache = new Map<string, Cached>();
-  private sortedKeys: string[] = [];
-  private cachedNodeName: string | undefined;
+function inputsOf(g: Group): object[] {
+  return [...g.services, ...g.endpointSlices, ...g.endpoints];
+}
 
+/** The whole model as a datapath that starts over takes it, with no delta. */
+export function wholeModel(model: Model, sequence = 0): ModelUpdate {
+  return { sequence, full: () => model, rejected: model.rejected, servicePortCount: model.servicePorts.length };
+}
+
+export class ModelCache {
+  private parts = new Map<string, Part>();
+  private claims = new Map<string, Claimant[]>();
+  private effective = new Map<string, Effective>();
+  private cachedNodeName: string | undefined;
+  private sequence = 0;
+  /** The groups build() files a snapshot into. */
+  private readonly snapshotGroups = new ServiceGroups();
+
+  /** The whole model of a snapshot (manifest folders, tests, tools). */
   build(snapshot: ObjectSnapshot, opts: ModelOptions): Model {
     if (opts.allocateClusterIPs || opts.allocateNodePorts) return buildModel(snapshot, opts);
-    if (opts.nodeName !== this.cachedNodeName) {
-      this.cache.clear();
+    this.snapshotGroups.replaceAll(snapshot);
+    return this.update(this.snapshotGroups, opts).full();
+  }
+
+  /**
+   * Brings the model up to date with the groups that changed since the last
+   * call and says what changed. The first call (or a new node name) takes
+   * every group.
+   */
+  update(groups: ServiceGroups, opts: ModelOptions): ModelUpdate {
+    const dirty = groups.takeDirty();
+    const since = this.sequence;
+    let fresh = false;
+    if (opts.nodeName !== this.cachedNodeName || this.sequence === 0) {
+      this.parts = new Map();
+      this.claims = new Map();
+      this.effective = new Map();
       this.cachedNodeName = opts.nodeName;
+      fresh = true;
+      for (const key of groups.keys()) dirty.add(key);
     }
-
-    const groups = new Map<string, Group>();
-    const group = (key: string): Group => {
-      let g = groups.get(key);
-      if (!g) groups.set(key, (g = { services: [], endpointSlices: [], endpoints: [] }));
-      return g;
-    };
-    for (const s of snapshot.services) group(groupKey(s)).services.push(s);
-    for (const e of snapshot.endpoints) group(groupKey(e)).endpoints.push(e);
-    for (const es of snapshot.endpointSlices) {
-      const labels = es?.metadata?.labels;
-      const service = labels && typeof labels === 'object' ? labels[SERVICE_NAME_LABEL] : undefined;
-      // A slice without the label still goes through buildModel, which rejects it with the reason.
-      group(groupKey(es, typeof service === 'string' ? service : `(unlabelled) ${es?.metadata?.name ?? ''}`)).endpointSlices.push(es);
+    const upserted: Array<ServicePort | IgnoredService> = [];
+    const removed: Array<ServicePort | IgnoredService> = [];
+    try {
+      this.apply(groups, dirty, opts, upserted, removed);
+    } catch (err) {
+      // Half-applied: start over on the next call.
+      this.sequence = 0;
+      throw err;
     }
-
-    const next = new Map<string, Cached>();
-    // Sorting is the one per-sync cost that grows faster than the number of Services; skip it when no Service came or went.
-    const sameKeys = groups.size === this.cache.size && [...groups.keys()].every((k) => this.cache.has(k));
-    const keys = sameKeys ? this.sortedKeys : [...groups.keys()].sort();
-    this.sortedKeys = keys;
-    const parts: Model[] = [];
-    for (const key of keys) {
-      const g = groups.get(key)!;
-      const inputs: object[] = [...g.services, ...g.endpointSlices, ...g.endpoints];
-      const previous = this.cache.get(key);
-      const cached = previous && sameInputs(previous.inputs, inputs) ? previous : { inputs, model: buildModel(g, opts) };
-      next.set(key, cached);
-      parts.push(cached.model);
-    }
-    this.cache = next;
-
-    const origins = new Map(snapshot.services.map((s) => [groupKey(s), s.origin]));
-    // Group keys sort by (namespace, name), the order buildModel gives.
-    const claimed = claimFrontends(
-      parts.flatMap((m) => m.servicePorts),
-      (ns, name) => origins.get(`${ns}\0${name}`) ?? '',
-    );
+    this.sequence = since + 1;
+    const nodeAddresses = sortedIPv4s(opts.nodePortAddresses);
+    let whole: Model | undefined;
+    const rejected = this.rejected();
     return {
-      servicePorts: claimed.servicePorts,
-      ignored: parts.flatMap((m) => m.ignored),
-      rejected: [...parts.flatMap((m) => m.rejected), ...claimed.rejected],
-      nodeAddresses: sortedIPv4s(opts.nodePortAddresses),
+      sequence: this.sequence,
+      full: () => (whole ??= this.whole(nodeAddresses, rejected)),
+      ...(fresh ? {} : { delta: { since, upserted, removed, nodeAddresses } }),
+      rejected,
+      servicePortCount: this.effective.size,
     };
+  }
+
+  private apply(
+    groups: ServiceGroups,
+    dirty: Set<string>,
+    opts: ModelOptions,
+    upserted: Array<ServicePort | IgnoredService>,
+    removed: Array<ServicePort | IgnoredService>,
+  ): void {
+    const goneRaw: ServicePort[] = [];
+    const newRaw: ServicePort[] = [];
+    for (const key of dirty) {
+      const group = groups.get(key);
+      const previous = this.parts.get(key);
+      const inputs = group ? inputsOf(group) : [];
+      if (previous && sameInputs(previous.inputs, inputs)) continue;
+      if (previous) {
+        goneRaw.push(...previous.model.servicePorts);
+        removed.push(...previous.model.ignored);
+      }
+      if (!group) {
+        this.parts.delete(key);
+        continue;
+      }
+      const model = buildModel(group, opts);
+      this.parts.set(key, { inputs, model, origin: group.services[0]?.origin ?? '' });
+      newRaw.push(...model.servicePorts);
+      upserted.push(...model.ignored);
+    }
+
+    // Claims: take the old service ports out, put the new ones in, then re-decide every key they touch.
+    const touchedKeys = new Set<string>();
+    const reconsider = new Map<string, ServicePort>();
+    for (const sp of goneRaw) {
+      const order = orderOf(sp);
+      for (const fe of sp.frontends) {
+        const key = frontendClaimKey(fe, sp.ref.protocol);
+        const list = this.claims.get(key);
+        if (!list) continue;
+        const at = list.findIndex((c) => c.order === order);
+        if (at >= 0) list.splice(at, 1);
+        if (list.length === 0) this.claims.delete(key);
+        touchedKeys.add(key);
+      }
+      const was = this.effective.get(order);
+      if (was?.emitted) removed.push(was.emitted);
+      this.effective.delete(order);
+    }
+    for (const sp of newRaw) {
+      const order = orderOf(sp);
+      this.effective.set(order, { raw: sp, emitted: undefined, rejected: [] });
+      reconsider.set(order, sp);
+      if (unaddressable(sp) !== undefined) continue;
+      const owner = `${sp.ref.namespace}/${sp.ref.name}`;
+      for (const fe of sp.frontends) {
+        const key = frontendClaimKey(fe, sp.ref.protocol);
+        let list = this.claims.get(key);
+        if (!list) this.claims.set(key, (list = []));
+        let at = list.length;
+        while (at > 0 && byOrder(list[at - 1]!.order, order) > 0) at--;
+        list.splice(at, 0, { order, owner });
+        touchedKeys.add(key);
+      }
+    }
+    for (const key of touchedKeys) {
+      for (const c of this.claims.get(key) ?? []) {
+        const e = this.effective.get(c.order);
+        if (e) reconsider.set(c.order, e.raw);
+      }
+    }
+    for (const [order, sp] of reconsider) this.decide(order, sp, upserted, removed);
+  }
+
+  /** Emits a service port with the frontends it holds; an unchanged outcome emits nothing. */
+  private decide(order: string, sp: ServicePort, upserted: Array<ServicePort | IgnoredService>, removed: Array<ServicePort | IgnoredService>): void {
+    const e = this.effective.get(order)!;
+    const origin = this.parts.get(`${sp.ref.namespace}\0${sp.ref.name}`)?.origin ?? '';
+    const reject = (reason: string): Rejected => ({ kind: 'Service', namespace: sp.ref.namespace, name: sp.ref.name, origin, reason });
+    const tooMany = unaddressable(sp);
+    let next: ServicePort | undefined;
+    const rejected: Rejected[] = [];
+    if (tooMany !== undefined) {
+      rejected.push(reject(tooMany));
+    } else {
+      const owner = `${sp.ref.namespace}/${sp.ref.name}`;
+      const frontends = sp.frontends.filter((fe) => {
+        const first = this.claims.get(frontendClaimKey(fe, sp.ref.protocol))![0]!;
+        if (first.order === order) return true;
+        if (first.owner !== owner) rejected.push(reject(claimedElsewhere(fe, sp.ref.protocol, first.owner)));
+        return false;
+      });
+      const same =
+        e.emitted !== undefined &&
+        e.emitted.frontends.length === frontends.length &&
+        e.emitted.frontends.every((fe, i) => fe === frontends[i]);
+      next = same ? e.emitted : frontends.length === sp.frontends.length ? sp : { ...sp, frontends };
+    }
+    e.rejected = rejected;
+    if (next === e.emitted) return;
+    if (e.emitted) removed.push(e.emitted);
+    if (next) upserted.push(next);
+    e.emitted = next;
+  }
+
+  private rejected(): Rejected[] {
+    const out: Rejected[] = [];
+    for (const part of this.parts.values()) if (part.model.rejected.length) out.push(...part.model.rejected);
+    for (const e of this.effective.values()) if (e.rejected.length) out.push(...e.rejected);
+    return out;
+  }
+
+  private whole(nodeAddresses: string[], rejected: Rejected[]): Model {
+    const ordered = [...this.effective].sort((a, b) => byOrder(a[0], b[0]));
+    const servicePorts = ordered.flatMap(([, e]) => (e.emitted ? [e.emitted] : []));
+    const keys = [...this.parts.keys()].sort(byOrder);
+    return { servicePorts, ignored: keys.flatMap((k) => this.parts.get(k)!.model.ignored), rejected, nodeAddresses };
   }
 }

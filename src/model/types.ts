@@ -91,3 +91,32 @@ export interface ModelOptions {
   /** IPv4 addresses of this node that answer NodePorts (resolveNodePortAddresses); anything not a dotted quad is left out. */
   nodePortAddresses: string[];
 }
+
+/**
+ * What changed between two models from the same model cache: the service
+ * ports and ignored Services that are new or different (new objects), and
+ * the objects of the previous model that are gone. Everything else is the
+ * very same object as before.
+ */
+export interface ModelDelta {
+  /** The update this delta starts from (ModelUpdate.sequence). */
+  since: number;
+  upserted: Array<ServicePort | IgnoredService>;
+  removed: Array<ServicePort | IgnoredService>;
+  nodeAddresses: string[];
+}
+
+/**
+ * One step of the model, as the datapaths take it: the whole model for a
+ * consumer that starts over or renders everything (built on demand: at
+ * scale that is the costly part), and, when the cache knows it, the delta
+ * since the previous step, whose cost is that of the change alone.
+ */
+export interface ModelUpdate {
+  /** Increases with every update from one cache; a delta names the one it follows. */
+  sequence: number;
+  full(): Model;
+  delta?: ModelDelta;
+  rejected: Rejected[];
+  servicePortCount: number;
+}

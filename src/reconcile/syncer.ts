@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Datapath } from '../datapath/types.js';
-import type { Model, Rejected } from '../model/types.js';
+import type { ModelUpdate, Rejected } from '../model/types.js';
 
 export interface SyncerOptions {
   /**
@@ -37,7 +37,7 @@ export class Syncer {
   private lastSyncEnd = -Infinity;
 
   constructor(
-    private readonly buildModel: () => Model,
+    private readonly buildModel: () => ModelUpdate,
     private readonly datapath: Datapath,
     private readonly log: Logger,
     private readonly opts: SyncerOptions = DEFAULT_SYNCER_OPTIONS,
@@ -76,14 +76,14 @@ export class Syncer {
     this.scheduled = undefined;
     const started = process.hrtime.bigint();
     try {
-      const model = this.buildModel();
-      this.reportRejected(model.rejected);
-      const result = this.datapath.sync(model);
+      const update = this.buildModel();
+      this.reportRejected(update.rejected);
+      const result = this.datapath.sync(update);
       this.onApplied(Date.now());
       this.retryDelay = this.opts.retryMinMs;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const level = result.written || result.removed ? 'info' : 'debug';
-      this.log[level]({ ...result, servicePorts: model.servicePorts.length, ms: +ms.toFixed(3) }, 'synced');
+      this.log[level]({ ...result, servicePorts: update.servicePortCount, ms: +ms.toFixed(3) }, 'synced');
     } catch (err) {
       this.log.error({ err: (err as Error).message, retryInMs: this.retryDelay }, 'sync failed; the previous state stays in place');
       if (!this.stopped) this.scheduled = setTimeout(() => this.run(), this.retryDelay);

@@ -20,6 +20,7 @@ import {
 import type { Logger } from 'pino';
 import type { EndpointSlice, Endpoints, ObjectSnapshot, Origin, Service } from '../k8s/types.js';
 import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from '../k8s/types.js';
+import { ServiceGroups, type GroupedKind } from '../model/groups.js';
 import type { Source, SourceSnapshot } from './types.js';
 
 /** kube-proxy's selector: Services (and their endpoints) another proxy owns, or headless ones, are not ours. */
@@ -120,7 +121,17 @@ class Informer {
   }
 }
 
+/** Where each watched resource is filed in the Service groups (Nodes are not). */
+const GROUPED_KIND: Record<Resource, GroupedKind | undefined> = {
+  services: 'services',
+  endpointslices: 'endpointSlices',
+  endpoints: 'endpoints',
+  nodes: undefined,
+};
+
 export class KubeSource implements Source {
+  /** Every watched Service object, grouped per Service as events arrive: what the model cache updates from. */
+  readonly groups = new ServiceGroups();
   private informers: Informer[] = [];
   private readonly decorated = new WeakMap<KubernetesObject, KubernetesObject & Origin>();
   private triggerTimes: number[] = [];
@@ -140,13 +151,18 @@ export class KubeSource implements Source {
     const make = (resource: Resource, path: string, list: () => Promise<{ items: object[] }>, labels?: string, fields?: string) => {
       const lw = new ListWatch<KubernetesObject>(path, watch, list as never, false, labels, fields);
       const informer = new Informer(resource, lw, this.opts.log, this.opts.retryMinMs ?? 200, this.opts.retryMaxMs ?? 30_000);
-      const changed = (obj: KubernetesObject) => {
+      const kind = GROUPED_KIND[resource];
+      const changed = (obj: KubernetesObject, deleted: boolean) => {
+        if (kind !== undefined) {
+          if (deleted) this.groups.delete(kind, obj);
+          else this.groups.set(kind, this.withOrigin(resource, obj) as never);
+        }
         if (resource === 'endpointslices') this.noteTrigger(obj);
         if (this.started) onChange();
       };
-      lw.on('add', changed);
-      lw.on('update', changed);
-      lw.on('delete', changed);
+      lw.on('add', (obj) => changed(obj, false));
+      lw.on('update', (obj) => changed(obj, false));
+      lw.on('delete', (obj) => changed(obj, true));
       this.informers.push(informer);
       return informer;
     };

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { IptablesDatapath } from '../../src/datapath/iptables.js';
 import { serviceChainName } from '../../src/datapath/iptables-rules.js';
+import { wholeModel } from '../../src/model/incremental.js';
 import type { Model, ServicePort } from '../../src/model/types.js';
 
 function servicePort(name: string, clusterIP: string, backend: string): ServicePort {
@@ -55,22 +56,22 @@ test('iptables datapath: full first sync, then only the changed chains; a failed
     const webChain = serviceChainName(web.ref);
     const dbChain = serviceChainName(db.ref);
 
-    dp.sync(model([web, db]));
+    dp.sync(wholeModel(model([web, db])));
     const [first] = fake.payloads();
     assert.ok(declared(first!).includes(webChain) && declared(first!).includes(dbChain), 'first sync declares every chain');
     assert.match(first!, /^-X KUBE-SVC-STALE0000000000$/m, 'a stale chain found in iptables-save is removed');
 
     const movedDb = servicePort('db', '10.96.0.81', '10.244.0.13');
-    dp.sync(model([web, movedDb]));
+    dp.sync(wholeModel(model([web, movedDb])));
     const second = fake.payloads()[1]!;
     assert.ok(declared(second).includes(dbChain), 'the changed service is rewritten');
     assert.ok(!declared(second).includes(webChain), 'the unchanged service is left alone');
     assert.ok(declared(second).includes('KUBE-SERVICES'), 'top-level chains are always rewritten');
 
     fake.failNext(true);
-    assert.throws(() => dp.sync(model([web])), /iptables-restore --noflush failed: iptables-restore: line 3 failed/);
+    assert.throws(() => dp.sync(wholeModel(model([web]))), /iptables-restore --noflush failed: iptables-restore: line 3 failed/);
     fake.failNext(false);
-    dp.sync(model([web]));
+    dp.sync(wholeModel(model([web])));
     const afterFailure = fake.payloads()[2]!;
     assert.ok(declared(afterFailure).includes(webChain), 'after a failure every chain is rewritten again');
   } finally {

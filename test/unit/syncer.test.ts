@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import type { Datapath, SyncResult } from '../../src/datapath/types.js';
 import { networkProgrammingLatencies } from '../../src/metrics/programming-latency.js';
+import { wholeModel } from '../../src/model/incremental.js';
 import type { Model } from '../../src/model/types.js';
 import { Syncer, type SyncerOptions } from '../../src/reconcile/syncer.js';
 
@@ -30,7 +31,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('a single change after a quiet period is synced on the next tick', async () => {
   const dp = new CountingDatapath();
-  const syncer = new Syncer(() => EMPTY, dp, silent, OPTS);
+  const syncer = new Syncer(() => wholeModel(EMPTY), dp, silent, OPTS);
   syncer.start();
   await sleep(150);
   const before = dp.syncs;
@@ -42,7 +43,7 @@ test('a single change after a quiet period is synced on the next tick', async ()
 
 test('1,000 changes spread over one second are folded into about one sync per interval', async () => {
   const dp = new CountingDatapath();
-  const syncer = new Syncer(() => EMPTY, dp, silent, OPTS);
+  const syncer = new Syncer(() => wholeModel(EMPTY), dp, silent, OPTS);
   syncer.start();
   await sleep(150);
   const before = dp.syncs;
@@ -60,7 +61,7 @@ test('1,000 changes spread over one second are folded into about one sync per in
 test('a failed sync is retried with backoff until it lands', async () => {
   const dp = new CountingDatapath();
   dp.failNext = 3;
-  const syncer = new Syncer(() => EMPTY, dp, silent, { ...OPTS, minSyncIntervalMs: 0 });
+  const syncer = new Syncer(() => wholeModel(EMPTY), dp, silent, { ...OPTS, minSyncIntervalMs: 0 });
   syncer.start();
   await sleep(10 + 20 + 40 + 60);
   assert.equal(dp.failNext, 0);
@@ -71,7 +72,7 @@ test('a failed sync is retried with backoff until it lands', async () => {
 test('onApplied is told when each successful sync reached the kernel', async () => {
   const dp = new CountingDatapath();
   const applied: number[] = [];
-  const syncer = new Syncer(() => EMPTY, dp, silent, OPTS, (at) => applied.push(at));
+  const syncer = new Syncer(() => wholeModel(EMPTY), dp, silent, OPTS, (at) => applied.push(at));
   const before = Date.now();
   syncer.start();
   await sleep(5);
