@@ -1,0 +1,127 @@
+/**
+ * Cost of the socket programs themselves (issue 6, scenario 2): with the
+ * kernel's BPF run-time accounting on, run_time_ns / run_cnt of
+ * kpx_connect4 and kpx_sendmsg4 over a connect loop and a sendto loop from
+ * the client pod, with 10,000 Services installed in ebpf mode.
+ *
+ *   node dist/bench/socket-program-cost.js [--quick]
+ *
+ * The figure is the kernel's own: the time between its two clock reads
+ * around each program run, so it includes a little of the accounting itself.
+ */
+import { closeSync } from 'node:fs';
+import { linkPinPath } from '../src/datapath/ebpf.js';
+import { enableRunTimeStats, linkInfo, objGet, programFdById, programRunStats } from '../src/datapath/libbpf.js';
+import { newResult, runIfMain, spread, type Scenario } from './lib/report.js';
+import {
+  BENCH_CPU, createServiceLab, DIRECT, ENDPOINTS_PER_SERVICE, installServices, runTcp, runUdp, serviceDestination,
+  udpServiceDestination, writeServices,
+} from './lib/service-lab.js';
+
+const FULL = { services: 10_000, runs: 3, seconds: 1 };
+const QUICK = { services: 1000, runs: 2, seconds: 0.25 };
+const TARGET_NS = 150;
+
+interface Case {
+  program: 'kpx_connect4' | 'kpx_sendmsg4';
+  traffic: string;
+  /** Whether the program finds a frontend and translates (what the target is about). */
+  translates: boolean;
+  /** Runs the client; returns how many connect()s or sendto()s it made. */
+  run(): Promise<number>;
+}
+
+/** A new fd for the program behind a cgroup link kpx pinned. */
+function programFd(bpffs: string, program: string): number {
+  const linkFd = objGet(linkPinPath(bpffs, program));
+  try {
+    return programFdById(linkInfo(linkFd).progId);
+  } finally {
+    closeSync(linkFd);
+  }
+}
+
+export const scenario: Scenario = async (quick) => {
+  const plan = quick ? QUICK : FULL;
+  const result = newResult('socket-program-cost', 'Cost per call of the socket programs (kernel BPF run-time stats)', quick, {
+    services: plan.services,
+    endpointsPerService: ENDPOINTS_PER_SERVICE,
+    runs: plan.runs,
+    secondsPerRun: plan.seconds,
+    cpuPinning: `client and server pinned to CPU ${BENCH_CPU} (taskset)`,
+    statistic: 'per run: delta run_time_ns / delta run_cnt of the program; median over runs',
+  });
+  const bed = await createServiceLab();
+  try {
+    const { lab } = bed;
+    await writeServices(lab, plan.services);
+    const syncSeconds = await installServices(bed, 'ebpf');
+    result.notes.push(`agent start to first sync, ebpf, ${plan.services.toLocaleString('en-US')} Services: ${syncSeconds.toFixed(2)} s`);
+    const cases: Case[] = [
+      {
+        program: 'kpx_connect4',
+        traffic: 'TCP connect to the last ClusterIP',
+        translates: true,
+        run: async () => (await runTcp(bed, serviceDestination(plan.services - 1), plan.seconds)).connections,
+      },
+      {
+        program: 'kpx_connect4',
+        traffic: 'TCP connect to the backend (no frontend)',
+        translates: false,
+        run: async () => (await runTcp(bed, DIRECT, plan.seconds)).connections,
+      },
+      {
+        program: 'kpx_sendmsg4',
+        traffic: 'UDP sendto the UDP ClusterIP',
+        translates: true,
+        run: async () => (await runUdp(bed, udpServiceDestination(plan.services), plan.seconds)).datagrams,
+      },
+    ];
+    const fds = new Map<string, number>();
+    const samples = new Map<Case, Array<{ nsPerCall: number; calls: number; clientCalls: number }>>(cases.map((c) => [c, []]));
+    const statsFd = enableRunTimeStats();
+    try {
+      for (const c of cases) if (!fds.has(c.program)) fds.set(c.program, programFd(lab.bpffsPath, c.program));
+      for (let run = 0; run < plan.runs; run++) {
+        for (const c of cases) {
+          const fd = fds.get(c.program)!;
+          const before = programRunStats(fd);
+          const clientCalls = await c.run();
+          const after = programRunStats(fd);
+          const calls = Number(after.runCount - before.runCount);
+          samples.get(c)!.push({ nsPerCall: Number(after.runTimeNs - before.runTimeNs) / calls, calls, clientCalls });
+        }
+      }
+    } finally {
+      closeSync(statsFd);
+      for (const fd of fds.values()) closeSync(fd);
+    }
+
+    for (const c of cases) {
+      const s = samples.get(c)!;
+      const ns = spread(s.map((x) => x.nsPerCall), 1);
+      result.rows.push({
+        program: c.program,
+        traffic: c.traffic,
+        'calls/run': spread(s.map((x) => x.calls), 0).median,
+        'client calls/run': spread(s.map((x) => x.clientCalls), 0).median,
+        'ns/call': ns.median,
+        'min ns': ns.min,
+        'max ns': ns.max,
+      });
+      if (c.translates) {
+        result.targets.push({
+          what: `${c.program} per call, ${c.traffic}, ${plan.services.toLocaleString('en-US')} Services`,
+          target: `<= ${TARGET_NS} ns`,
+          measured: ns.median,
+          met: ns.median <= TARGET_NS,
+        });
+      }
+    }
+  } finally {
+    await bed.lab.close();
+  }
+  return result;
+};
+
+await runIfMain(import.meta.url, scenario);
