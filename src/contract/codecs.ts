@@ -35,14 +35,27 @@ const SCALAR_SIZE: Record<Exclude<FieldKind, 'chars'>, number> = {
 
 const LITTLE = endianness() === 'LE';
 
-const OCTET = /^(0|[1-9]\d{0,2})$/;
-
 export function ipv4ToBytes(address: string, out: Buffer, offset: number): void {
-  const parts = address.split('.');
-  if (parts.length !== 4 || !parts.every((p) => OCTET.test(p) && Number(p) <= 255)) {
-    throw new Error(`not an IPv4 address: ${address}`);
+  // Digits by hand: a full compile encodes hundreds of thousands of addresses.
+  let octet = 0;
+  let digits = 0;
+  let index = 0;
+  for (let i = 0; i <= address.length; i++) {
+    const c = i < address.length ? address.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || index > 3 || octet > 255) break;
+      out[offset + index++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && !(digits > 0 && octet === 0) && digits < 3) {
+      octet = octet * 10 + (c - 48);
+      digits++;
+    } else {
+      break;
+    }
+    if (i === address.length && index === 4) return;
   }
-  for (let i = 0; i < 4; i++) out[offset + i] = Number(parts[i]);
+  throw new Error(`not an IPv4 address: ${address}`);
 }
 
 export function bytesToIpv4(buf: Buffer, offset: number): string {
@@ -67,7 +80,8 @@ export class StructCodec<T extends object> {
   }
 
   encode(value: T): Buffer {
-    const buf = Buffer.alloc(this.size);
+    // A slice of Node's shared pool: Buffer.alloc gives every small key its own ArrayBuffer, the main cost of a full compile.
+    const buf = Buffer.allocUnsafe(this.size).fill(0);
     this.encodeInto(value, buf, 0);
     return buf;
   }
@@ -158,6 +172,11 @@ export const BACKEND_FLAGS = { local: 1 } as const;
 export const CT_FLAGS = { reply: 1, redirect: 2, closing: 4 } as const;
 /** kpx_node_addrs holds this value for every listed address. */
 export const NODE_ADDR_PRESENT = 1;
+/** enum kpx_stat: the kpx_stats slot of each path a packet takes through the tc/XDP programs. */
+export const STAT = { newFlow: 0, forward: 1, reply: 2, localReply: 3, drop: 4 } as const;
+export type StatName = keyof typeof STAT;
+/** KPX_STAT_COUNT: kpx_stats' max_entries. */
+export const STAT_COUNT = 5;
 
 export interface FrontendKey {
   addr: string;
@@ -207,6 +226,9 @@ export interface NodeAddrKey {
 }
 export interface U32Value {
   value: number;
+}
+export interface U64Value {
+  value: bigint;
 }
 export interface CtKey {
   saddr: string;
@@ -287,6 +309,9 @@ export const nodeAddrKey = new StructCodec<NodeAddrKey>('__be32', 4, [{ c: 'addr
 
 /** The __u32 values of kpx_node_addrs. */
 export const u32Value = new StructCodec<U32Value>('__u32', 4, [{ c: 'value', kind: 'u32', offset: 0 }]);
+
+/** The __u64 values of kpx_stats, one per possible CPU in a lookup. */
+export const u64Value = new StructCodec<U64Value>('__u64', 8, [{ c: 'value', kind: 'u64', offset: 0 }]);
 
 export const ctKey = new StructCodec<CtKey>('kpx_ct_key', 16, [
   { c: 'saddr', kind: 'ipv4', offset: 0 },
