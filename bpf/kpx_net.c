@@ -82,6 +82,13 @@ static __always_inline int kpx_skb_parse(struct __sk_buff *skb, struct kpx_pkt *
 	return kpx_parse((void *)(long)skb->data, (void *)(long)skb->data_end, p);
 }
 
+/* Every drop of a kpx packet at tc goes through here, so kpx_stats sees it. */
+static __always_inline int kpx_tc_drop(void)
+{
+	kpx_count(KPX_STAT_DROP);
+	return TC_ACT_SHOT;
+}
+
 SEC("tc")
 int kpx_tc_ingress(struct __sk_buff *skb)
 {
@@ -94,18 +101,20 @@ int kpx_tc_ingress(struct __sk_buff *skb)
 	case KPX_PASS:
 		return TC_ACT_OK;
 	case KPX_DROP:
-		return TC_ACT_SHOT;
+		return kpx_tc_drop();
 	case KPX_TRANSLATE:
 		break;
 	}
 	/* A router would answer ICMP time exceeded; kpx does not forge ICMP. */
 	if ((out.flags & KPX_CT_REDIRECT) && p.ttl <= 1)
-		return TC_ACT_SHOT;
+		return kpx_tc_drop();
 	if (kpx_skb_rewrite(skb, &p, &out) < 0)
-		return TC_ACT_SHOT;
+		return kpx_tc_drop();
 	if (!(out.flags & KPX_CT_REDIRECT))
 		return TC_ACT_OK; /* a local backend: the stack routes it in */
-	return kpx_skb_forward(skb, &p, &out);
+	int verdict = kpx_skb_forward(skb, &p, &out);
+
+	return verdict == TC_ACT_SHOT ? kpx_tc_drop() : verdict;
 }
 
 SEC("tc")
@@ -125,7 +134,8 @@ int kpx_tc_egress(struct __sk_buff *skb)
 	struct kpx_ct out = *ct;
 
 	if (kpx_skb_rewrite(skb, &p, &out) < 0)
-		return TC_ACT_SHOT;
+		return kpx_tc_drop();
+	kpx_count(KPX_STAT_LOCAL_REPLY);
 	return TC_ACT_OK;
 }
 
@@ -161,6 +171,7 @@ int kpx_xdp(struct xdp_md *ctx)
 	case KPX_PASS:
 		return XDP_PASS;
 	case KPX_DROP:
+		kpx_count(KPX_STAT_DROP);
 		return XDP_DROP;
 	case KPX_TRANSLATE:
 		break;

@@ -64,4 +64,12 @@ struct {
 	__uint(max_entries, 262144);
 } kpx_ct SEC(".maps");
 
+/* Indexed by enum kpx_stat; per-CPU, so counting costs no shared write. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, KPX_STAT_COUNT);
+} kpx_stats SEC(".maps");
+
 #endif

@@ -30,6 +30,15 @@
  * bounce the entry's cache line between CPUs. */
 #define KPX_CT_REFRESH (KPX_NSEC)
 
+static __always_inline void kpx_count(enum kpx_stat stat)
+{
+	__u32 key = stat;
+	__u64 *count = bpf_map_lookup_elem(&kpx_stats, &key);
+
+	if (count)
+		*count += 1; /* per-CPU: no other writer */
+}
+
 enum kpx_verdict {
 	KPX_PASS,      /* not ours: hand the packet on untouched */
 	KPX_DROP,      /* ours, but it cannot be delivered */
@@ -148,11 +157,13 @@ kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct
 				return KPX_PASS; /* a local backend's reply; egress handles it */
 			kpx_ct_touch(ct, p, now);
 			*out = *ct;
+			kpx_count(KPX_STAT_REPLY);
 			return KPX_TRANSLATE;
 		}
 		if (!new_syn && !kpx_ct_expired(ct, t->proto, now) && !kpx_ct_backend_gone(ct)) {
 			kpx_ct_touch(ct, p, now);
 			*out = *ct;
+			kpx_count(KPX_STAT_FORWARD);
 			return KPX_TRANSLATE;
 		}
 		stale = true;
@@ -206,6 +217,7 @@ kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct
 	}
 	bpf_map_update_elem(&kpx_ct, t, &fwd, BPF_ANY);
 	*out = fwd;
+	kpx_count(KPX_STAT_NEW_FLOW);
 	return KPX_TRANSLATE;
 }
 

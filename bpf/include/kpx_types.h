@@ -138,4 +138,18 @@ struct kpx_ct {
 	__u8 pad[7];
 };
 
+/* kpx_stats: per-CPU packet counts by the path a packet took through the
+ * tc/XDP programs, one slot per value below. Each program run counts: a
+ * packet XDP passes on to tc is counted again there, and a translated
+ * packet that is then dropped counts on its path and as a drop. Packets
+ * that are not kpx's are not counted, so the miss path stays cheap. */
+enum kpx_stat {
+	KPX_STAT_NEW_FLOW,    /* a new flow was tracked and its first packet translated */
+	KPX_STAT_FORWARD,     /* a packet of a tracked flow translated towards its backend */
+	KPX_STAT_REPLY,       /* a remote backend's reply translated back at ingress */
+	KPX_STAT_LOCAL_REPLY, /* a local backend's reply translated back at egress */
+	KPX_STAT_DROP,	      /* kpx's packet, but it could not be delivered */
+	KPX_STAT_COUNT,
+};
+
 #endif

@@ -39,8 +39,12 @@ export type TableName = keyof typeof TABLES;
 export const WRITE_ORDER: readonly TableName[] = ['backends', 'slots', 'services', 'frontends', 'nodeAddrs'];
 export const DELETE_ORDER: readonly TableName[] = ['nodeAddrs', 'frontends', 'slots', 'services', 'backends'];
 
-/** Maps the programs own (written by the kernel), pinned alongside. */
-export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_ct'] as const;
+/**
+ * Maps the programs own (written by the kernel), pinned alongside: they
+ * outlive an agent restart (flows and counters go on) and removePins
+ * removes them with the rest.
+ */
+export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_ct', 'kpx_stats'] as const;
 
 export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...KERNEL_OWNED_MAPS];
 

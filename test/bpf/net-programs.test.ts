@@ -5,20 +5,33 @@
  * verdict and a frame out, compared field by field with a frame built from
  * scratch (so its checksums are recomputed, never derived incrementally).
  *
- * The node under test ("node-a") lives in the bench's own network namespace:
- *   eth0  172.18.0.2/24  client 172.18.0.100 and node-b 172.18.0.3 (next hop to 10.244.2.0/24)
- *   eth1  172.19.0.2/24  node-c 172.19.0.3 (next hop to 10.244.3.0/24); not a NodePort address
- *   pods0 10.244.1.1/24  this node's pods
- * Neighbours are permanent so XDP's full FIB lookup resolves next hops.
+ * The node under test ("node-a", NODE_TOPOLOGY of the test bed) lives in
+ * the bench's own network namespace; of its addresses only eth0's answers
+ * NodePorts.
  */
 import assert from 'node:assert/strict';
 import { release } from 'node:os';
 import { after, before, describe, test } from 'node:test';
-import { CT_FLAGS, IPPROTO, backendValue, u32Key, type CtKey, type CtValue } from '../../src/contract/codecs.js';
+import { CT_FLAGS, IPPROTO, backendValue, u32Key, type CtKey, type CtValue, type StatName } from '../../src/contract/codecs.js';
+import type { Stats } from '../../src/datapath/stats.js';
 import type { ObjectSnapshot } from '../../src/k8s/types.js';
 import { buildModel } from '../../src/model/build.js';
 import type { ModelOptions } from '../../src/model/types.js';
-import { TC_ACT, XDP_ACT, bpfTestBedUnavailable, createBpfTestBed, type BpfTestBed, type NetProgram } from '../fixtures/bpf-test-bed.js';
+import {
+  CLIENT,
+  NODE_B,
+  NODE_C,
+  NODE_ETH0,
+  NODE_ETH1,
+  NODE_SYSCTLS,
+  NODE_TOPOLOGY,
+  TC_ACT,
+  XDP_ACT,
+  bpfTestBedUnavailable,
+  createBpfTestBed,
+  type BpfTestBed,
+  type NetProgram,
+} from '../fixtures/bpf-test-bed.js';
 import {
   IPPROTO_TCP,
   arpRequestFrame,
@@ -34,29 +47,6 @@ import {
   type TcpSpec,
   type UdpSpec,
 } from '../fixtures/packets.js';
-
-const NODE_ETH0 = { ip: '172.18.0.2', mac: '02:6b:70:00:00:02' };
-const NODE_ETH1 = { ip: '172.19.0.2', mac: '02:6b:70:00:01:02' };
-const CLIENT = { ip: '172.18.0.100', mac: '02:6b:70:00:00:64' };
-const NODE_B = { ip: '172.18.0.3', mac: '02:6b:70:00:00:03' };
-const NODE_C = { ip: '172.19.0.3', mac: '02:6b:70:00:01:03' };
-
-const TOPOLOGY: string[][] = [
-  ['link', 'add', 'eth0', 'address', NODE_ETH0.mac, 'type', 'veth', 'peer', 'name', 'peer0'],
-  ['link', 'add', 'eth1', 'address', NODE_ETH1.mac, 'type', 'veth', 'peer', 'name', 'peer1'],
-  ['link', 'add', 'pods0', 'type', 'veth', 'peer', 'name', 'podpeer0'],
-  ...['eth0', 'peer0', 'eth1', 'peer1', 'pods0', 'podpeer0'].map((dev) => ['link', 'set', dev, 'up']),
-  ['addr', 'add', `${NODE_ETH0.ip}/24`, 'dev', 'eth0'],
-  ['addr', 'add', `${NODE_ETH1.ip}/24`, 'dev', 'eth1'],
-  ['addr', 'add', '10.244.1.1/24', 'dev', 'pods0'],
-  ['route', 'add', '10.244.2.0/24', 'via', NODE_B.ip, 'dev', 'eth0'],
-  ['route', 'add', '10.244.3.0/24', 'via', NODE_C.ip, 'dev', 'eth1'],
-  ['neigh', 'replace', NODE_B.ip, 'lladdr', NODE_B.mac, 'nud', 'permanent', 'dev', 'eth0'],
-  ['neigh', 'replace', CLIENT.ip, 'lladdr', CLIENT.mac, 'nud', 'permanent', 'dev', 'eth0'],
-  ['neigh', 'replace', NODE_C.ip, 'lladdr', NODE_C.mac, 'nud', 'permanent', 'dev', 'eth1'],
-];
-// bpf_fib_lookup answers "forwarding disabled" for an interface that does not forward.
-const SYSCTLS = ['net.ipv4.ip_forward=1'];
 
 // The Services, each with the one thing its cases need.
 /** One backend on this node. */
@@ -191,7 +181,7 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
   before(async () => {
     const model = buildModel(SNAPSHOT, OPTIONS);
     assert.deepEqual(model.rejected, [], 'the fixture Services are valid');
-    bed = await createBpfTestBed({ ip: TOPOLOGY, sysctls: SYSCTLS });
+    bed = await createBpfTestBed({ ip: NODE_TOPOLOGY, sysctls: NODE_SYSCTLS });
     bed.sync(model);
   });
 
@@ -210,6 +200,13 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
     const p = parseFrame(actual);
     if (p.ip) assert.ok(ipChecksumValid(actual), 'IPv4 header checksum');
     if (p.tcp || p.udp) assert.ok(l4ChecksumValid(actual), 'TCP/UDP checksum');
+  }
+
+  /** The kpx_stats counters that moved since `before`, by how much. */
+  function statsMoved(before: Stats): Partial<Record<StatName, number>> {
+    const now = bed.stats();
+    const names = Object.keys(now) as StatName[];
+    return Object.fromEntries(names.filter((name) => now[name] !== before[name]).map((name) => [name, Number(now[name] - before[name])]));
   }
 
   function assertSnatPort(port: number): void {
@@ -235,9 +232,11 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
 
   describe('tc ingress and egress', () => {
     test('NodePort to a local backend: DNAT only, both conntrack entries; the reply leaves through tc egress translated back', () => {
+      let stats = bed.stats();
       const syn = fromClient({ sport: 40000, dst: NODE_ETH0.ip, dport: WEB.nodePort });
       const out = run('kpx_tc_ingress', tcpFrame(syn), 'eth0', TC_ACT.OK);
       assertFrame(out, tcpFrame({ ...syn, dst: WEB.pod, dport: WEB.podPort }));
+      assert.deepEqual(statsMoved(stats), { newFlow: 1 }, 'kpx_stats: a new flow');
 
       assert.deepEqual(ctEntry({ saddr: CLIENT.ip, daddr: NODE_ETH0.ip, sport: 40000, dport: WEB.nodePort }), {
         saddr: CLIENT.ip,
@@ -266,20 +265,27 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
         flags: ['syn', 'ack'],
         ttl: 63,
       };
+      stats = bed.stats();
       const reply = run('kpx_tc_egress', tcpFrame(synAck), 'eth0', TC_ACT.OK);
       assertFrame(reply, tcpFrame({ ...synAck, src: NODE_ETH0.ip, sport: WEB.nodePort }));
+      assert.deepEqual(statsMoved(stats), { localReply: 1 }, 'kpx_stats: a local reply');
 
       // The local backend's reply is egress's to translate: ingress leaves it alone.
+      stats = bed.stats();
       const replyAtIngress = tcpFrame(synAck);
       assertFrame(run('kpx_tc_ingress', replyAtIngress, 'eth0', TC_ACT.OK), replyAtIngress);
+      assert.deepEqual(statsMoved(stats), {}, 'kpx_stats: not counted');
 
       const ack = fromClient({ sport: 40000, dst: NODE_ETH0.ip, dport: WEB.nodePort, flags: ['ack'], payload: PAYLOAD });
       assertFrame(run('kpx_tc_ingress', tcpFrame(ack), 'eth0', TC_ACT.OK), tcpFrame({ ...ack, dst: WEB.pod, dport: WEB.podPort }));
+      assert.deepEqual(statsMoved(stats), { forward: 1 }, 'kpx_stats: an established flow forwarded');
     });
 
     test('NodePort to a remote backend: DNAT + SNAT to the FIB source, TTL-1, redirect; the reply is translated back', remote, () => {
+      let stats = bed.stats();
       const syn = fromClient({ sport: 40001, dst: NODE_ETH0.ip, dport: API.nodePort });
       const out = run('kpx_tc_ingress', tcpFrame(syn), 'eth0', TC_ACT.REDIRECT);
+      assert.deepEqual(statsMoved(stats), { newFlow: 1 }, 'kpx_stats: a new flow');
       const snatPort = parseFrame(out).tcp!.sport;
       assertSnatPort(snatPort);
       // Ethernet addresses stay: bpf_redirect_neigh fills them in at transmit, which a test run never reaches.
@@ -312,11 +318,15 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
         flags: ['syn', 'ack'],
         ttl: 63,
       };
+      stats = bed.stats();
       const reply = run('kpx_tc_ingress', tcpFrame(synAck), 'eth0', TC_ACT.REDIRECT);
       assertFrame(reply, tcpFrame({ ...synAck, src: NODE_ETH0.ip, sport: API.nodePort, dst: CLIENT.ip, dport: 40001, ttl: 62 }));
+      assert.deepEqual(statsMoved(stats), { reply: 1 }, 'kpx_stats: a remote reply');
 
+      stats = bed.stats();
       const ack = fromClient({ sport: 40001, dst: NODE_ETH0.ip, dport: API.nodePort, flags: ['ack'], payload: PAYLOAD });
       const second = run('kpx_tc_ingress', tcpFrame(ack), 'eth0', TC_ACT.REDIRECT);
+      assert.deepEqual(statsMoved(stats), { forward: 1 }, 'kpx_stats: an established flow forwarded');
       assertFrame(second, tcpFrame({ ...ack, src: NODE_ETH0.ip, sport: snatPort, dst: API.pod, dport: API.podPort, ttl: 63 }));
     });
 
@@ -382,7 +392,9 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
     }
 
     test('a Service without endpoints drops at its NodePort', () => {
+      const stats = bed.stats();
       run('kpx_tc_ingress', tcpFrame(fromClient({ sport: 40030, dst: NODE_ETH0.ip, dport: EMPTY.nodePort })), 'eth0', TC_ACT.SHOT);
+      assert.deepEqual(statsMoved(stats), { drop: 1 }, 'kpx_stats: a drop');
     });
 
     test('tc egress leaves alone what no local backend flow tracks', () => {
@@ -415,7 +427,9 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
         flags: ['syn', 'ack'],
         ttl: 63,
       };
+      const stats = bed.stats();
       const reply = run('kpx_xdp', tcpFrame(synAck), 'eth0', XDP_ACT.TX);
+      assert.deepEqual(statsMoved(stats), { reply: 1 }, 'kpx_stats: a remote reply');
       assertFrame(
         reply,
         tcpFrame({ ...synAck, ethSrc: NODE_ETH0.mac, ethDst: CLIENT.mac, src: NODE_ETH0.ip, sport: API.nodePort, dst: CLIENT.ip, dport: 40040, ttl: 62 }),
@@ -464,17 +478,23 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
     }
 
     test('local backend: XDP_PASS untouched but tracked, then tc ingress DNATs the same frame', () => {
+      let stats = bed.stats();
       const syn = tcpFrame(fromClient({ sport: 40044, dst: NODE_ETH0.ip, dport: WEB.nodePort }));
       assertFrame(run('kpx_xdp', syn, 'eth0', XDP_ACT.PASS), syn);
+      assert.deepEqual(statsMoved(stats), { newFlow: 1 }, 'kpx_stats: XDP tracked a new flow');
       const tracked = ctEntry({ saddr: CLIENT.ip, daddr: NODE_ETH0.ip, sport: 40044, dport: WEB.nodePort });
       assert.deepEqual(tracked && { daddr: tracked.daddr, dport: tracked.dport, flags: tracked.flags }, { daddr: WEB.pod, dport: WEB.podPort, flags: 0 });
 
+      stats = bed.stats();
       const out = run('kpx_tc_ingress', syn, 'eth0', TC_ACT.OK);
       assertFrame(out, tcpFrame(fromClient({ sport: 40044, dst: WEB.pod, dport: WEB.podPort })));
+      assert.deepEqual(statsMoved(stats), { forward: 1 }, 'kpx_stats: tc counts the frame XDP passed on again, as a tracked flow');
     });
 
     test('a Service without endpoints: XDP_DROP', () => {
+      const stats = bed.stats();
       run('kpx_xdp', tcpFrame(fromClient({ sport: 40045, dst: NODE_ETH0.ip, dport: EMPTY.nodePort })), 'eth0', XDP_ACT.DROP);
+      assert.deepEqual(statsMoved(stats), { drop: 1 }, 'kpx_stats: a drop');
     });
   });
 
@@ -526,7 +546,9 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
     describe(`${program} passes untouched`, () => {
       for (const { name, frame } of UNTOUCHED) {
         test(name, () => {
+          const stats = bed.stats();
           assert.ok(run(program, frame, 'eth0', verdict).equals(frame), 'frame out is the frame in');
+          assert.deepEqual(statsMoved(stats), {}, 'kpx_stats: not counted');
           const p = parseFrame(frame);
           const ports = p.tcp ?? p.udp;
           if (p.ip && ports) {

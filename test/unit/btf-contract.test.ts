@@ -21,9 +21,13 @@ import {
   NAME_LEN,
   PORT_NAME_LEN,
   SKIP,
+  STAT,
+  STAT_COUNT,
   STATE,
   sockRevnatKey,
   sockRevnatValue,
+  u32Key,
+  u64Value,
   type StructCodec,
 } from '../../src/contract/codecs.js';
 import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES } from '../../src/contract/tables.js';
@@ -140,6 +144,7 @@ class Btf {
 const KERNEL_OWNED_CODECS: Record<string, { key: StructCodec<object>; value: StructCodec<object> }> = {
   kpx_sock_revnat: { key: sockRevnatKey, value: sockRevnatValue },
   kpx_ct: { key: ctKey, value: ctValue },
+  kpx_stats: { key: u32Key, value: u64Value },
 };
 
 function codecsOfMap(map: string): { key: StructCodec<object>; value: StructCodec<object> } {
@@ -263,4 +268,42 @@ test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_
   checked.add('KPX_NAME_LEN').add('KPX_PORT_NAME_LEN');
   const unchecked = [...defines.keys()].filter((d) => !checked.has(d));
   assert.deepEqual(unchecked, [], 'numeric defines in kpx_types.h with no mirror checked by this test');
+});
+
+/** The enumerators of `enum <name>` in kpx_types.h, in order; none may set its value. */
+function headerEnum(name: string): string[] {
+  const m = new RegExp(`enum\\s+${name}\\s*\\{([^}]*)\\}`).exec(readFileSync(HEADER, 'utf8'));
+  assert.ok(m, `enum ${name} not found in kpx_types.h`);
+  const names = m[1]!
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const n of names) assert.match(n, /^KPX_\w+$/, `enum ${name}: ${n} is not a plain enumerator`);
+  return names;
+}
+
+test('enum kpx_stat of kpx_types.h equals STAT and STAT_COUNT, and sizes kpx_stats', (t) => {
+  const names = headerEnum('kpx_stat');
+  assert.equal(names.at(-1), 'KPX_STAT_COUNT', 'the count comes last');
+  const fromC = names.slice(0, -1).map((n, i) => [norm(n.slice('KPX_STAT_'.length)), i]);
+  assert.deepEqual(
+    Object.entries(STAT).map(([k, v]) => [norm(k), v]),
+    fromC,
+    'STAT (codecs.ts, actual) vs enum kpx_stat (expected)',
+  );
+  assert.equal(STAT_COUNT, names.length - 1, 'STAT_COUNT');
+  if (!BPFTOOL) {
+    t.skip('bpftool not installed: max_entries unchecked');
+    return;
+  }
+  for (const object of OBJECTS) {
+    const btf = Btf.load(object);
+    const def = btf.maps().get('kpx_stats');
+    assert.ok(def, `${object}: no kpx_stats map`);
+    // __uint(max_entries, N) is a pointer to an array of N ints.
+    const member = def.members?.find((m) => m.name === 'max_entries');
+    assert.ok(member, `${object}: kpx_stats has no max_entries`);
+    assert.equal(btf.type(btf.type(member.type_id).type_id!).nr_elems, STAT_COUNT, `${object}: kpx_stats max_entries`);
+  }
 });
