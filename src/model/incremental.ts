@@ -66,6 +66,9 @@ export class ModelCache {
   private parts = new Map<string, Part>();
   private claims = new Map<string, Claimant[]>();
   private effective = new Map<string, Effective>();
+  /** Groups and service ports that hold rejections: listing them must not cost a pass over everything. */
+  private rejectingGroups = new Set<string>();
+  private rejectingPorts = new Set<string>();
   private cachedNodeName: string | undefined;
   private sequence = 0;
   /** The groups build() files a snapshot into. */
@@ -91,6 +94,8 @@ export class ModelCache {
       this.parts = new Map();
       this.claims = new Map();
       this.effective = new Map();
+      this.rejectingGroups = new Set();
+      this.rejectingPorts = new Set();
       this.cachedNodeName = opts.nodeName;
       fresh = true;
       for (const key of groups.keys()) dirty.add(key);
@@ -135,12 +140,14 @@ export class ModelCache {
         goneRaw.push(...previous.model.servicePorts);
         removed.push(...previous.model.ignored);
       }
+      this.rejectingGroups.delete(key);
       if (!group) {
         this.parts.delete(key);
         continue;
       }
       const model = buildModel(group, opts);
       this.parts.set(key, { inputs, model, origin: group.services[0]?.origin ?? '' });
+      if (model.rejected.length) this.rejectingGroups.add(key);
       newRaw.push(...model.servicePorts);
       upserted.push(...model.ignored);
     }
@@ -162,6 +169,7 @@ export class ModelCache {
       const was = this.effective.get(order);
       if (was?.emitted) removed.push(was.emitted);
       this.effective.delete(order);
+      this.rejectingPorts.delete(order);
     }
     for (const sp of newRaw) {
       const order = orderOf(sp);
@@ -213,6 +221,8 @@ export class ModelCache {
       next = same ? e.emitted : frontends.length === sp.frontends.length ? sp : { ...sp, frontends };
     }
     e.rejected = rejected;
+    if (rejected.length) this.rejectingPorts.add(order);
+    else this.rejectingPorts.delete(order);
     if (next === e.emitted) return;
     if (e.emitted) removed.push(e.emitted);
     if (next) upserted.push(next);
@@ -221,8 +231,8 @@ export class ModelCache {
 
   private rejected(): Rejected[] {
     const out: Rejected[] = [];
-    for (const part of this.parts.values()) if (part.model.rejected.length) out.push(...part.model.rejected);
-    for (const e of this.effective.values()) if (e.rejected.length) out.push(...e.rejected);
+    for (const key of this.rejectingGroups) out.push(...this.parts.get(key)!.model.rejected);
+    for (const order of this.rejectingPorts) out.push(...this.effective.get(order)!.rejected);
     return out;
   }
 
