@@ -6,6 +6,7 @@
  * everything else host order, as the kernel stores map memory.
  */
 import { endianness } from 'node:os';
+import { parseIPv4 } from '../model/cluster-ip.js';
 
 type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'chars';
 
@@ -36,26 +37,9 @@ const SCALAR_SIZE: Record<Exclude<FieldKind, 'chars'>, number> = {
 const LITTLE = endianness() === 'LE';
 
 export function ipv4ToBytes(address: string, out: Buffer, offset: number): void {
-  // Digits by hand: a full compile encodes hundreds of thousands of addresses.
-  let octet = 0;
-  let digits = 0;
-  let index = 0;
-  for (let i = 0; i <= address.length; i++) {
-    const c = i < address.length ? address.charCodeAt(i) : 46;
-    if (c === 46) {
-      if (digits === 0 || index > 3 || octet > 255) break;
-      out[offset + index++] = octet;
-      octet = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57 && !(digits > 0 && octet === 0) && digits < 3) {
-      octet = octet * 10 + (c - 48);
-      digits++;
-    } else {
-      break;
-    }
-    if (i === address.length && index === 4) return;
-  }
-  throw new Error(`not an IPv4 address: ${address}`);
+  const n = parseIPv4(address);
+  if (n === null) throw new Error(`not an IPv4 address: ${address}`);
+  out.writeUInt32BE(n, offset);
 }
 
 export function bytesToIpv4(buf: Buffer, offset: number): string {

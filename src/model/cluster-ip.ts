@@ -3,17 +3,35 @@
  * Pure: no I/O, no randomness; the same inputs always give the same addresses.
  */
 
-const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
-const IPV4_RE = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
-
 /**
  * Parses a dotted-quad IPv4 address (no leading zeros, as Go's net.ParseIP)
- * into an unsigned 32-bit integer, or returns null.
+ * into an unsigned 32-bit integer, or returns null. Digits by hand: a full
+ * sync parses a few hundred thousand addresses, and a regular expression
+ * plus split() cost several times as much.
  */
 export function parseIPv4(s: unknown): number | null {
-  if (typeof s !== 'string' || !IPV4_RE.test(s)) return null;
-  const parts = s.split('.');
-  return (((Number(parts[0]) << 24) | (Number(parts[1]) << 16) | (Number(parts[2]) << 8) | Number(parts[3])) >>> 0);
+  if (typeof s !== 'string') return null;
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || ++dots > 3) return null;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3 && !(digits === 1 && octet === 0)) {
+      octet = octet * 10 + (c - 48);
+      if (octet > 255) return null;
+      digits++;
+    } else {
+      return null;
+    }
+  }
+  if (digits === 0 || dots !== 3) return null;
+  return value * 256 + octet;
 }
 
 /** A rough IPv6 recogniser, only used to give a better reason than "invalid". */

@@ -12,7 +12,8 @@ test('parseIPv4 accepts dotted quads only', () => {
   assert.equal(parseIPv4('10.96.0.1'), 0x0a600001);
   assert.equal(parseIPv4('255.255.255.255'), 0xffffffff);
   assert.equal(parseIPv4('0.0.0.0'), 0);
-  for (const bad of ['10.96.0', '10.96.0.256', '010.1.1.1', '1.2.3.4 ', 'fd00::1', '', 'a.b.c.d', 42, null, undefined]) {
+  assert.equal(parseIPv4('1.20.100.0'), 0x01146400);
+  for (const bad of ['10.96.0', '10.96.0.256', '010.1.1.1', '1.2.3.4 ', 'fd00::1', '', 'a.b.c.d', '1.2.3.', '.1.2.3', '1.2.3.4.5', '1..2.3', '1.2.3.00', '1.2.3.1000', 42, null, undefined]) {
     assert.equal(parseIPv4(bad), null, String(bad));
   }
   assert.equal(formatIPv4(0x0a600001), '10.96.0.1');
