@@ -13,6 +13,9 @@
  * update, so an entry being removed is never reused for something else while
  * a lookup may still reach it.
  *
+ * The tables are packed (contract/packed.ts) and every entry is found by
+ * its key id, so a full compile allocates little beyond the arenas.
+ *
  * A backend is one entry per addr:port/proto, shared by every service port
  * that lists it. Whether it runs on this node is a fact of the address, so
  * it is flagged local when any listing says so (a selectorless Endpoints
@@ -26,28 +29,24 @@ import {
   SKIP,
   STATE,
   backendValue,
-  frontendKey,
-  frontendValue,
-  nodeAddrKey,
   serviceValue,
-  slotKey,
-  slotValue,
-  u32Key,
-  u32Value,
   type BackendValue,
   type ServiceValue,
+  type StructCodec,
 } from '../contract/codecs.js';
-import { emptyTables, type TableName, type Tables } from '../contract/tables.js';
-import type { IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
+import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
+import { TABLES, tupleId, type TableName, type Tables } from '../contract/tables.js';
+import { parseIPv4 } from '../model/cluster-ip.js';
+import type { Backend, IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
 
-/** Identity -> ID, for services (service ports and ignored Services) and backends. */
+/** Identity -> ID: services by serviceIdentity, backends by their addr:port/proto as tupleId. */
 export interface IdAssignment {
   services: Map<string, number>;
-  backends: Map<string, number>;
+  backends: Map<number, number>;
 }
 
-/** The keys (hex) an update touched, per table. */
-export type TouchedKeys = Record<TableName, Set<string>>;
+/** The key ids (TableSpec.keyId) an update touched, per table. */
+export type TouchedKeys = Record<TableName, Set<number>>;
 
 function emptyTouched(): TouchedKeys {
   return { frontends: new Set(), slots: new Set(), backends: new Set(), services: new Set(), nodeAddrs: new Set() };
@@ -58,19 +57,25 @@ export function serviceIdentity(v: ServiceValue): string {
   return `${v.namespace}/${v.name}:${v.port_name}/${v.proto}`;
 }
 
-export function backendIdentity(v: Pick<BackendValue, 'addr' | 'port' | 'proto'>): string {
-  return `${v.addr}:${v.port}/${v.proto}`;
+/** A backend's identity: its address, port and protocol as one number. */
+export function backendIdentity(address: string, port: number, proto: number): number {
+  const addr = parseIPv4(address);
+  if (addr === null) throw new Error(`backend address is not IPv4: ${address}`);
+  return tupleId(addr, port, proto);
 }
 
 /** Recovers the IDs in use from what a table set holds (after a restart, what the kernel holds). */
-export function idsFromTables(tables: Tables): IdAssignment {
+export function idsFromTables(tables: PackedTables): IdAssignment {
   const services = new Map<string, number>();
-  for (const { key, value } of tables.services.values()) {
-    services.set(serviceIdentity(serviceValue.decode(value)), u32Key.decode(key).id);
+  for (const id of tables.services.ids()) {
+    const slot = tables.services.slot(id)!;
+    services.set(serviceIdentity(serviceValue.decode(tables.services.values, slot * serviceValue.size)), id);
   }
-  const backends = new Map<string, number>();
-  for (const { key, value } of tables.backends.values()) {
-    backends.set(backendIdentity(backendValue.decode(value)), u32Key.decode(key).id);
+  const backends = new Map<number, number>();
+  for (const id of tables.backends.ids()) {
+    const slot = tables.backends.slot(id)!;
+    const v = backendValue.decode(tables.backends.values, slot * backendValue.size);
+    backends.set(backendIdentity(v.addr, v.port, v.proto), id);
   }
   return { services, backends };
 }
@@ -106,26 +111,20 @@ class IdPool {
 
 type Source = ServicePort | IgnoredService;
 
-/** A backend listed by one service port. */
-interface BackendListing {
-  identity: string;
-  local: boolean;
-}
-
-/** What one service port (or ignored Service) put into the tables. */
+/** What one service port (or ignored Service) put into the tables: its source says which entries. */
 interface Compiled {
   source: Source;
   serviceId: number;
-  frontendKeys: string[];
-  slotKeys: string[];
-  backends: BackendListing[];
 }
 
 /** How many service ports list a backend, and how many of them say it is local. */
 interface BackendRefs {
+  identity: number;
   value: Omit<BackendValue, 'flags'>;
   listings: number;
   localListings: number;
+  /** The flags of the entry in the tables; undefined while it has none. */
+  writtenFlags: number | undefined;
 }
 
 interface Want {
@@ -135,17 +134,22 @@ interface Want {
 }
 
 export class Compiler {
-  readonly tables: Tables = emptyTables();
+  readonly tables: PackedTables = emptyPackedTables();
   private readonly compiled = new Map<string, Compiled>();
   private readonly identityOf = new WeakMap<Source, string>();
-  /** Backends whose listings changed during the current update: their entry is rewritten or removed at its end. */
-  private readonly relisted = new Set<string>();
+  /** Backend IDs whose listings changed during the current update: their entry is rewritten or removed at its end. */
+  private readonly relisted = new Set<number>();
   private holdsRecoveredIds: boolean;
   private readonly serviceIds: Map<string, number>;
-  private readonly backendIds: Map<string, number>;
-  private readonly backendRefs = new Map<string, BackendRefs>();
+  private readonly backendIds: Map<number, number>;
+  /** By backend ID. */
+  private readonly backendRefs = new Map<number, BackendRefs>();
   private readonly servicePool: IdPool;
   private readonly backendPool: IdPool;
+  /** One key's bytes, per table: where a key is encoded to learn its id. */
+  private readonly scratch = Object.fromEntries(
+    (Object.keys(TABLES) as TableName[]).map((t) => [t, Buffer.alloc(TABLES[t].key.size)]),
+  ) as Record<TableName, Buffer>;
 
   /** Starts from the IDs already in use, e.g. those recovered from the kernel after a restart. */
   constructor(previous: IdAssignment = { services: new Map(), backends: new Map() }) {
@@ -158,6 +162,11 @@ export class Compiler {
 
   get ids(): IdAssignment {
     return { services: new Map(this.serviceIds), backends: new Map(this.backendIds) };
+  }
+
+  /** The tables as Map<hex, Entry>, for tools and tests. */
+  content(): Tables {
+    return tablesContent(this.tables);
   }
 
   /** Makes the tables hold the whole model: every source is looked at, unchanged ones (same objects) cost a lookup. */
@@ -220,8 +229,6 @@ export class Compiler {
         this.compiled.delete(identity);
         this.servicePool.free(done.serviceId);
         this.serviceIds.delete(identity);
-        touched.services.add(this.serviceKey(done.serviceId));
-        this.tables.services.delete(this.serviceKey(done.serviceId));
       }
     }
     const changed: Want[] = [];
@@ -245,7 +252,7 @@ export class Compiler {
         this.servicePool.free(id);
       }
       for (const [identity, id] of this.backendIds) {
-        if (this.backendRefs.has(identity)) continue;
+        if (this.backendRefs.has(id)) continue;
         this.backendIds.delete(identity);
         this.backendPool.free(id);
       }
@@ -261,16 +268,16 @@ export class Compiler {
     for (const identity of changed.map((w) => w.identity).filter((i) => !this.serviceIds.has(i)).sort()) {
       this.serviceIds.set(identity, this.servicePool.take());
     }
-    const freshBackends = new Set<string>();
+    const fresh = new Set<number>();
     for (const want of changed) {
       if (!('ref' in want.source)) continue;
       const proto = IPPROTO[want.source.ref.protocol];
       for (const b of want.source.backends) {
-        const identity = backendIdentity({ addr: b.address, port: b.port, proto });
-        if (!this.backendIds.has(identity)) freshBackends.add(identity);
+        const identity = backendIdentity(b.address, b.port, proto);
+        if (!this.backendIds.has(identity)) fresh.add(identity);
       }
     }
-    for (const identity of [...freshBackends].sort()) this.backendIds.set(identity, this.backendPool.take());
+    for (const identity of Float64Array.from(fresh).sort()) this.backendIds.set(identity, this.backendPool.take());
   }
 
   /**
@@ -279,107 +286,107 @@ export class Compiler {
    * after every slot that could point at them is gone.
    */
   private writeRelistedBackends(touched: TouchedKeys): void {
-    for (const identity of this.relisted) {
-      const refs = this.backendRefs.get(identity)!;
-      const id = this.backendIds.get(identity)!;
-      const key = u32Key.encode({ id });
-      const hex = key.toString('hex');
+    for (const id of this.relisted) {
+      const refs = this.backendRefs.get(id)!;
       if (refs.listings === 0) {
-        this.backendRefs.delete(identity);
-        this.backendIds.delete(identity);
+        this.backendRefs.delete(id);
+        this.backendIds.delete(refs.identity);
         this.backendPool.free(id);
-        this.tables.backends.delete(hex);
-        touched.backends.add(hex);
+        this.remove('backends', { id }, touched);
         continue;
       }
-      const value = backendValue.encode({ ...refs.value, flags: refs.localListings > 0 ? BACKEND_FLAGS.local : 0 });
-      if (this.tables.backends.get(hex)?.value.equals(value)) continue;
-      this.tables.backends.set(hex, { key, value });
-      touched.backends.add(hex);
+      const flags = refs.localListings > 0 ? BACKEND_FLAGS.local : 0;
+      if (refs.writtenFlags === flags) continue;
+      refs.writtenFlags = flags;
+      this.put('backends', { id }, { ...refs.value, flags }, touched);
     }
     this.relisted.clear();
   }
 
   /** kpx_node_addrs holds exactly the model's node addresses; only the keys that come or go are touched. */
   private updateNodeAddrs(addresses: readonly string[], touched: TouchedKeys): void {
-    const wanted = new Map<string, Buffer>();
+    const wanted = new Set(addresses.map((addr) => this.keyId('nodeAddrs', { addr })));
+    for (const id of [...this.tables.nodeAddrs.ids()]) {
+      if (wanted.has(id)) continue;
+      this.tables.nodeAddrs.delete(id);
+      touched.nodeAddrs.add(id);
+    }
     for (const addr of addresses) {
-      const key = nodeAddrKey.encode({ addr });
-      wanted.set(key.toString('hex'), key);
-    }
-    for (const hex of this.tables.nodeAddrs.keys()) {
-      if (wanted.has(hex)) continue;
-      this.tables.nodeAddrs.delete(hex);
-      touched.nodeAddrs.add(hex);
-    }
-    for (const [hex, key] of wanted) {
-      if (this.tables.nodeAddrs.has(hex)) continue;
-      this.tables.nodeAddrs.set(hex, { key, value: u32Value.encode({ value: NODE_ADDR_PRESENT }) });
-      touched.nodeAddrs.add(hex);
+      if (this.tables.nodeAddrs.has(this.keyId('nodeAddrs', { addr }))) continue;
+      this.put('nodeAddrs', { addr }, { value: NODE_ADDR_PRESENT }, touched);
     }
   }
 
-  private serviceKey(id: number): string {
-    return u32Key.encode({ id }).toString('hex');
+  /** The id of a key of table, from its bytes (one definition: TableSpec.keyId). */
+  private keyId(table: TableName, key: object): number {
+    const scratch = this.scratch[table];
+    scratch.fill(0);
+    (TABLES[table].key as StructCodec<object>).encodeInto(key, scratch, 0);
+    return TABLES[table].keyId(scratch, 0);
+  }
+
+  private put(table: TableName, key: object, value: object, touched: TouchedKeys): void {
+    const id = this.keyId(table, key);
+    const t = this.tables[table];
+    const slot = t.claim(id);
+    this.scratch[table].copy(t.keys, slot * t.keySize);
+    const at = slot * t.valueSize;
+    t.values.fill(0, at, at + t.valueSize);
+    (TABLES[table].value as StructCodec<object>).encodeInto(value, t.values, at);
+    touched[table].add(id);
+  }
+
+  private remove(table: TableName, key: object, touched: TouchedKeys): void {
+    const id = this.keyId(table, key);
+    this.tables[table].delete(id);
+    touched[table].add(id);
   }
 
   private removeEntries(done: Compiled, touched: TouchedKeys): void {
-    for (const hex of done.frontendKeys) {
-      this.tables.frontends.delete(hex);
-      touched.frontends.add(hex);
-    }
-    for (const hex of done.slotKeys) {
-      this.tables.slots.delete(hex);
-      touched.slots.add(hex);
-    }
-    for (const { identity, local } of done.backends) {
-      const refs = this.backendRefs.get(identity)!;
+    this.remove('services', { id: done.serviceId }, touched);
+    const source = done.source;
+    if (!('ref' in source)) return;
+    const proto = IPPROTO[source.ref.protocol];
+    for (const fe of source.frontends) this.remove('frontends', { addr: fe.address, port: fe.port, proto }, touched);
+    source.backends.forEach((b: Backend, slot: number) => {
+      this.remove('slots', { service_id: done.serviceId, slot }, touched);
+      const id = this.backendIds.get(backendIdentity(b.address, b.port, proto))!;
+      const refs = this.backendRefs.get(id)!;
       refs.listings--;
-      if (local) refs.localListings--;
-      this.relisted.add(identity);
-    }
+      if (b.local) refs.localListings--;
+      this.relisted.add(id);
+    });
   }
 
   private addEntries(want: Want, touched: TouchedKeys): Compiled {
     const serviceId = this.serviceIds.get(want.identity)!;
-    const done: Compiled = { source: want.source, serviceId, frontendKeys: [], slotKeys: [], backends: [] };
-    const put = (table: TableName, key: Buffer, value: Buffer, keys?: string[]) => {
-      const hex = key.toString('hex');
-      this.tables[table].set(hex, { key, value });
-      touched[table].add(hex);
-      keys?.push(hex);
-    };
-    put('services', u32Key.encode({ id: serviceId }), serviceValue.encode(want.value));
-    if (!('ref' in want.source)) return done;
+    this.put('services', { id: serviceId }, want.value, touched);
+    const source = want.source;
+    if (!('ref' in source)) return { source, serviceId };
 
-    const sp = want.source;
-    const proto = IPPROTO[sp.ref.protocol];
-    sp.backends.forEach((b, slot) => {
-      const value = { addr: b.address, port: b.port, proto };
-      const identity = backendIdentity(value);
+    const proto = IPPROTO[source.ref.protocol];
+    source.backends.forEach((b: Backend, slot: number) => {
+      const identity = backendIdentity(b.address, b.port, proto);
       const backendId = this.backendIds.get(identity)!;
-      let refs = this.backendRefs.get(identity);
-      if (!refs) this.backendRefs.set(identity, (refs = { value, listings: 0, localListings: 0 }));
+      let refs = this.backendRefs.get(backendId);
+      if (!refs) {
+        refs = { identity, value: { addr: b.address, port: b.port, proto }, listings: 0, localListings: 0, writtenFlags: undefined };
+        this.backendRefs.set(backendId, refs);
+      }
       refs.listings++;
       if (b.local) refs.localListings++;
-      this.relisted.add(identity);
-      done.backends.push({ identity, local: b.local });
-      put(
-        'slots',
-        slotKey.encode({ service_id: serviceId, slot }),
-        slotValue.encode({ backend_id: backendId, state: STATE[b.state] }),
-        done.slotKeys,
-      );
+      this.relisted.add(backendId);
+      this.put('slots', { service_id: serviceId, slot }, { backend_id: backendId, state: STATE[b.state] }, touched);
     });
-    for (const fe of sp.frontends) {
-      put(
+    for (const fe of source.frontends) {
+      this.put(
         'frontends',
-        frontendKey.encode({ addr: fe.address, port: fe.port, proto }),
-        frontendValue.encode({ service_id: serviceId, backend_count: sp.backends.length, kind: KIND[fe.kind] }),
-        done.frontendKeys,
+        { addr: fe.address, port: fe.port, proto },
+        { service_id: serviceId, backend_count: source.backends.length, kind: KIND[fe.kind] },
+        touched,
       );
     }
-    return done;
+    return { source, serviceId };
   }
 }
 
@@ -387,5 +394,5 @@ export class Compiler {
 export function compile(model: Model, previous: IdAssignment): { tables: Tables; ids: IdAssignment } {
   const compiler = new Compiler(previous);
   compiler.update(model);
-  return { tables: compiler.tables, ids: compiler.ids };
+  return { tables: compiler.content(), ids: compiler.ids };
 }

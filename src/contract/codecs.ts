@@ -42,6 +42,11 @@ export function ipv4ToBytes(address: string, out: Buffer, offset: number): void 
   out.writeUInt32BE(n, offset);
 }
 
+/** A host-order __u32 of map memory. */
+export function readHostU32(buf: Buffer, offset: number): number {
+  return LITTLE ? buf.readUInt32LE(offset) : buf.readUInt32BE(offset);
+}
+
 export function bytesToIpv4(buf: Buffer, offset: number): string {
   return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
 }

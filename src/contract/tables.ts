@@ -13,6 +13,7 @@ import {
   slotValue,
   u32Key,
   u32Value,
+  readHostU32,
   type StructCodec,
 } from './codecs.js';
 
@@ -20,15 +21,44 @@ export interface TableSpec<K extends object, V extends object> {
   map: string;
   key: StructCodec<K>;
   value: StructCodec<V>;
+  /**
+   * A number that tells this map's keys apart, read from the key bytes; the
+   * control plane indexes its copies of the tables by it (contract/packed.ts).
+   */
+  keyId(key: Buffer, offset: number): number;
 }
 
+/** An address, port and IP protocol as one exact number (32 + 16 + 5 bits; kpx only writes TCP, UDP and SCTP). */
+export function tupleId(addr: number, port: number, proto: number): number {
+  return addr * 2 ** 21 + port * 32 + (proto & 31);
+}
+
+/**
+ * A slot number stays below 2^16 (kpx_frontend.backend_count is a __u16).
+ * The ids of the first 32,767 services' slots stay small integers, which a
+ * Map looks up several times faster than larger numbers.
+ */
+const SLOT_ID_SPAN = 2 ** 16;
+
+const u32KeyId = (key: Buffer, offset: number) => readHostU32(key, offset);
+
 export const TABLES = {
-  frontends: { map: 'kpx_frontends', key: frontendKey, value: frontendValue },
-  slots: { map: 'kpx_slots', key: slotKey, value: slotValue },
-  backends: { map: 'kpx_backends', key: u32Key, value: backendValue },
-  services: { map: 'kpx_services', key: u32Key, value: serviceValue },
-  nodeAddrs: { map: 'kpx_node_addrs', key: nodeAddrKey, value: u32Value },
-} as const;
+  frontends: {
+    map: 'kpx_frontends',
+    key: frontendKey,
+    value: frontendValue,
+    keyId: (key: Buffer, offset: number) => tupleId(key.readUInt32BE(offset), key.readUInt16BE(offset + 4), key[offset + 6]!),
+  },
+  slots: {
+    map: 'kpx_slots',
+    key: slotKey,
+    value: slotValue,
+    keyId: (key: Buffer, offset: number) => readHostU32(key, offset) * SLOT_ID_SPAN + readHostU32(key, offset + 4),
+  },
+  backends: { map: 'kpx_backends', key: u32Key, value: backendValue, keyId: u32KeyId },
+  services: { map: 'kpx_services', key: u32Key, value: serviceValue, keyId: u32KeyId },
+  nodeAddrs: { map: 'kpx_node_addrs', key: nodeAddrKey, value: u32Value, keyId: (key: Buffer, offset: number) => key.readUInt32BE(offset) },
+} as const satisfies Record<string, TableSpec<object, object>>;
 
 export type TableName = keyof typeof TABLES;
 
@@ -60,13 +90,4 @@ export type Tables = Record<TableName, TableContent>;
 
 export function emptyTables(): Tables {
   return { frontends: new Map(), slots: new Map(), backends: new Map(), services: new Map(), nodeAddrs: new Map() };
-}
-
-/** Every key of every table of the given sets: what a full diff compares. */
-export function allKeys(...tableSets: Tables[]): Record<TableName, Set<string>> {
-  const keys = {} as Record<TableName, Set<string>>;
-  for (const table of Object.keys(TABLES) as TableName[]) {
-    keys[table] = new Set(tableSets.flatMap((t) => [...t[table].keys()]));
-  }
-  return keys;
 }

@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
-import { ALL_MAPS, TABLES, allKeys, emptyTables, type TableName, type Tables } from '../contract/tables.js';
+import { allIds, emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
+import { ALL_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
-import { diffTables, markApplied, type TableOp } from '../reconcile/table-diff.js';
+import { diffTables, markApplied, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
 import type { Datapath, SyncResult } from './types.js';
 
@@ -60,7 +61,7 @@ interface LinkSpec {
 
 export class EbpfDatapath implements Datapath {
   readonly mode = 'ebpf';
-  private applied: Tables;
+  private applied: PackedTables;
   private compiler: Compiler | undefined;
   /** The model update the compiler holds. */
   private compiledSequence = -1;
@@ -169,13 +170,13 @@ export class EbpfDatapath implements Datapath {
         );
       }
     }
-    const keys = fresh ? allKeys(desired, this.applied) : touched;
+    const keys = fresh ? allIds(desired, this.applied) : touched;
     const ops = diffTables(desired, this.applied, keys);
     let written = 0;
     let removed = 0;
     try {
       for (const op of ops) {
-        if (op.op === 'upsert') written += this.upsert(op);
+        if (op.op === 'upsert') written += this.upsert(op, desired);
         else removed += this.remove(op);
       }
     } catch (err) {
@@ -197,25 +198,25 @@ export class EbpfDatapath implements Datapath {
     for (const obj of this.objects.splice(0)) bpf.closeObject(obj);
   }
 
-  private upsert(op: Extract<TableOp, { op: 'upsert' }>): number {
-    const spec = TABLES[op.table];
-    const keys = Buffer.concat(op.entries.map((e) => e.key));
-    const values = Buffer.concat(op.entries.map((e) => e.value));
-    bpf.mapUpdateBatch(this.mapFds[op.table], keys, values, op.entries.length);
-    this.log.trace({ map: spec.map, count: op.entries.length }, 'map upsert');
-    return op.entries.length;
+  private upsert(op: TableOp, desired: PackedTables): number {
+    const { keys, values, count } = opBatch(op, desired, this.applied);
+    bpf.mapUpdateBatch(this.mapFds[op.table], keys, values!, count);
+    this.log.trace({ map: TABLES[op.table].map, count }, 'map upsert');
+    return count;
   }
 
-  private remove(op: Extract<TableOp, { op: 'delete' }>): number {
+  private remove(op: TableOp): number {
     const fd = this.mapFds[op.table];
+    const { keys, count } = opBatch(op, this.applied, this.applied);
     try {
-      bpf.mapDeleteBatch(fd, Buffer.concat(op.keys), op.keys.length);
+      bpf.mapDeleteBatch(fd, keys, count);
     } catch (err) {
       // A batch stops at the first missing key; finish one by one.
       if (!(err instanceof bpf.BpfError) || err.errno !== bpf.ENOENT) throw err;
-      for (const key of op.keys) bpf.mapDelete(fd, key);
+      const size = keys.length / count;
+      for (let i = 0; i < count; i++) bpf.mapDelete(fd, keys.subarray(i * size, (i + 1) * size));
     }
-    return op.keys.length;
+    return count;
   }
 }
 
@@ -310,20 +311,20 @@ function unlinkQuiet(path: string): void {
   }
 }
 
-export function readTables(mapFds: Record<TableName, number>): Tables {
-  const tables = emptyTables();
+export function readTables(mapFds: Record<TableName, number>): PackedTables {
+  const tables = emptyPackedTables();
   for (const table of Object.keys(TABLES) as TableName[]) {
     const spec = TABLES[table];
     const fd = mapFds[table];
     for (const key of bpf.mapKeys(fd, spec.key.size)) {
       const value = bpf.mapLookup(fd, key, spec.value.size);
-      if (value) tables[table].set(key.toString('hex'), { key, value });
+      if (value) tables[table].set(key, value);
     }
   }
   return tables;
 }
 
-function countEntries(tables: Tables): Record<TableName, number> {
+function countEntries(tables: PackedTables): Record<TableName, number> {
   const out = {} as Record<TableName, number>;
   for (const table of Object.keys(tables) as TableName[]) out[table] = tables[table].size;
   return out;
@@ -334,7 +335,7 @@ export function readPinnedTables(bpffs: string): Tables {
   const fds = {} as Record<TableName, number>;
   try {
     for (const table of Object.keys(TABLES) as TableName[]) fds[table] = bpf.objGet(join(bpffs, TABLES[table].map));
-    return readTables(fds);
+    return tablesContent(readTables(fds));
   } finally {
     for (const fd of Object.values(fds)) closeSync(fd);
   }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compile, idsFromTables, type IdAssignment } from '../../src/compile/compile.js';
+import { backendIdentity, compile, idsFromTables as idsFromPacked, type IdAssignment } from '../../src/compile/compile.js';
+import { packTables } from '../../src/contract/packed.js';
 import {
   BACKEND_FLAGS,
   NODE_ADDR_PRESENT,
@@ -16,6 +17,9 @@ import {
 } from '../../src/contract/codecs.js';
 import type { Tables } from '../../src/contract/tables.js';
 import type { Backend, Model, ServicePort } from '../../src/model/types.js';
+
+/** The IDs a table set holds, as the datapath recovers them after a restart. */
+const idsFromTables = (tables: Tables) => idsFromPacked(packTables(tables));
 
 const NONE: IdAssignment = { services: new Map(), backends: new Map() };
 
@@ -135,9 +139,9 @@ test('compile: a small model gives exactly these entries', () => {
     ['kube-system/ext#ignored', 3],
   ]));
   assert.deepEqual(ids.backends, new Map([
-    ['10.244.1.2:8080/6', 1],
-    ['10.244.1.3:8080/6', 2],
-    ['10.244.2.4:8080/6', 3],
+    [backendIdentity('10.244.1.2', 8080, 6), 1],
+    [backendIdentity('10.244.1.3', 8080, 6), 2],
+    [backendIdentity('10.244.2.4', 8080, 6), 3],
   ]));
 });
 
@@ -173,18 +177,18 @@ test('compile: backends are shared across services by addr:port/proto only', () 
   const { tables } = compile(model, NONE);
   const d = decoded(tables);
   assert.deepEqual(d.backends, [
-    { id: 1, addr: '10.244.0.5', port: 8080, proto: 17, flags: 0 },
-    { id: 2, addr: '10.244.0.5', port: 8080, proto: 6, flags: 0 },
+    { id: 1, addr: '10.244.0.5', port: 8080, proto: 6, flags: 0 },
+    { id: 2, addr: '10.244.0.5', port: 8080, proto: 17, flags: 0 },
     { id: 3, addr: '10.244.0.5', port: 9090, proto: 6, flags: 0 },
     { id: 4, addr: '10.244.0.6', port: 8080, proto: 6, flags: 0 },
   ]);
   const sids = serviceIds(tables);
   assert.deepEqual(sids, { 'a/one:': 1, 'b/two:': 2, 'b/two:dns': 3, 'c/three:': 4 });
   assert.deepEqual(d.slots, [
-    { service_id: 1, slot: 0, backend_id: 2, state: 0 },
+    { service_id: 1, slot: 0, backend_id: 1, state: 0 },
     { service_id: 1, slot: 1, backend_id: 4, state: 0 },
-    { service_id: 2, slot: 0, backend_id: 2, state: 1 },
-    { service_id: 3, slot: 0, backend_id: 1, state: 0 },
+    { service_id: 2, slot: 0, backend_id: 1, state: 1 },
+    { service_id: 3, slot: 0, backend_id: 2, state: 0 },
     { service_id: 4, slot: 0, backend_id: 3, state: 0 },
   ]);
 });

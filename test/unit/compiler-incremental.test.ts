@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Compiler } from '../../src/compile/compile.js';
 import { BACKEND_FLAGS, backendValue, nodeAddrKey } from '../../src/contract/codecs.js';
-import { emptyTables, type Tables } from '../../src/contract/tables.js';
+import { emptyPackedTables, packTables, tablesContent, type PackedTables } from '../../src/contract/packed.js';
+import { TABLES } from '../../src/contract/tables.js';
 import { listNodeAddresses, listServicePorts } from '../../src/inspect/listing.js';
 import type { Backend, Model, ServicePort } from '../../src/model/types.js';
 import { diffTables, markApplied } from '../../src/reconcile/table-diff.js';
@@ -25,16 +26,14 @@ function model(servicePorts: ServicePort[], nodeAddresses: string[] = []): Model
   return { servicePorts, ignored: [], rejected: [], nodeAddresses };
 }
 
-function copyTables(t: Tables): Tables {
-  const out = emptyTables();
-  for (const table of Object.keys(t) as Array<keyof Tables>) for (const [k, v] of t[table]) out[table].set(k, v);
-  return out;
+function copyTables(t: PackedTables): PackedTables {
+  return packTables(tablesContent(t));
 }
 
 test('incremental updates: the kernel side, patched with only the touched keys, always equals the model', () => {
   const random = rng(7);
   const compiler = new Compiler();
-  const applied = emptyTables();
+  const applied = emptyPackedTables();
   let current: ServicePort[] = [];
   const someAddresses = ['127.0.0.1', '192.168.1.10', '172.18.0.2', '10.0.0.5'];
   for (let step = 0; step < 300; step++) {
@@ -59,22 +58,23 @@ test('incremental updates: the kernel side, patched with only the touched keys, 
     assert.deepEqual(diffTables(compiler.tables, applied), [], `step ${step}: a key changed without being reported`);
     assert.equal(ops.length > 0 || diffTables(compiler.tables, before).length === 0, true);
 
-    const listed = listServicePorts(applied);
+    const content = tablesContent(applied);
+    const listed = listServicePorts(content);
     assert.deepEqual(
       listed.map((l) => [l.name, l.frontends.map((f) => f.address), l.backends.map((b) => b.address)]),
       current.map((sp) => [sp.ref.name, sp.frontends.map((f) => f.address), sp.backends.map((b) => b.address)]),
       `step ${step}`,
     );
     // Nothing dangling: every backend entry is used by some slot.
-    const used = new Set([...applied.slots.values()].map((e) => e.value.readUInt32LE(0)));
-    assert.equal(applied.backends.size, used.size, `step ${step}: unreferenced backends left`);
+    const used = new Set([...content.slots.values()].map((e) => e.value.readUInt32LE(0)));
+    assert.equal(content.backends.size, used.size, `step ${step}: unreferenced backends left`);
     // A backend is flagged local exactly when some service port lists it as local.
     const localWanted = new Set(current.flatMap((sp) => sp.backends.filter((b) => b.local).map((b) => b.address)));
     const localApplied = new Set(
-      [...applied.backends.values()].map((e) => backendValue.decode(e.value)).filter((b) => b.flags & BACKEND_FLAGS.local).map((b) => b.addr),
+      [...content.backends.values()].map((e) => backendValue.decode(e.value)).filter((b) => b.flags & BACKEND_FLAGS.local).map((b) => b.addr),
     );
     assert.deepEqual(localApplied, localWanted, `step ${step}: local flags`);
-    assert.deepEqual(new Set(listNodeAddresses(applied)), new Set(nodeAddresses), `step ${step}: node addresses`);
+    assert.deepEqual(new Set(listNodeAddresses(content)), new Set(nodeAddresses), `step ${step}: node addresses`);
   }
 });
 
@@ -93,7 +93,7 @@ test('an unchanged service port (same object) costs no touched key', () => {
 test('a shared backend stays local while any listing says so, and its entry is rewritten only when that changes', () => {
   const compiler = new Compiler();
   const flagsOf = (b: number) => {
-    const entry = [...compiler.tables.backends.values()].find((e) => backendValue.decode(e.value).addr === `10.244.0.${b}`)!;
+    const entry = [...compiler.content().backends.values()].find((e) => backendValue.decode(e.value).addr === `10.244.0.${b}`)!;
     return backendValue.decode(entry.value).flags;
   };
   const remote = servicePort(1, [5]);
@@ -116,13 +116,13 @@ test('a shared backend stays local while any listing says so, and its entry is r
 
 test('node addresses: only the ones that come or go are touched', () => {
   const compiler = new Compiler();
-  const hex = (addr: string) => nodeAddrKey.encode({ addr }).toString('hex');
+  const id = (addr: string) => TABLES.nodeAddrs.keyId(nodeAddrKey.encode({ addr }), 0);
   let touched = compiler.update(model([], ['127.0.0.1', '192.168.1.10']));
-  assert.deepEqual(touched.nodeAddrs, new Set([hex('127.0.0.1'), hex('192.168.1.10')]));
+  assert.deepEqual(touched.nodeAddrs, new Set([id('127.0.0.1'), id('192.168.1.10')]));
   touched = compiler.update(model([], ['127.0.0.1', '172.18.0.2']));
-  assert.deepEqual(touched.nodeAddrs, new Set([hex('192.168.1.10'), hex('172.18.0.2')]));
-  assert.deepEqual(listNodeAddresses(compiler.tables), ['127.0.0.1', '172.18.0.2']);
+  assert.deepEqual(touched.nodeAddrs, new Set([id('192.168.1.10'), id('172.18.0.2')]));
+  assert.deepEqual(listNodeAddresses(compiler.content()), ['127.0.0.1', '172.18.0.2']);
   touched = compiler.update(model([], []));
-  assert.deepEqual(touched.nodeAddrs, new Set([hex('127.0.0.1'), hex('172.18.0.2')]));
+  assert.deepEqual(touched.nodeAddrs, new Set([id('127.0.0.1'), id('172.18.0.2')]));
   assert.equal(compiler.tables.nodeAddrs.size, 0);
 });

@@ -112,7 +112,7 @@ test('ModelCache.update: after every random change, full() is what buildModel gi
       const scratch = compile(got, compiler.ids).tables;
       for (const table of Object.keys(scratch) as TableName[]) {
         const hex = (t: typeof scratch) => [...t[table].values()].map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort();
-        assert.deepEqual(hex(compiler.tables), hex(scratch), `${where}: ${table}`);
+        assert.deepEqual(hex(compiler.content()), hex(scratch), `${where}: ${table}`);
       }
     }
     assert.ok(deltas > 50, `seed ${seed}: only ${deltas} updates went through the delta path`);

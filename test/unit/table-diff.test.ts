@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compile, idsFromTables } from '../../src/compile/compile.js';
+import { compile, idsFromTables as idsFromPacked } from '../../src/compile/compile.js';
 import {
   NODE_ADDR_PRESENT,
   backendValue,
@@ -14,8 +14,27 @@ import {
   u32Value,
 } from '../../src/contract/codecs.js';
 import { DELETE_ORDER, WRITE_ORDER, emptyTables, type Entry, type TableName, type Tables } from '../../src/contract/tables.js';
-import { diffTables, type TableOp } from '../../src/reconcile/table-diff.js';
+import { packTables } from '../../src/contract/packed.js';
+import { diffTables as diffPacked, opBatch } from '../../src/reconcile/table-diff.js';
 import type { Model } from '../../src/model/types.js';
+
+type TableOp = { op: 'upsert'; table: TableName; entries: Entry[] } | { op: 'delete'; table: TableName; keys: Buffer[] };
+
+/** diffTables over tables built as Map<hex, Entry>, its ops as the entries they write or the keys they delete. */
+function diffTables(desired: Tables, applied: Tables): TableOp[] {
+  const packedDesired = packTables(desired);
+  const packedApplied = packTables(applied);
+  return diffPacked(packedDesired, packedApplied).map((op) => {
+    const { keys, values, count } = opBatch(op, packedDesired, packedApplied);
+    const keySize = keys.length / count;
+    const key = (i: number) => keys.subarray(i * keySize, (i + 1) * keySize);
+    if (!values) return { op: 'delete', table: op.table, keys: op.slots.map((_, i) => key(i)) };
+    const valueSize = values.length / count;
+    return { op: 'upsert', table: op.table, entries: op.slots.map((_, i) => ({ key: key(i), value: values.subarray(i * valueSize, (i + 1) * valueSize) })) };
+  });
+}
+
+const idsFromTables = (tables: Tables) => idsFromPacked(packTables(tables));
 
 function put(tables: Tables, table: TableName, key: Buffer, value: Buffer): Entry {
   const entry = { key, value };
