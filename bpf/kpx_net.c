@@ -13,42 +13,84 @@
 #include <bpf/bpf_endian.h>
 #include "include/kpx_nat.h"
 
-/* Rewrites the addresses and ports of an skb to `out`, keeping the IP and
- * L4 checksums right whatever the skb's checksum state (the helpers know
- * CHECKSUM_PARTIAL, which direct edits would corrupt). */
-static __always_inline int kpx_skb_rewrite(struct __sk_buff *skb, const struct kpx_pkt *p, const struct kpx_ct *out)
+/* Ones' complement arithmetic on 16-bit words as they lie in the packet
+ * (RFC 1624, eqn. 3): the sum of what replacing `from` with `to` adds. */
+static __always_inline __u32 kpx_csum_diff16(__u16 from, __u16 to)
 {
-	__u64 l4_flags = p->tuple.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	const struct kpx_ct_key *in = &p->tuple;
+	return (__u16)~from + (__u32)to;
+}
 
-	if (in->saddr != out->saddr) {
-		if (bpf_l4_csum_replace(skb, p->csum_off, in->saddr, out->saddr, l4_flags | BPF_F_PSEUDO_HDR | 4) ||
-		    bpf_l3_csum_replace(skb, KPX_IP_CSUM_OFF, in->saddr, out->saddr, 4) ||
-		    bpf_skb_store_bytes(skb, KPX_IP_SADDR_OFF, &out->saddr, 4, 0))
+static __always_inline __u32 kpx_csum_diff32(__u32 from, __u32 to)
+{
+	return kpx_csum_diff16(from >> 16, to >> 16) + kpx_csum_diff16(from & 0xffff, to & 0xffff);
+}
+
+/* A checksum with `diff` folded in. */
+static __always_inline __u16 kpx_csum_apply(__u16 check, __u32 diff)
+{
+	__u32 sum = (__u16)~check + diff;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* From the TTL to the destination ports: without IP options one block. */
+struct kpx_headers_tail {
+	__u8 ttl;
+	__u8 proto;
+	__u16 check;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+#define KPX_IP_TAIL_LEN offsetof(struct kpx_headers_tail, sport)
+
+/* Rewrites the addresses, ports and TTL of an skb to `out` and `ttl`. The IP
+ * header is stored with its checksum computed here: a full checksum whatever
+ * the skb's state, and the header's sum does not change. The L4 checksum
+ * goes through the helper, which knows CHECKSUM_PARTIAL (only the
+ * pseudo-header part is folded in) and CHECKSUM_COMPLETE (skb->csum follows
+ * the pseudo-header change), in two calls: addresses are pseudo-header,
+ * ports are data. */
+static __always_inline int kpx_skb_rewrite(struct __sk_buff *skb, const struct kpx_pkt *p, const struct kpx_ct *out, __u8 ttl)
+{
+	const struct kpx_ct_key *in = &p->tuple;
+	__u64 l4_flags = in->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u32 addr_diff = kpx_csum_diff32(in->saddr, out->saddr) + kpx_csum_diff32(in->daddr, out->daddr);
+	__u32 ttl_diff = kpx_csum_diff16(bpf_htons((__u16)p->ttl << 8 | in->proto), bpf_htons((__u16)ttl << 8 | in->proto));
+	__u32 port_diff = kpx_csum_diff16(in->sport, out->sport) + kpx_csum_diff16(in->dport, out->dport);
+	struct kpx_headers_tail tail = {
+		.ttl = ttl,
+		.proto = in->proto,
+		.check = kpx_csum_apply(p->ip_check, addr_diff + ttl_diff),
+		.saddr = out->saddr,
+		.daddr = out->daddr,
+		.sport = out->sport,
+		.dport = out->dport,
+	};
+
+	if (p->l4_off == KPX_IP_TTL_OFF + KPX_IP_TAIL_LEN) {
+		if (bpf_skb_store_bytes(skb, KPX_IP_TTL_OFF, &tail, sizeof(tail), 0))
 			return -1;
+	} else if (bpf_skb_store_bytes(skb, KPX_IP_TTL_OFF, &tail, KPX_IP_TAIL_LEN, 0) ||
+		   bpf_skb_store_bytes(skb, p->l4_off, &tail.sport, 2 * sizeof(tail.sport), 0)) {
+		return -1; /* IP options between the two */
 	}
-	if (in->daddr != out->daddr) {
-		if (bpf_l4_csum_replace(skb, p->csum_off, in->daddr, out->daddr, l4_flags | BPF_F_PSEUDO_HDR | 4) ||
-		    bpf_l3_csum_replace(skb, KPX_IP_CSUM_OFF, in->daddr, out->daddr, 4) ||
-		    bpf_skb_store_bytes(skb, KPX_IP_DADDR_OFF, &out->daddr, 4, 0))
-			return -1;
-	}
-	if (in->sport != out->sport) {
-		if (bpf_l4_csum_replace(skb, p->csum_off, in->sport, out->sport, l4_flags | 2) ||
-		    bpf_skb_store_bytes(skb, p->l4_off, &out->sport, 2, 0))
-			return -1;
-	}
-	if (in->dport != out->dport) {
-		if (bpf_l4_csum_replace(skb, p->csum_off, in->dport, out->dport, l4_flags | 2) ||
-		    bpf_skb_store_bytes(skb, p->l4_off + 2, &out->dport, 2, 0))
-			return -1;
-	}
+	if ((in->saddr != out->saddr || in->daddr != out->daddr) &&
+	    bpf_l4_csum_replace(skb, p->csum_off, 0, addr_diff, l4_flags | BPF_F_PSEUDO_HDR))
+		return -1;
+	if ((in->sport != out->sport || in->dport != out->dport) && bpf_l4_csum_replace(skb, p->csum_off, 0, port_diff, l4_flags))
+		return -1;
 	return 0;
 }
 
-/* Sends a rewritten skb on towards its new destination, as a router would:
- * TTL decremented, next hop from the FIB, L2 from the neighbour table. */
-static __always_inline int kpx_skb_forward(struct __sk_buff *skb, const struct kpx_pkt *p, const struct kpx_ct *out)
+/* Sends a rewritten skb on towards its new destination, as a router would
+ * (the rewrite decremented the TTL): next hop from the FIB, L2 from the
+ * neighbour table. */
+static __always_inline int kpx_skb_forward(struct __sk_buff *skb, const struct kpx_ct *out)
 {
 	struct bpf_fib_lookup fib = {
 		.family = KPX_AF_INET,
@@ -57,15 +99,8 @@ static __always_inline int kpx_skb_forward(struct __sk_buff *skb, const struct k
 		.ifindex = skb->ingress_ifindex,
 	};
 	struct bpf_redir_neigh nh = {};
-	__u16 old_word, new_word;
-	__u8 ttl = p->ttl - 1;
 
 	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
-		return TC_ACT_SHOT;
-	old_word = bpf_htons((__u16)p->ttl << 8 | p->tuple.proto);
-	new_word = bpf_htons((__u16)ttl << 8 | p->tuple.proto);
-	if (bpf_l3_csum_replace(skb, KPX_IP_CSUM_OFF, old_word, new_word, 2) ||
-	    bpf_skb_store_bytes(skb, KPX_IP_TTL_OFF, &ttl, 1, 0))
 		return TC_ACT_SHOT;
 	nh.nh_family = fib.family;
 	nh.ipv4_nh = fib.ipv4_dst;
@@ -108,11 +143,15 @@ int kpx_tc_ingress(struct __sk_buff *skb)
 	/* A router would answer ICMP time exceeded; kpx does not forge ICMP. */
 	if ((out.flags & KPX_CT_REDIRECT) && p.ttl <= 1)
 		return kpx_tc_drop();
-	if (kpx_skb_rewrite(skb, &p, &out) < 0)
+	if (!(out.flags & KPX_CT_REDIRECT)) {
+		/* A local backend: the stack routes it in. */
+		if (kpx_skb_rewrite(skb, &p, &out, p.ttl) < 0)
+			return kpx_tc_drop();
+		return TC_ACT_OK;
+	}
+	if (kpx_skb_rewrite(skb, &p, &out, p.ttl - 1) < 0)
 		return kpx_tc_drop();
-	if (!(out.flags & KPX_CT_REDIRECT))
-		return TC_ACT_OK; /* a local backend: the stack routes it in */
-	int verdict = kpx_skb_forward(skb, &p, &out);
+	int verdict = kpx_skb_forward(skb, &out);
 
 	return verdict == TC_ACT_SHOT ? kpx_tc_drop() : verdict;
 }
@@ -130,31 +169,25 @@ int kpx_tc_egress(struct __sk_buff *skb)
 	 * translated packet was rewritten where it came in. */
 	if (!ct || (ct->flags & (KPX_CT_REPLY | KPX_CT_REDIRECT)) != KPX_CT_REPLY)
 		return TC_ACT_OK;
-	kpx_ct_touch(ct, &p, bpf_ktime_get_ns());
+	kpx_ct_touch(ct, &p, bpf_ktime_get_coarse_ns());
 	struct kpx_ct out = *ct;
 
-	if (kpx_skb_rewrite(skb, &p, &out) < 0)
+	if (kpx_skb_rewrite(skb, &p, &out, p.ttl) < 0)
 		return kpx_tc_drop();
 	kpx_count(KPX_STAT_LOCAL_REPLY);
 	return TC_ACT_OK;
 }
 
-/* Folds a ones' complement update of one 16-bit word into a checksum
- * (RFC 1624, eqn. 3). XDP frames from the wire always carry complete
- * checksums, so direct updates are right here. */
+/* XDP frames from the wire always carry complete checksums, so direct
+ * updates are right here. */
 static __always_inline __u16 kpx_csum_replace16(__u16 check, __u16 from, __u16 to)
 {
-	__u32 sum = (__u16)~check + (__u16)~from + to;
-
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
+	return kpx_csum_apply(check, kpx_csum_diff16(from, to));
 }
 
 static __always_inline __u16 kpx_csum_replace32(__u16 check, __u32 from, __u32 to)
 {
-	check = kpx_csum_replace16(check, from >> 16, to >> 16);
-	return kpx_csum_replace16(check, from & 0xffff, to & 0xffff);
+	return kpx_csum_apply(check, kpx_csum_diff32(from, to));
 }
 
 SEC("xdp")

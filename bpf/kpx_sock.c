@@ -8,6 +8,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <linux/errno.h>
+#include <stdbool.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "include/kpx_lb.h"
@@ -20,8 +21,45 @@ static __always_inline __u8 kpx_sock_proto(const struct bpf_sock_addr *ctx)
 	return ctx->protocol == IPPROTO_UDP ? IPPROTO_UDP : IPPROTO_TCP;
 }
 
+/* A connected socket (connect(): TCP, or UDP) keeps its one mapping in its
+ * own storage, which dies with it and is never evicted. */
+static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const struct kpx_backend *be, __be32 addr, __be16 port)
+{
+	struct kpx_sock_peer *peer;
+
+	peer = bpf_sk_storage_get(&kpx_sock_peer, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!peer)
+		return -1;
+	peer->backend_addr = be->addr;
+	peer->backend_port = be->port;
+	peer->addr = addr;
+	peer->port = port;
+	return 0;
+}
+
+/* An unconnected UDP socket may send to several Services: one LRU entry per
+ * socket and backend. Most sendto()s repeat the last mapping, and a lookup
+ * costs far less than a write. */
+static __always_inline void kpx_remember_sendto(struct bpf_sock_addr *ctx, const struct kpx_backend *be, __be32 addr, __be16 port)
+{
+	struct kpx_sock_revnat_key rkey = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.backend_addr = be->addr,
+		.backend_port = be->port,
+	};
+	struct kpx_sock_revnat rval = {
+		.addr = addr,
+		.port = port,
+	};
+	struct kpx_sock_revnat *known = bpf_map_lookup_elem(&kpx_sock_revnat, &rkey);
+
+	if (known && known->addr == addr && known->port == port)
+		return;
+	bpf_map_update_elem(&kpx_sock_revnat, &rkey, &rval, BPF_ANY);
+}
+
 /* Rewrites ctx to a backend of the frontend it addresses, if any. */
-static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx)
+static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx, bool connecting)
 {
 	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
@@ -45,17 +83,9 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx)
 	be = kpx_select_backend(fe, &backend_id);
 	if (!be)
 		return SYS_PROCEED;
-
-	struct kpx_sock_revnat_key rkey = {
-		.cookie = bpf_get_socket_cookie(ctx),
-		.backend_addr = be->addr,
-		.backend_port = be->port,
-	};
-	struct kpx_sock_revnat rval = {
-		.addr = addr,
-		.port = port,
-	};
-	bpf_map_update_elem(&kpx_sock_revnat, &rkey, &rval, BPF_ANY);
+	/* Socket storage can only fail to allocate: the LRU still answers. */
+	if (!connecting || kpx_remember_peer(ctx, be, addr, port) < 0)
+		kpx_remember_sendto(ctx, be, addr, port);
 
 	ctx->user_ip4 = be->addr;
 	ctx->user_port = (__u32)be->port;
@@ -65,10 +95,21 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx)
 /* Shows the Service address in place of the backend the socket talks to. */
 static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 {
+	__be32 backend_addr = ctx->user_ip4;
+	__be16 backend_port = (__be16)ctx->user_port;
+	struct kpx_sock_peer *peer;
+
+	peer = bpf_sk_storage_get(&kpx_sock_peer, ctx->sk, 0, 0);
+	if (peer && peer->backend_addr == backend_addr && peer->backend_port == backend_port) {
+		ctx->user_ip4 = peer->addr;
+		ctx->user_port = (__u32)peer->port;
+		return SYS_PROCEED;
+	}
+
 	struct kpx_sock_revnat_key rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.backend_addr = ctx->user_ip4,
-		.backend_port = (__be16)ctx->user_port,
+		.backend_addr = backend_addr,
+		.backend_port = backend_port,
 	};
 	struct kpx_sock_revnat *rval;
 
@@ -83,13 +124,13 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int kpx_connect4(struct bpf_sock_addr *ctx)
 {
-	return kpx_translate4(ctx);
+	return kpx_translate4(ctx, true);
 }
 
 SEC("cgroup/sendmsg4")
 int kpx_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return kpx_translate4(ctx);
+	return kpx_translate4(ctx, false);
 }
 
 SEC("cgroup/recvmsg4")

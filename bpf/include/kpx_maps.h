@@ -51,6 +51,14 @@ struct {
 	__uint(max_entries, 262144);
 } kpx_sock_revnat SEC(".maps");
 
+/* Not sized: an entry lives in its socket, as many as there are sockets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kpx_sock_peer);
+} kpx_sock_peer SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __be32);

@@ -51,7 +51,8 @@ static __always_inline bool kpx_ct_expired(const struct kpx_ct *ct, __u8 proto, 
 
 	if (proto == IPPROTO_TCP)
 		timeout = (ct->flags & KPX_CT_CLOSING) ? KPX_CT_CLOSING_TIMEOUT : KPX_CT_TCP_TIMEOUT;
-	return now - ct->last_seen_ns > timeout;
+	/* Signed: an entry stamped by a finer clock may be a tick ahead. */
+	return (__s64)(now - ct->last_seen_ns) > (__s64)timeout;
 }
 
 /* The key under which the packets leaving with tuple `out` come back. */
@@ -69,7 +70,7 @@ static __always_inline struct kpx_ct_key kpx_ct_reverse(const struct kpx_ct *out
 
 static __always_inline void kpx_ct_touch(struct kpx_ct *ct, const struct kpx_pkt *p, __u64 now)
 {
-	if (now - ct->last_seen_ns > KPX_CT_REFRESH)
+	if ((__s64)(now - ct->last_seen_ns) > (__s64)KPX_CT_REFRESH)
 		ct->last_seen_ns = now;
 	if (!(p->tcp_flags & (KPX_TCP_FIN | KPX_TCP_RST)) || (ct->flags & KPX_CT_CLOSING))
 		return;
@@ -144,7 +145,8 @@ static __always_inline enum kpx_verdict
 kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct *out)
 {
 	const struct kpx_ct_key *t = &p->tuple;
-	__u64 now = bpf_ktime_get_ns();
+	/* Timeouts are seconds: the tick-granular clock is plenty, and cheaper. */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct kpx_ct *ct;
 	bool stale = false;
 

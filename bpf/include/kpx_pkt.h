@@ -34,6 +34,7 @@ struct kpx_pkt {
 	__u8 tcp_flags;
 	__u8 ttl;
 	__u16 udp_csum_zero; /* a UDP packet sent without checksum */
+	__u16 ip_check;	     /* the IPv4 header checksum as received */
 };
 
 #define KPX_IP_OFF ((__u32)sizeof(struct ethhdr))
@@ -65,6 +66,7 @@ static __always_inline int kpx_parse(void *data, void *data_end, struct kpx_pkt 
 		return -1;
 	p->l4_off = KPX_IP_OFF + ihl;
 	p->ttl = ip->ttl;
+	p->ip_check = ip->check;
 	p->tuple.saddr = ip->saddr;
 	p->tuple.daddr = ip->daddr;
 	p->tuple.proto = ip->protocol;

@@ -87,8 +87,9 @@ struct kpx_service {
 	__u8 pad[6];
 };
 
-/* kpx_sock_revnat: what a translated socket was really connected to, so
- * recvmsg and getpeername can show the application the Service address. */
+/* kpx_sock_revnat: where an unconnected UDP socket's sendto() to a Service
+ * really went, so recvmsg can show the application the Service address as
+ * the source of the replies. One socket may talk to several backends. */
 struct kpx_sock_revnat_key {
 	__u64 cookie;
 	__be32 backend_addr;
@@ -100,6 +101,19 @@ struct kpx_sock_revnat {
 	__be32 addr;
 	__be16 port;
 	__u16 pad;
+};
+
+/* kpx_sock_peer: the socket-local storage of a connected socket (TCP, or
+ * UDP after connect()) that kpx translated: the backend it is connected to
+ * and the Service it asked for. It lives and dies with the socket, so a
+ * long-lived connection keeps it however many other sockets come and go. */
+struct kpx_sock_peer {
+	__be32 backend_addr;
+	__be16 backend_port;
+	__u16 pad;
+	__be32 addr;
+	__be16 port;
+	__u16 pad2;
 };
 
 /* kpx_node_addrs: the node addresses that answer NodePorts (kube-proxy's
@@ -133,7 +147,7 @@ struct kpx_ct {
 	/* Forward entries: the backend chosen, checked on every packet so a
 	 * flow whose backend is gone picks a new one. */
 	__u32 backend_id;
-	__u64 last_seen_ns; /* bpf_ktime_get_ns(), refreshed at most every second */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, by the tick), refreshed at most every second */
 	__u8 flags;	    /* KPX_CT_* */
 	__u8 pad[7];
 };

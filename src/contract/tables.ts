@@ -71,10 +71,10 @@ export const DELETE_ORDER: readonly TableName[] = ['nodeAddrs', 'frontends', 'sl
 
 /**
  * Maps the programs own (written by the kernel), pinned alongside: they
- * outlive an agent restart (flows and counters go on) and removePins
- * removes them with the rest.
+ * outlive an agent restart (flows, socket mappings and counters go on) and
+ * removePins removes them with the rest.
  */
-export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_ct', 'kpx_stats'] as const;
+export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_sock_peer', 'kpx_ct', 'kpx_stats'] as const;
 
 export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...KERNEL_OWNED_MAPS];
 

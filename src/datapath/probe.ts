@@ -23,7 +23,7 @@ const PROG_TYPE = { sched_cls: 3, xdp: 6, cgroup_sock: 9, cgroup_sock_addr: 18 }
 export type ProgTypeName = keyof typeof PROG_TYPE;
 
 /** enum bpf_map_type values of kpx_maps.h. */
-const MAP_TYPE = { hash: 1, lru_hash: 9 } as const;
+const MAP_TYPE = { hash: 1, lru_hash: 9, sk_storage: 24 } as const; // sk_storage: Linux 5.2
 
 /** enum bpf_attach_type values of kpx_sock.o's programs. */
 const SOCK_ATTACH = { connect4: 10, post_bind4: 12, sendmsg4: 14, recvmsg4: 19, getpeername4: 29 } as const;
@@ -39,16 +39,16 @@ const SOCKET_ATTACH_TYPES: ReadonlyArray<{ section: string; progType: ProgTypeNa
 
 /** enum bpf_func_id values (linux/bpf.h) of the helpers kpx's programs call. */
 const HELPER_ID = {
-  bpf_ktime_get_ns: 5,
   bpf_get_prandom_u32: 7,
   bpf_skb_store_bytes: 9,
-  bpf_l3_csum_replace: 10,
   bpf_l4_csum_replace: 11,
   bpf_redirect: 23,
   bpf_skb_pull_data: 39,
   bpf_get_socket_cookie: 46,
   bpf_fib_lookup: 69,
+  bpf_sk_storage_get: 107, // in cgroup sock_addr programs since Linux 5.3
   bpf_redirect_neigh: 152,
+  bpf_ktime_get_coarse_ns: 160, // Linux 5.11
   bpf_set_retval: 187, // Linux 5.18
 } as const;
 export type HelperName = keyof typeof HELPER_ID;
@@ -67,19 +67,18 @@ const HELPER_PROBE_ATTACH_TYPE: Record<ProgTypeName, number> = {
 
 /** Per program type, the helpers bpf/kpx_sock.c and bpf/kpx_net.c (with their headers) call; map helpers exist wherever the type does. */
 const HELPERS_BY_PROG_TYPE: Record<ProgTypeName, readonly HelperName[]> = {
-  cgroup_sock_addr: ['bpf_set_retval', 'bpf_get_socket_cookie', 'bpf_get_prandom_u32'],
+  cgroup_sock_addr: ['bpf_set_retval', 'bpf_get_socket_cookie', 'bpf_get_prandom_u32', 'bpf_sk_storage_get'],
   cgroup_sock: ['bpf_set_retval'],
   sched_cls: [
     'bpf_fib_lookup',
     'bpf_redirect_neigh',
     'bpf_skb_pull_data',
     'bpf_skb_store_bytes',
-    'bpf_l3_csum_replace',
     'bpf_l4_csum_replace',
-    'bpf_ktime_get_ns',
+    'bpf_ktime_get_coarse_ns',
     'bpf_get_prandom_u32',
   ],
-  xdp: ['bpf_fib_lookup', 'bpf_redirect', 'bpf_ktime_get_ns', 'bpf_get_prandom_u32'],
+  xdp: ['bpf_fib_lookup', 'bpf_redirect', 'bpf_ktime_get_coarse_ns', 'bpf_get_prandom_u32'],
 };
 
 /** tcx links (Linux 6.6), attached per --interfaces device. */

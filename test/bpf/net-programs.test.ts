@@ -154,6 +154,24 @@ function udpFromClient(spec: Omit<UdpSpec, 'src'>): UdpSpec {
   return { ethSrc: CLIENT.mac, ethDst: NODE_ETH0.mac, src: CLIENT.ip, payload: UDP_PAYLOAD, ...spec };
 }
 
+/**
+ * The frame with 4 bytes of IPv4 options (three NOPs and an end of list)
+ * after the fixed header, its header checksum recomputed. The L4 checksum
+ * stays right: options are not in the pseudo-header.
+ */
+function withIpOptions(frame: Buffer): Buffer {
+  const ipStart = 14;
+  const out = Buffer.concat([frame.subarray(0, ipStart + 20), Buffer.from([1, 1, 1, 0]), frame.subarray(ipStart + 20)]);
+  out[ipStart] = 0x46;
+  out.writeUInt16BE(out.readUInt16BE(ipStart + 2) + 4, ipStart + 2);
+  out.writeUInt16BE(0, ipStart + 10);
+  let sum = 0;
+  for (let i = ipStart; i < ipStart + 24; i += 2) sum += out.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  out.writeUInt16BE(~sum & 0xffff, ipStart + 10);
+  return out;
+}
+
 const VERDICT_NAMES: Record<'tc' | 'xdp', Record<number, string>> = {
   tc: Object.fromEntries(Object.entries(TC_ACT).map(([name, v]) => [v, `TC_ACT_${name}`])),
   xdp: Object.fromEntries(Object.entries(XDP_ACT).map(([name, v]) => [v, `XDP_${name}`])),
@@ -348,6 +366,16 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
         const out = run('kpx_tc_ingress', tcpFrame(ack), 'eth0', TC_ACT.REDIRECT);
         assertFrame(out, tcpFrame({ ...ack, src: NODE_ETH0.ip, sport: first.tcp!.sport, dst: first.ip!.dst, dport: POOL.podPort, ttl: 63 }));
       }
+    });
+
+    test('a packet with IPv4 options is rewritten around them (header and ports stored apart)', remote, () => {
+      const syn = fromClient({ sport: 40004, dst: NODE_ETH0.ip, dport: API.nodePort, payload: PAYLOAD });
+      const input = withIpOptions(tcpFrame(syn));
+      assert.ok(ipChecksumValid(input) && l4ChecksumValid(input), 'the fixture frame is valid');
+      const out = run('kpx_tc_ingress', input, 'eth0', TC_ACT.REDIRECT);
+      const snatPort = parseFrame(out).tcp!.sport;
+      assertSnatPort(snatPort);
+      assertFrame(out, withIpOptions(tcpFrame({ ...syn, src: NODE_ETH0.ip, sport: snatPort, dst: API.pod, dport: API.podPort, ttl: 63 })));
     });
 
     for (const checksum of [true, false]) {

@@ -30,6 +30,7 @@ import {
   u64Value,
   type StructCodec,
 } from '../../src/contract/codecs.js';
+import { KERNEL_CONTRACT_STRUCTS, socketFdKey, sockPeerValue } from '../../src/contract/kernel-codecs.js';
 import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES } from '../../src/contract/tables.js';
 
 // dist/test/unit/ -> repo root (the tests run from the compiled tree).
@@ -143,6 +144,7 @@ class Btf {
 /** Codecs of the maps the kernel writes (not in TABLES). */
 const KERNEL_OWNED_CODECS: Record<string, { key: StructCodec<object>; value: StructCodec<object> }> = {
   kpx_sock_revnat: { key: sockRevnatKey, value: sockRevnatValue },
+  kpx_sock_peer: { key: socketFdKey, value: sockPeerValue },
   kpx_ct: { key: ctKey, value: ctValue },
   kpx_stats: { key: u32Key, value: u64Value },
 };
@@ -173,7 +175,7 @@ for (const object of OBJECTS) {
     }
     const btf = Btf.load(object);
     assert.ok(CONTRACT_STRUCTS.length >= 10, 'CONTRACT_STRUCTS lost entries');
-    for (const codec of CONTRACT_STRUCTS) {
+    for (const codec of [...CONTRACT_STRUCTS, ...KERNEL_CONTRACT_STRUCTS]) {
       const s = btf.struct(codec.cName);
       assert.equal(s.size, codec.size, `${object}: sizeof(struct ${codec.cName})`);
       const members = (s.members ?? []).map((m) => {

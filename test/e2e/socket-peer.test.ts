@@ -1,0 +1,124 @@
+// What a translated socket says its peer is (ebpf mode): the Service, for as
+// long as the socket lives. A connected socket keeps its mapping in its own
+// storage (kpx_sock_peer), so neither a churned kpx_sock_revnat LRU nor an
+// agent restart takes it away; unconnected UDP answers through the LRU.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { startLabAgent } from '../../src/lab/agent.js';
+import { createLab, findCgroup2Mount, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
+import { countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
+
+function missingPrerequisite(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN)';
+  if (!findCgroup2Mount() && !readFileSync('/proc/filesystems', 'utf8').includes('cgroup2')) return 'needs cgroup2';
+  if (!readFileSync('/proc/filesystems', 'utf8').includes('bpf')) return 'needs the bpf filesystem';
+  return undefined;
+}
+const skip = missingPrerequisite();
+
+const PEER_HOLDER = fileURLToPath(new URL('./peer-holder.js', import.meta.url));
+
+const WEB = '10.96.0.80:8222';
+const DNS = '10.96.0.53:53';
+/** Small enough that the churn below cycles it twice over. */
+const REVNAT_ENTRIES = 256;
+const CHURN_SOCKETS = 600;
+
+const MANIFESTS = {
+  apiVersion: 'v1',
+  kind: 'List',
+  items: [
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' }, spec: { clusterIP: '10.96.0.80', ports: [{ name: 'p', port: 8222, targetPort: 80 }] } },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'dns', namespace: 'default' },
+      spec: { clusterIP: '10.96.0.53', ports: [{ name: 'p', port: 53, protocol: 'UDP', targetPort: 5353 }] },
+    },
+    ...[
+      ['web', 80, 'TCP'],
+      ['dns', 5353, 'UDP'],
+    ].map(([name, port, protocol]) => ({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${name}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': name } },
+      addressType: 'IPv4',
+      ports: [{ name: 'p', port, protocol }],
+      endpoints: [{ addresses: ['10.244.0.11'] }, { addresses: ['10.244.0.12'] }],
+    })),
+  ],
+};
+
+interface PeerCheck {
+  check: number;
+  tcp: string;
+  udp: string;
+}
+
+describe('socket peers (ebpf)', { skip }, () => {
+  let lab: Lab;
+  let agent: LabProcess;
+  let holder: LabProcess;
+
+  const startAgent = () => startLabAgent(lab, { extraArgs: ['--mode', 'ebpf', '--map-sizes', `sock_revnat=${REVNAT_ENTRIES}`] });
+
+  async function probe(args: string[]): Promise<ProbeResult[]> {
+    const r = await lab.exec('client', [process.execPath, PROBE_SCRIPT, ...args], { inCgroup: true, timeoutMs: 60_000 });
+    assert.equal(r.code, 0, `probe ${args.join(' ')}: ${r.stderr}`);
+    return parseProbeOutput(r.stdout).results;
+  }
+
+  /** What the holder's long-lived sockets say their peers are now. */
+  async function holderPeers(check: number): Promise<PeerCheck> {
+    if (check > 0) process.kill(holder.pid, 'SIGUSR1');
+    return JSON.parse(await holder.waitFor(new RegExp(`^\\{"check":${check},`))) as PeerCheck;
+  }
+
+  function revnatMap(): { max_entries: number; entries: number } {
+    const pin = join(lab.bpffsPath, 'kpx_sock_revnat');
+    const info = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show', 'pinned', pin], { encoding: 'utf8' })) as { max_entries: number };
+    const entries = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', pin], { encoding: 'utf8', maxBuffer: 64 << 20 })) as unknown[];
+    return { max_entries: info.max_entries, entries: entries.length };
+  }
+
+  before(async () => {
+    lab = await createLab({ pods: [{ name: 'pod-a', address: '10.244.0.11' }, { name: 'pod-b', address: '10.244.0.12' }] });
+    await lab.startNameServers(['pod-a', 'pod-b'].map((host) => ({ host, tcp: [80], udp: [5353] })));
+    await writeFile(join(lab.manifestsDir, 'services.json'), JSON.stringify(MANIFESTS));
+    agent = await startAgent();
+    holder = lab.spawn('client', [process.execPath, PEER_HOLDER, ...WEB.split(':'), ...DNS.split(':')], { inCgroup: true });
+  });
+
+  after(async () => {
+    await lab?.close();
+  });
+
+  test('getpeername() shows the ClusterIP for connected TCP and UDP; recvmsg() shows it as the source for unconnected UDP', async () => {
+    assert.deepEqual(await holderPeers(0), { check: 0, tcp: WEB, udp: DNS });
+    assert.deepEqual(countPeers(await probe(['udp', ...DNS.split(':'), '--count', '20'])), { [DNS]: 20 });
+    assert.deepEqual(countPeers(await probe(['udp', ...DNS.split(':'), '--count', '5', '--connected', '--fresh'])), { [DNS]: 5 });
+  });
+
+  test('connected sockets keep their Service after unconnected UDP has cycled the LRU', async () => {
+    const churn = await probe(['udp', ...DNS.split(':'), '--count', String(CHURN_SOCKETS), '--fresh']);
+    // Each fresh socket reads its reply at once, before others push its entry out.
+    assert.deepEqual(countPeers(churn), { [DNS]: CHURN_SOCKETS });
+    const revnat = revnatMap();
+    assert.equal(revnat.max_entries, REVNAT_ENTRIES, '--map-sizes sizes the kernel-owned LRU');
+    assert.ok(revnat.entries <= REVNAT_ENTRIES && CHURN_SOCKETS > 2 * REVNAT_ENTRIES, `LRU holds ${revnat.entries}`);
+    assert.deepEqual(await holderPeers(1), { check: 1, tcp: WEB, udp: DNS });
+  });
+
+  test('connected sockets keep their Service across an agent restart (kpx_sock_peer is pinned and adopted)', async () => {
+    await agent.close();
+    agent = await startAgent();
+    assert.match(agent.stdout(), /adopted pinned maps/);
+    assert.ok(existsSync(join(lab.bpffsPath, 'kpx_sock_peer')), 'kpx_sock_peer pinned');
+    assert.deepEqual(await holderPeers(2), { check: 2, tcp: WEB, udp: DNS });
+  });
+});
