@@ -231,7 +231,7 @@ class Worker {
       sport: out.sport,
       dport: out.dport,
       backend_id: backendId,
-      last_seen_ns: process.hrtime.bigint(), // CLOCK_MONOTONIC, bpf_ktime_get_ns()'s clock
+      last_seen_ns: process.hrtime.bigint(), // CLOCK_MONOTONIC, the clock of bpf_ktime_get_coarse_ns() (at a tick's precision)
       flags,
     };
     bpf.mapUpdate(this.ct, ctKey.encode(toKey(key, proto)), ctValue.encode(value));
