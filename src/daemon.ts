@@ -14,8 +14,7 @@ import { ModelCache, wholeModel } from './model/incremental.js';
 import { resolveNodePortAddresses } from './model/node-addresses.js';
 import type { ModelOptions, ModelUpdate, PortRange } from './model/types.js';
 import { DEFAULT_SYNCER_OPTIONS, Syncer } from './reconcile/syncer.js';
-import { KubeSource } from './source/kube.js';
-import { ManifestSource } from './source/manifests.js';
+import type { Source } from './source/types.js';
 
 export type SourceConfig =
   | { kind: 'manifests'; dir: string }
@@ -54,10 +53,12 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
   if ('error' in choice) throw new Error(choice.error);
   log.info({ mode: choice.mode, requested: config.mode, reason: choice.reason }, `datapath mode ${choice.mode}`);
   const src = config.source;
-  const source =
-    src.kind === 'manifests'
-      ? new ManifestSource(src.dir, log)
-      : new KubeSource({ kubeconfig: src.kubeconfig, master: src.master, nodeName: config.nodeName, log });
+  // Only the source in use is loaded: each pulls in its own parsers and clients.
+  const kube =
+    src.kind === 'kube'
+      ? new (await import('./source/kube.js')).KubeSource({ kubeconfig: src.kubeconfig, master: src.master, nodeName: config.nodeName, log })
+      : undefined;
+  const source: Source = src.kind === 'manifests' ? new (await import('./source/manifests.js')).ManifestSource(src.dir, log) : kube!;
   const interfaces = config.interfaces === 'auto' ? defaultRouteInterfaces() : config.interfaces;
   const nodePort = resolveNodePortAddresses(networkInterfaces(), interfaces, config.nodePortCIDRs);
   for (const problem of nodePort.problems) log.warn({ interfaces, nodePortCIDRs: config.nodePortCIDRs }, problem);
@@ -77,9 +78,9 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
   let manifestSequence = 0;
   const model = (): ModelUpdate => {
     // The API server's objects arrive one event at a time: the model follows them per Service.
-    if (source instanceof KubeSource) {
-      triggerTimes = triggerTimes.concat(source.takeTriggerTimes());
-      return models.update(source.groups, modelOptions);
+    if (kube) {
+      triggerTimes = triggerTimes.concat(kube.takeTriggerTimes());
+      return models.update(kube.groups, modelOptions);
     }
     // A manifest folder is re-read whole, and allocation spans its Services.
     const snap = source.snapshot();

@@ -7,16 +7,13 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { readPinnedTables, removePins } from '../datapath/ebpf.js';
-import { removeKpxRules, removeKubeProxyRules } from '../datapath/kube-proxy-cleanup.js';
-import { startAgent } from '../daemon.js';
-import { TABLES } from '../contract/tables.js';
-import { listFromIptablesSave, nodeAddressesFromIptablesSave } from '../inspect/iptables-listing.js';
-import { formatListing, listNodeAddresses, listServicePorts, type ListedServicePort } from '../inspect/listing.js';
+import { ALL_MAPS, TABLES } from '../contract/tables.js';
+import type { ListedServicePort } from '../inspect/listing.js';
 import { createLogger } from '../log.js';
-import { runLabDemo } from '../lab/demo.js';
 import { parseNodePortRange } from '../model/node-addresses.js';
 import type { PortRange } from '../model/types.js';
+
+// Each command loads its own modules when it runs: the agent's memory holds none of the other commands'.
 
 const DEFAULT_BPFFS = '/sys/fs/bpf/kpx';
 
@@ -27,11 +24,14 @@ function parseDurationMs(text: string): number {
 }
 
 /** What the kernel holds, from whichever datapath is in place: pinned maps under bpffs, else the iptables rules. */
-function readProgrammed(bpffs: string): { mode: 'ebpf' | 'iptables'; servicePorts: ListedServicePort[]; nodeAddresses: string[] } {
+async function readProgrammed(bpffs: string): Promise<{ mode: 'ebpf' | 'iptables'; servicePorts: ListedServicePort[]; nodeAddresses: string[] }> {
   if (existsSync(join(bpffs, TABLES.frontends.map))) {
+    const { readPinnedTables } = await import('../datapath/ebpf.js');
+    const { listNodeAddresses, listServicePorts } = await import('../inspect/listing.js');
     const tables = readPinnedTables(bpffs);
     return { mode: 'ebpf', servicePorts: listServicePorts(tables), nodeAddresses: listNodeAddresses(tables) };
   }
+  const { listFromIptablesSave, nodeAddressesFromIptablesSave } = await import('../inspect/iptables-listing.js');
   const saved = spawnSync('iptables-save', [], { encoding: 'utf8' });
   if (saved.status !== 0) throw new Error(`no pinned maps under ${bpffs}, and iptables-save failed: ${saved.stderr.trim()}`);
   return { mode: 'iptables', servicePorts: listFromIptablesSave(saved.stdout), nodeAddresses: nodeAddressesFromIptablesSave(saved.stdout) };
@@ -47,13 +47,18 @@ function parseNodePortRangeFlag(text: string): PortRange {
   return range;
 }
 
+/** kpx_sock_peer is socket storage (no size) and kpx_stats has one slot per counter. */
+const RESIZABLE_MAPS = ALL_MAPS.filter((m) => m !== 'kpx_sock_peer' && m !== 'kpx_stats');
+
 function parseMapSizes(spec: string | undefined): Partial<Record<string, number>> {
   const sizes: Record<string, number> = {};
   for (const part of (spec ?? '').split(',').filter(Boolean)) {
     const [name, n] = part.split('=');
     const size = Number(n);
     if (!name || !Number.isInteger(size) || size <= 0) throw new Error(`--map-sizes: expected name=N, got "${part}"`);
-    sizes[name.startsWith('kpx_') ? name : `kpx_${name}`] = size;
+    const map = name.startsWith('kpx_') ? name : `kpx_${name}`;
+    if (!RESIZABLE_MAPS.includes(map)) throw new Error(`--map-sizes: ${name} is not a map whose size can be set (${RESIZABLE_MAPS.join(', ')})`);
+    sizes[map] = size;
   }
   return sizes;
 }
@@ -92,6 +97,7 @@ await yargs(hideBin(process.argv))
         .option('map-sizes', { type: 'string', describe: 'max entries per map, e.g. frontends=65536,slots=262144' }),
     async (argv) => {
       const log = createLogger(argv['log-level']);
+      const { startAgent } = await import('../daemon.js');
       const agent = await startAgent(
         {
           // Neither a folder nor a kubeconfig: inside a pod, as kube-proxy does.
@@ -126,8 +132,9 @@ await yargs(hideBin(process.argv))
     'list',
     'show what the kernel holds, read back from the pinned maps',
     (y) => y.option('bpffs', { type: 'string', default: DEFAULT_BPFFS }).option('json', { type: 'boolean', default: false }),
-    (argv) => {
-      const programmed = readProgrammed(argv.bpffs);
+    async (argv) => {
+      const { formatListing } = await import('../inspect/listing.js');
+      const programmed = await readProgrammed(argv.bpffs);
       const text = argv.json
         ? JSON.stringify(programmed.servicePorts, null, 2)
         : `mode: ${programmed.mode}\n${formatListing(programmed.servicePorts, programmed.nodeAddresses)}`;
@@ -148,7 +155,9 @@ await yargs(hideBin(process.argv))
         }),
     async (argv) => {
       const log = createLogger(argv['log-level']);
+      const { removeKpxRules, removeKubeProxyRules } = await import('../datapath/kube-proxy-cleanup.js');
       if (!argv['kube-proxy']) {
+        const { removePins } = await import('../datapath/ebpf.js');
         const removed = removePins(argv.bpffs, argv.cgroup);
         log.info({ bpffs: argv.bpffs, removed }, removed.length ? 'removed kpx pins' : 'no kpx pins found');
       }
@@ -168,6 +177,7 @@ await yargs(hideBin(process.argv))
     'demo: a throwaway lab of network namespaces with kpx serving the examples/ Services',
     (y) => y.option('keep', { type: 'boolean', default: false, describe: 'leave the lab up and print how to use it' }),
     async (argv) => {
+      const { runLabDemo } = await import('../lab/demo.js');
       await runLabDemo({ keep: argv.keep, logLevel: argv['log-level'] });
     },
   )

@@ -9,7 +9,7 @@ import { AGENT_HOST, type ClusterLab, type LabProcess } from './lab.js';
 export const KPX_CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 export function kpxArgv(args: string[]): string[] {
-  return [process.execPath, '--enable-source-maps', KPX_CLI, ...args];
+  return [process.execPath, KPX_CLI, ...args];
 }
 
 export interface LabAgentOptions {
