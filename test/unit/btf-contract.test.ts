@@ -14,6 +14,8 @@ import { findTool } from '../fixtures/tools.js';
 import {
   BACKEND_FLAGS,
   CONTRACT_STRUCTS,
+  socketFdKey,
+  sockPeerValue,
   CT_FLAGS,
   ctKey,
   ctValue,
@@ -30,7 +32,6 @@ import {
   u64Value,
   type StructCodec,
 } from '../../src/contract/codecs.js';
-import { KERNEL_CONTRACT_STRUCTS, socketFdKey, sockPeerValue } from '../../src/contract/kernel-codecs.js';
 import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES } from '../../src/contract/tables.js';
 
 // dist/test/unit/ -> repo root (the tests run from the compiled tree).
@@ -175,7 +176,7 @@ for (const object of OBJECTS) {
     }
     const btf = Btf.load(object);
     assert.ok(CONTRACT_STRUCTS.length >= 10, 'CONTRACT_STRUCTS lost entries');
-    for (const codec of [...CONTRACT_STRUCTS, ...KERNEL_CONTRACT_STRUCTS]) {
+    for (const codec of CONTRACT_STRUCTS) {
       const s = btf.struct(codec.cName);
       assert.equal(s.size, codec.size, `${object}: sizeof(struct ${codec.cName})`);
       const members = (s.members ?? []).map((m) => {

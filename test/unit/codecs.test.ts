@@ -99,6 +99,7 @@ test('CONTRACT_STRUCTS lists every struct codec once', () => {
       'kpx_service',
       'kpx_sock_revnat_key',
       'kpx_sock_revnat',
+      'kpx_sock_peer',
       'kpx_ct_key',
       'kpx_ct',
     ],
