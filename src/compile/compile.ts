@@ -305,15 +305,14 @@ export class Compiler {
 
   /** kpx_node_addrs holds exactly the model's node addresses; only the keys that come or go are touched. */
   private updateNodeAddrs(addresses: readonly string[], touched: TouchedKeys): void {
-    const wanted = new Set(addresses.map((addr) => this.keyId('nodeAddrs', { addr })));
+    const wanted = new Map(addresses.map((addr) => [this.keyId('nodeAddrs', { addr }), addr]));
     for (const id of [...this.tables.nodeAddrs.ids()]) {
       if (wanted.has(id)) continue;
       this.tables.nodeAddrs.delete(id);
       touched.nodeAddrs.add(id);
     }
-    for (const addr of addresses) {
-      if (this.tables.nodeAddrs.has(this.keyId('nodeAddrs', { addr }))) continue;
-      this.put('nodeAddrs', { addr }, { value: NODE_ADDR_PRESENT }, touched);
+    for (const [id, addr] of wanted) {
+      if (!this.tables.nodeAddrs.has(id)) this.put('nodeAddrs', { addr }, { value: NODE_ADDR_PRESENT }, touched);
     }
   }
 

@@ -19,7 +19,8 @@ export class PackedTable {
   keys: Buffer;
   values: Buffer;
   private readonly slotById = new Map<number, number>();
-  private idBySlot: Float64Array;
+  /** Slots the arenas have room for. */
+  private capacity = INITIAL_SLOTS;
   private readonly freeSlots: number[] = [];
   /** Slots at or above it were never used. */
   private end = 0;
@@ -29,7 +30,6 @@ export class PackedTable {
     this.valueSize = TABLES[table].value.size;
     this.keys = Buffer.alloc(INITIAL_SLOTS * this.keySize);
     this.values = Buffer.alloc(INITIAL_SLOTS * this.valueSize);
-    this.idBySlot = new Float64Array(INITIAL_SLOTS);
   }
 
   get size(): number {
@@ -53,9 +53,8 @@ export class PackedTable {
     let slot = this.slotById.get(id);
     if (slot !== undefined) return slot;
     slot = this.freeSlots.pop() ?? this.end++;
-    if (slot >= this.idBySlot.length) this.grow();
+    if (slot >= this.capacity) this.grow();
     this.slotById.set(id, slot);
-    this.idBySlot[slot] = id;
     return slot;
   }
 
@@ -100,16 +99,14 @@ export class PackedTable {
   }
 
   private grow(): void {
-    const slots = this.idBySlot.length * 2;
+    const slots = this.capacity * 2;
     const keys = Buffer.alloc(slots * this.keySize);
     this.keys.copy(keys);
     this.keys = keys;
     const values = Buffer.alloc(slots * this.valueSize);
     this.values.copy(values);
     this.values = values;
-    const ids = new Float64Array(slots);
-    ids.set(this.idBySlot);
-    this.idBySlot = ids;
+    this.capacity = slots;
   }
 }
 

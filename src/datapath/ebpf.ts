@@ -177,7 +177,7 @@ export class EbpfDatapath implements Datapath {
     try {
       for (const op of ops) {
         if (op.op === 'upsert') written += this.upsert(op, desired);
-        else removed += this.remove(op);
+        else removed += this.remove(op, desired);
       }
     } catch (err) {
       // Part of the ops may have landed: trust only what the kernel says.
@@ -205,9 +205,9 @@ export class EbpfDatapath implements Datapath {
     return count;
   }
 
-  private remove(op: TableOp): number {
+  private remove(op: TableOp, desired: PackedTables): number {
     const fd = this.mapFds[op.table];
-    const { keys, count } = opBatch(op, this.applied, this.applied);
+    const { keys, count } = opBatch(op, desired, this.applied);
     try {
       bpf.mapDeleteBatch(fd, keys, count);
     } catch (err) {

@@ -183,7 +183,7 @@ export class ListWatch<T extends Named> {
     // As client-go's reflector: the first list of a run asks for resourceVersion 0, which the API
     // server answers from its watch cache, so a DaemonSet starting on every node does not read etcd
     // once per node; later pages follow the continue token, which carries its own version.
-    const first = continueToken === undefined && !this.listedOnce ? { resourceVersion: '0' } : {};
+    const first = this.listedOnce ? {} : { resourceVersion: '0' };
     do {
       const res = await get(
         this.conn,
