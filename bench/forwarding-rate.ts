@@ -13,8 +13,11 @@
  * pktgen is not in this kernel: the generator (workers/forwarding-generator)
  * transmits with BPF_PROG_TEST_RUN live frames, which an XDP redirect on the
  * wire (workers/forwarding-wire) hands to node-a's eth0 as frames, as a NIC
- * would. The backend is a UDP socket that is never read
- * (workers/forwarding-sink), so delivery costs it little. node-a's eth0 has
+ * would. Some VM kernels refuse live frames (EPERM, whatever the
+ * capabilities); there an AF_PACKET sender (native/frame-sender.c) sends the
+ * same frame instead, which costs the generator more per frame, and the
+ * result says which generator ran and why. The backend is a UDP socket that
+ * is never read (workers/forwarding-sink), so delivery costs it little. node-a's eth0 has
  * GRO (so NAPI) on in every mode, as a NIC has.
  *
  * Two rates: packets/s by the wall clock, which other load on the machine
@@ -31,6 +34,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { startLabAgent } from '../src/lab/agent.js';
 import { createLab, NETNS_DIR, type ClusterLab, type LabProcess } from '../src/lab/lab.js';
+import { udpFrame } from '../test/fixtures/packets.js';
+import { buildNative } from './lib/native.js';
 import { newResult, runIfMain, spread, type BenchResult, type Scenario } from './lib/report.js';
 
 const GENERATOR_SCRIPT = fileURLToPath(new URL('./workers/forwarding-generator.js', import.meta.url));
@@ -51,6 +56,7 @@ const GEN_SPORT = 40000;
 const PARK_DEVICE = 'park0';
 /** The smallest Ethernet frame (60 bytes without FCS): the per-packet cost, not bandwidth. */
 const FRAME_BYTES = 60;
+const ETH_IP_UDP_HEADERS = 14 + 20 + 8;
 /** Packets still in rings when the generator returns are counted once they land. */
 const SETTLE_MS = 100;
 /** Long enough to resolve neighbours and create the flow's conntrack entries. */
@@ -65,6 +71,9 @@ const MODES: Array<{ mode: Mode; label: string; agentArgs?: string[] }> = [
 ];
 /** Where the generator sends: the NodePort (translated) or the backend itself (routed only). */
 type Target = 'nodePort' | 'direct';
+
+/** How frames are made: BPF_PROG_TEST_RUN live frames, or an AF_PACKET socket where the kernel refuses those. */
+type Generator = { kind: 'live frames' } | { kind: 'AF_PACKET'; binary: string; liveFramesRefusal: string };
 
 interface Sizes {
   runs: number;
@@ -182,6 +191,24 @@ interface Bed {
   nodeMac: string;
 }
 
+/** Asks the kernel, from a generator's netns, whether it runs live frames; the AF_PACKET sender if not. */
+async function chooseGenerator(bed: Bed): Promise<Generator> {
+  const probe = JSON.parse(await mustExec(bed.lab, GEN.name, [process.execPath, GENERATOR_SCRIPT, '--probe'])) as {
+    liveFrames: boolean;
+    refusal?: string;
+  };
+  if (probe.liveFrames) return { kind: 'live frames' };
+  return { kind: 'AF_PACKET', binary: buildNative('frame-sender'), liveFramesRefusal: probe.refusal ?? 'refused' };
+}
+
+const liveFramesRefused = (g: Extract<Generator, { kind: 'AF_PACKET' }>): string =>
+  `this kernel refuses BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (${g.liveFramesRefusal})`;
+
+/** Where the live-frames generator parks its XDP program (workers/forwarding-generator says why): a veth pair left down. */
+async function addParkDevice(bed: Bed): Promise<void> {
+  await mustExec(bed.lab, GEN.name, ['ip', 'link', 'add', PARK_DEVICE, 'type', 'veth', 'peer', 'name', `${PARK_DEVICE}p`]);
+}
+
 async function createBed(mode: Mode, agentArgs: string[] | undefined): Promise<Bed> {
   const lab = await createLab({
     nodes: [
@@ -202,8 +229,6 @@ async function createBed(mode: Mode, agentArgs: string[] | undefined): Promise<B
     await mustExec(lab, 'node-a', ['ethtool', '-K', 'eth0', 'gro', 'on']);
     // Only node-a translates; node-b just routes to its pod, the same in every mode.
     if (agentArgs) await startLabAgent(lab, { node: 'node-a', extraArgs: agentArgs, logLevel: 'info' });
-    // Where the generator parks its XDP program (workers/forwarding-generator says why): a veth pair left down.
-    await mustExec(lab, GEN.name, ['ip', 'link', 'add', PARK_DEVICE, 'type', 'veth', 'peer', 'name', `${PARK_DEVICE}p`]);
     const gen = await linkOf(lab, GEN.name, 'eth0');
     const node = await linkOf(lab, 'node-a', 'eth0');
     await wireGeneratorToNode(lab, gen, node);
@@ -214,19 +239,37 @@ async function createBed(mode: Mode, agentArgs: string[] | undefined): Promise<B
   }
 }
 
-async function runOnce(bed: Bed, path: Path, target: Target, seconds: number, ksoftirqd: readonly number[]): Promise<RunSample> {
+function generatorArgv(generator: Generator, bed: Bed, dst: string, dport: number, seconds: number): string[] {
+  if (generator.kind === 'live frames') {
+    return [
+      process.execPath, GENERATOR_SCRIPT,
+      '--device', 'eth0', '--park', PARK_DEVICE, '--src-mac', bed.genMac, '--dst-mac', bed.nodeMac,
+      '--src', GEN.address, '--dst', dst, '--sport', String(GEN_SPORT), '--dport', String(dport),
+      '--size', String(FRAME_BYTES), '--seconds', String(seconds),
+    ];
+  }
+  const frame = udpFrame({
+    ethSrc: bed.genMac,
+    ethDst: bed.nodeMac,
+    src: GEN.address,
+    dst,
+    sport: GEN_SPORT,
+    dport,
+    payload: Buffer.alloc(FRAME_BYTES - ETH_IP_UDP_HEADERS),
+  });
+  return [generator.binary, 'eth0', frame.toString('hex'), String(seconds)];
+}
+
+async function runOnce(
+  generator: Generator, bed: Bed, path: Path, target: Target, seconds: number, ksoftirqd: readonly number[],
+): Promise<RunSample> {
   const { lab } = bed;
   const backend = BACKENDS[path];
   const [dst, dport] = target === 'nodePort' ? [NODE_A_ADDRESS, backend.nodePort] : [backend.address, BACKEND_PORT];
   const deliveredBefore = await rxPackets(lab, backend.name, 'eth0');
   const machineBefore = machineTicks();
   const ksoftirqdBefore = runtimeNs(ksoftirqd);
-  const out = await mustExec(lab, GEN.name, [
-    process.execPath, GENERATOR_SCRIPT,
-    '--device', 'eth0', '--park', PARK_DEVICE, '--src-mac', bed.genMac, '--dst-mac', bed.nodeMac,
-    '--src', GEN.address, '--dst', dst, '--sport', String(GEN_SPORT), '--dport', String(dport),
-    '--size', String(FRAME_BYTES), '--seconds', String(seconds),
-  ]);
+  const out = await mustExec(lab, GEN.name, generatorArgv(generator, bed, dst, dport, seconds));
   const ksoftirqdNs = runtimeNs(ksoftirqd) - ksoftirqdBefore;
   const machineAfter = machineTicks();
   await new Promise((r) => setTimeout(r, SETTLE_MS));
@@ -253,7 +296,7 @@ const rate = (s: RunSample): number => s.delivered / s.seconds;
 /**
  * Packets delivered per second of CPU time: what one CPU doing nothing else
  * would forward. The kernel does the whole path in the softirqs the
- * generator's test runs raise, charged to the generator; what it leaves to
+ * generator's sends raise, charged to the generator; what it leaves to
  * ksoftirqd under load is added (any other softirq work there is too, so
  * this errs low), so the figure holds when other load takes CPU from the
  * generator, where packets/s does not.
@@ -278,6 +321,9 @@ export const scenario: Scenario = async (quick) => {
     for (const c of created) if (c.status === 'fulfilled') beds.push(c.value);
     const failed = created.find((c) => c.status === 'rejected');
     if (failed) throw failed.reason;
+    const generator = await chooseGenerator(beds[0]!);
+    if (generator.kind === 'live frames') for (const bed of beds) await addParkDevice(bed);
+    else process.stdout.write(`forwarding-rate: live-frames generator skipped: ${liveFramesRefused(generator)}; AF_PACKET sends instead\n`);
     const conditions: Condition[] = beds.flatMap((bed) =>
       PATHS.flatMap((path) => {
         const targets: Target[] = bed.mode === 'none' ? ['direct'] : sizes.directWithAgent ? ['nodePort', 'direct'] : ['nodePort'];
@@ -285,21 +331,21 @@ export const scenario: Scenario = async (quick) => {
       }),
     );
     const ksoftirqd = ksoftirqdPids();
-    for (const c of conditions) await runOnce(c.bed, c.path, c.target, WARMUP_SECONDS, ksoftirqd);
+    for (const c of conditions) await runOnce(generator, c.bed, c.path, c.target, WARMUP_SECONDS, ksoftirqd);
     for (let round = 0; round < sizes.runs; round++) {
       for (let i = 0; i < conditions.length; i++) {
         const c = conditions[(i + round) % conditions.length]!;
-        c.samples.push(await runOnce(c.bed, c.path, c.target, sizes.seconds, ksoftirqd));
+        c.samples.push(await runOnce(generator, c.bed, c.path, c.target, sizes.seconds, ksoftirqd));
       }
     }
-    report(result, conditions);
+    report(result, conditions, generator);
   } finally {
     for (const bed of beds) await bed.lab.close();
   }
   return result;
 };
 
-function report(result: BenchResult, conditions: readonly Condition[]): void {
+function report(result: BenchResult, conditions: readonly Condition[], generator: Generator): void {
   const labelOf = (mode: Mode) => MODES.find((m) => m.mode === mode)!.label;
   const median = (c: Condition, f: (s: RunSample) => number) => spread(c.samples.map(f), 0).median;
   for (const path of PATHS) {
@@ -355,8 +401,12 @@ function report(result: BenchResult, conditions: readonly Condition[]): void {
   const ksoftirqd = sumOf(all, (s) => s.ksoftirqdSeconds) / sumOf(all, (s) => s.genCpuSeconds);
   result.parameters.machineIdleDuringRuns = +idle.toFixed(3);
   result.parameters.ksoftirqdPerGeneratorCpu = +ksoftirqd.toFixed(4);
+  result.parameters.generator = generator.kind;
   result.notes.push(
-    `${result.machine.cores} cores shared by everything: the generator's test runs do the whole path (generator, node-a, wire and node-b for the remote backend, the backend's socket) in their own softirqs on one CPU; ksoftirqd ran ${(100 * ksoftirqd).toFixed(1)}% as long as the generator; the machine was ${(100 * idle).toFixed(0)}% idle during the runs`,
+    generator.kind === 'live frames'
+      ? 'generator: BPF_PROG_TEST_RUN live frames (XDP_TX out of its eth0)'
+      : `generator: an AF_PACKET socket (sendmmsg) out of its eth0, because ${liveFramesRefused(generator)}; it costs more CPU per frame than live frames, so per CPU-s and the ratios are lower than with live frames and compare with runs of the same generator only`,
+    `${result.machine.cores} cores shared by everything: the generator's sends do the whole path (generator, node-a, wire and node-b for the remote backend, the backend's socket) in their own softirqs on one CPU; ksoftirqd ran ${(100 * ksoftirqd).toFixed(1)}% as long as the generator; the machine was ${(100 * idle).toFixed(0)}% idle during the runs`,
     "packets/s is by the wall clock and falls with any other load on the machine (gen CPU % < 100: the generator did not get a whole CPU); per CPU-s divides by CPU time instead (the generator's, whose softirqs do the path, plus ksoftirqd's) and is the steadier comparison; delivered/sent < 1: softirq work fell behind (deferred to ksoftirqd while the generator kept sending) and frames were dropped on the way",
     'the path outside node-a (generator, wire, node-b, backend socket) is the same in every mode and is in the CPU time too, so the ratios understate the difference node-a makes',
     'local backend: kpx translates with DNAT only; iptables (kube-proxy rules) also masquerades NodePort traffic (externalTrafficPolicy Cluster). kpx XDP passes local-backend packets to tc, which translates (two lookups)',

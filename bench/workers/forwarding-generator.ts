@@ -14,6 +14,12 @@
  *
  *   node forwarding-generator.js --device eth0 --park DEV --src-mac M --dst-mac M
  *        --src A --dst A --sport N --dport N --size BYTES --seconds S
+ *   node forwarding-generator.js --probe
+ *        whether the kernel runs live frames at all: one test run of a program
+ *        that drops its frame. Prints {"liveFrames": true}, or {"liveFrames":
+ *        false, "refusal": the kernel's error} when the kernel refuses the
+ *        flag (some VM kernels answer EPERM, whatever the caller's
+ *        capabilities; kernels before 5.18 EINVAL).
  *
  * Every XDP test run adds its program to the kernel's XDP dispatcher and
  * removes it again, each time waiting for an RCU grace period, unless the
@@ -28,12 +34,14 @@
  * CONFIG_IRQ_TIME_ACCOUNTING) charges softirq time to the task it interrupts}.
  */
 import { parseArgs } from 'node:util';
-import { ATTACH, interfaceIndex, linkCreate, loadProgram, testRun, TEST_RUN_XDP_LIVE_FRAMES } from '../../src/datapath/libbpf.js';
+import { ATTACH, BpfError, interfaceIndex, linkCreate, loadProgram, testRun, TEST_RUN_XDP_LIVE_FRAMES } from '../../src/datapath/libbpf.js';
 import { udpFrame } from '../../test/fixtures/packets.js';
 
 const BPF_PROG_TYPE_XDP = 6;
 const XDP_DROP = 1;
 const XDP_TX = 3;
+const EPERM = 1;
+const EINVAL = 22;
 const ETH_IP_UDP_HEADERS = 14 + 20 + 8;
 /** The first test run's frames, to learn the time per frame. */
 const FIRST_CALL_FRAMES = 20_000;
@@ -58,10 +66,11 @@ const { values } = parseArgs({
     dport: { type: 'string' },
     size: { type: 'string' },
     seconds: { type: 'string' },
+    probe: { type: 'boolean' },
   },
 });
 
-function required(name: keyof typeof values): string {
+function required(name: Exclude<keyof typeof values, 'probe'>): string {
   const v = values[name];
   if (v === undefined) throw new Error(`--${name} is required`);
   return v;
@@ -106,7 +115,21 @@ function ifindexOf(device: string): number {
   return ifindex;
 }
 
+function probeLiveFrames(): void {
+  const dropProgram = Buffer.concat([insn(0xb7 /* mov64 imm */, 0, 0, 0, XDP_DROP), insn(0x95 /* exit */, 0, 0, 0, 0)]);
+  const progFd = loadProgram(BPF_PROG_TYPE_XDP, ATTACH.xdp, dropProgram);
+  let verdict: { liveFrames: boolean; refusal?: string } = { liveFrames: true };
+  try {
+    testRun(progFd, { data: Buffer.alloc(ETH_IP_UDP_HEADERS), flags: TEST_RUN_XDP_LIVE_FRAMES, batchSize: 1 });
+  } catch (err) {
+    if (!(err instanceof BpfError) || (err.errno !== EPERM && err.errno !== EINVAL)) throw err;
+    verdict = { liveFrames: false, refusal: err.message };
+  }
+  process.stdout.write(`${JSON.stringify(verdict)}\n`);
+}
+
 function main(): void {
+  if (values.probe) return probeLiveFrames();
   const ifindex = ifindexOf(required('device'));
   const parkIfindex = ifindexOf(required('park'));
   const size = Number(required('size'));
