@@ -29,15 +29,20 @@ import {
   SKIP,
   STATE,
   backendValue,
+  frontendKey,
+  frontendValue,
+  nodeAddrKey,
   serviceValue,
-  type BackendValue,
+  slotKey,
+  slotValue,
+  u32Key,
+  u32Value,
   type ServiceValue,
-  type StructCodec,
 } from '../contract/codecs.js';
 import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
 import { TABLES, tupleId, type TableName, type Tables } from '../contract/tables.js';
 import { parseIPv4 } from '../model/cluster-ip.js';
-import type { Backend, IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
+import type { IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
 
 /** Identity -> ID: services by serviceIdentity, backends by their addr:port/proto as tupleId. */
 export interface IdAssignment {
@@ -115,22 +120,69 @@ type Source = ServicePort | IgnoredService;
 interface Compiled {
   source: Source;
   serviceId: number;
-}
-
-/** How many service ports list a backend, and how many of them say it is local. */
-interface BackendRefs {
-  identity: number;
-  value: Omit<BackendValue, 'flags'>;
-  listings: number;
-  localListings: number;
-  /** The flags of the entry in the tables; undefined while it has none. */
-  writtenFlags: number | undefined;
+  /** The backend ID of each slot, in slot order. */
+  backendIds: number[];
 }
 
 interface Want {
   identity: string;
   source: Source;
   value: ServiceValue;
+  /** backendIdentity of each of the source's backends, in slot order. */
+  backendIdentities: number[];
+}
+
+/**
+ * Per backend ID: the entry's fields, how many service ports list it, how
+ * many of those say it is local, and the flags written. IDs are dense (the
+ * pool hands out the lowest free), so these are arrays indexed by ID rather
+ * than one object per backend, which a full sync would make by the hundred
+ * thousand and the garbage collector would then copy.
+ */
+class BackendListings {
+  private capacity = 0;
+  identity = new Float64Array(0);
+  port = new Uint16Array(0);
+  proto = new Uint8Array(0);
+  address: string[] = [];
+  listings = new Uint32Array(0);
+  localListings = new Uint32Array(0);
+  /** The flags of the written entry; NOT_WRITTEN while it has none. */
+  writtenFlags = new Int16Array(0);
+  static readonly NOT_WRITTEN = -1;
+
+  has(id: number): boolean {
+    return id < this.capacity && this.listings[id]! > 0;
+  }
+
+  /** Makes room for id and records its entry's fields (those of its identity, the same while the ID is held). */
+  ensure(id: number, identity: number, address: string, port: number, proto: number): void {
+    if (id >= this.capacity) this.grow(Math.max(id + 1, this.capacity * 2, 1024));
+    this.identity[id] = identity;
+    this.address[id] = address;
+    this.port[id] = port;
+    this.proto[id] = proto;
+  }
+
+  /** The ID is given up: a later holder starts with no entry. */
+  release(id: number): void {
+    this.writtenFlags[id] = BackendListings.NOT_WRITTEN;
+  }
+
+  private grow(capacity: number): void {
+    const grown = <A extends Float64Array | Uint16Array | Uint8Array | Uint32Array | Int16Array>(old: A, make: (n: number) => A): A => {
+      const next = make(capacity);
+      next.set(old);
+      return next;
+    };
+    this.identity = grown(this.identity, (n) => new Float64Array(n));
+    this.port = grown(this.port, (n) => new Uint16Array(n));
+    this.proto = grown(this.proto, (n) => new Uint8Array(n));
+    this.listings = grown(this.listings, (n) => new Uint32Array(n));
+    this.localListings = grown(this.localListings, (n) => new Uint32Array(n));
+    this.writtenFlags = grown(this.writtenFlags, (n) => new Int16Array(n).fill(BackendListings.NOT_WRITTEN));
+    this.capacity = capacity;
+  }
 }
 
 export class Compiler {
@@ -142,10 +194,12 @@ export class Compiler {
   private holdsRecoveredIds: boolean;
   private readonly serviceIds: Map<string, number>;
   private readonly backendIds: Map<number, number>;
-  /** By backend ID. */
-  private readonly backendRefs = new Map<number, BackendRefs>();
+  private readonly backends = new BackendListings();
   private readonly servicePool: IdPool;
   private readonly backendPool: IdPool;
+  /** The keys the current update touched; none are kept during the first, where every key is new. */
+  private touched: TouchedKeys | undefined;
+  private updated = false;
   /** One key's bytes, per table: where a key is encoded to learn its id. */
   private readonly scratch = Object.fromEntries(
     (Object.keys(TABLES) as TableName[]).map((t) => [t, Buffer.alloc(TABLES[t].key.size)]),
@@ -169,29 +223,35 @@ export class Compiler {
     return tablesContent(this.tables);
   }
 
-  /** Makes the tables hold the whole model: every source is looked at, unchanged ones (same objects) cost a lookup. */
-  update(model: Model): TouchedKeys {
-    const touched = emptyTouched();
-    this.updateNodeAddrs(model.nodeAddresses, touched);
+  /**
+   * Makes the tables hold the whole model: every source is looked at,
+   * unchanged ones (same objects) cost a lookup. Returns the keys touched,
+   * or undefined for the compiler's first update, where every key is new.
+   */
+  update(model: Model): TouchedKeys | undefined {
+    this.begin();
+    this.updateNodeAddrs(model.nodeAddresses);
     // Unchanged sources (same objects as last time) are only counted as wanted: no values built, nothing touched.
     const wanted = new Map<string, Want | undefined>();
-    for (const source of [...model.servicePorts, ...model.ignored]) {
-      const known = this.identityOf.get(source);
-      if (known !== undefined && this.compiled.get(known)?.source === source) wanted.set(known, undefined);
-      else this.want(wanted, source);
+    for (const sources of [model.servicePorts, model.ignored]) {
+      for (const source of sources) {
+        const known = this.identityOf.get(source);
+        if (known !== undefined && this.compiled.get(known)?.source === source) wanted.set(known, undefined);
+        else this.want(wanted, source);
+      }
     }
     const gone = [...this.compiled.keys()].filter((identity) => !wanted.has(identity));
-    return this.apply(wanted, gone, touched);
+    return this.apply(wanted, gone);
   }
 
   /**
    * Applies what changed since the model this compiler last took: only the
    * sources named are looked at. The caller makes sure the delta follows
-   * that model (ModelDelta.since).
+   * that model (ModelDelta.since). Returns the keys touched, as update().
    */
-  updateDelta(delta: ModelDelta): TouchedKeys {
-    const touched = emptyTouched();
-    this.updateNodeAddrs(delta.nodeAddresses, touched);
+  updateDelta(delta: ModelDelta): TouchedKeys | undefined {
+    this.begin();
+    this.updateNodeAddrs(delta.nodeAddresses);
     const wanted = new Map<string, Want | undefined>();
     for (const source of delta.upserted) this.want(wanted, source);
     const gone: string[] = [];
@@ -199,33 +259,41 @@ export class Compiler {
       const identity = this.identityOf.get(source);
       if (identity !== undefined && !wanted.has(identity) && this.compiled.get(identity)?.source === source) gone.push(identity);
     }
-    return this.apply(wanted, gone, touched);
+    return this.apply(wanted, gone);
+  }
+
+  private begin(): void {
+    this.touched = this.updated ? emptyTouched() : undefined;
+    this.updated = true;
   }
 
   private want(wanted: Map<string, Want | undefined>, source: Source): void {
     let value: ServiceValue;
+    const backendIdentities: number[] = [];
     if ('ref' in source) {
+      const proto = IPPROTO[source.ref.protocol];
       value = {
         namespace: source.ref.namespace,
         name: source.ref.name,
         port_name: source.ref.portName,
-        proto: IPPROTO[source.ref.protocol],
+        proto,
         skip_reason: SKIP.none,
       };
+      for (const b of source.backends) backendIdentities.push(backendIdentity(b.address, b.port, proto));
     } else {
       value = { namespace: source.namespace, name: source.name, port_name: '', proto: 0, skip_reason: SKIP[source.reason] };
     }
     const identity = serviceIdentity(value);
     this.identityOf.set(source, identity);
-    wanted.set(identity, { identity, source, value });
+    wanted.set(identity, { identity, source, value, backendIdentities });
   }
 
-  private apply(wanted: Map<string, Want | undefined>, gone: string[], touched: TouchedKeys): TouchedKeys {
+  private apply(wanted: Map<string, Want | undefined>, gone: string[]): TouchedKeys | undefined {
     // Removals first, so a frontend key that moves from one service to another in this update ends up with the new owner.
     for (const identity of gone) {
       const done = this.compiled.get(identity);
       if (done) {
-        this.removeEntries(done, touched);
+        this.removeEntries(done);
         this.compiled.delete(identity);
         this.servicePool.free(done.serviceId);
         this.serviceIds.delete(identity);
@@ -237,13 +305,13 @@ export class Compiler {
       changed.push(want);
       const done = this.compiled.get(want.identity);
       if (done) {
-        this.removeEntries(done, touched);
+        this.removeEntries(done);
         this.compiled.delete(want.identity);
       }
     }
     this.assignFreshIds(changed);
-    for (const want of changed) this.compiled.set(want.identity, this.addEntries(want, touched));
-    this.writeRelistedBackends(touched);
+    for (const want of changed) this.compiled.set(want.identity, this.addEntries(want));
+    this.writeRelistedBackends();
     if (this.holdsRecoveredIds) {
       // IDs recovered from a previous run that the first model no longer wants.
       for (const [identity, id] of this.serviceIds) {
@@ -252,7 +320,7 @@ export class Compiler {
         this.servicePool.free(id);
       }
       for (const [identity, id] of this.backendIds) {
-        if (this.backendRefs.has(id)) continue;
+        if (this.backends.has(id)) continue;
         this.backendIds.delete(identity);
         this.backendPool.free(id);
       }
@@ -260,6 +328,8 @@ export class Compiler {
     }
     this.servicePool.endUpdate();
     this.backendPool.endUpdate();
+    const touched = this.touched;
+    this.touched = undefined;
     return touched;
   }
 
@@ -268,16 +338,15 @@ export class Compiler {
     for (const identity of changed.map((w) => w.identity).filter((i) => !this.serviceIds.has(i)).sort()) {
       this.serviceIds.set(identity, this.servicePool.take());
     }
-    const fresh = new Set<number>();
+    const fresh: number[] = [];
     for (const want of changed) {
-      if (!('ref' in want.source)) continue;
-      const proto = IPPROTO[want.source.ref.protocol];
-      for (const b of want.source.backends) {
-        const identity = backendIdentity(b.address, b.port, proto);
-        if (!this.backendIds.has(identity)) fresh.add(identity);
-      }
+      for (const identity of want.backendIdentities) if (!this.backendIds.has(identity)) fresh.push(identity);
     }
-    for (const identity of Float64Array.from(fresh).sort()) this.backendIds.set(identity, this.backendPool.take());
+    const sorted = Float64Array.from(fresh).sort();
+    for (let i = 0; i < sorted.length; i++) {
+      if (i > 0 && sorted[i] === sorted[i - 1]) continue;
+      this.backendIds.set(sorted[i]!, this.backendPool.take());
+    }
   }
 
   /**
@@ -285,108 +354,152 @@ export class Compiler {
    * the entry's, removed when nothing lists them any more. Removal comes
    * after every slot that could point at them is gone.
    */
-  private writeRelistedBackends(touched: TouchedKeys): void {
+  private writeRelistedBackends(): void {
+    const b = this.backends;
     for (const id of this.relisted) {
-      const refs = this.backendRefs.get(id)!;
-      if (refs.listings === 0) {
-        this.backendRefs.delete(id);
-        this.backendIds.delete(refs.identity);
+      if (b.listings[id] === 0) {
+        b.release(id);
+        this.backendIds.delete(b.identity[id]!);
         this.backendPool.free(id);
-        this.remove('backends', { id }, touched);
+        this.remove('backends', this.backendKeyId(id));
         continue;
       }
-      const flags = refs.localListings > 0 ? BACKEND_FLAGS.local : 0;
-      if (refs.writtenFlags === flags) continue;
-      refs.writtenFlags = flags;
-      this.put('backends', { id }, { ...refs.value, flags }, touched);
+      const flags = b.localListings[id]! > 0 ? BACKEND_FLAGS.local : 0;
+      if (b.writtenFlags[id] === flags) continue;
+      b.writtenFlags[id] = flags;
+      const at = this.claim('backends', this.backendKeyId(id));
+      backendValue.encodeInto({ addr: b.address[id]!, port: b.port[id]!, proto: b.proto[id]!, flags }, this.tables.backends.values, at);
     }
     this.relisted.clear();
   }
 
   /** kpx_node_addrs holds exactly the model's node addresses; only the keys that come or go are touched. */
-  private updateNodeAddrs(addresses: readonly string[], touched: TouchedKeys): void {
-    const wanted = new Map(addresses.map((addr) => [this.keyId('nodeAddrs', { addr }), addr]));
+  private updateNodeAddrs(addresses: readonly string[]): void {
+    const wanted = new Map<number, string>();
+    for (const addr of addresses) {
+      const key = this.scratch.nodeAddrs;
+      zero(key, 0, key.length);
+      nodeAddrKey.encodeInto({ addr }, key, 0);
+      wanted.set(TABLES.nodeAddrs.keyId(key, 0), addr);
+    }
     for (const id of [...this.tables.nodeAddrs.ids()]) {
-      if (wanted.has(id)) continue;
-      this.tables.nodeAddrs.delete(id);
-      touched.nodeAddrs.add(id);
+      if (!wanted.has(id)) this.remove('nodeAddrs', id);
     }
     for (const [id, addr] of wanted) {
-      if (!this.tables.nodeAddrs.has(id)) this.put('nodeAddrs', { addr }, { value: NODE_ADDR_PRESENT }, touched);
+      if (this.tables.nodeAddrs.has(id)) continue;
+      const key = this.scratch.nodeAddrs;
+      zero(key, 0, key.length);
+      nodeAddrKey.encodeInto({ addr }, key, 0);
+      const at = this.claim('nodeAddrs', id);
+      u32Value.encodeInto({ value: NODE_ADDR_PRESENT }, this.tables.nodeAddrs.values, at);
     }
   }
 
-  /** The id of a key of table, from its bytes (one definition: TableSpec.keyId). */
-  private keyId(table: TableName, key: object): number {
-    const scratch = this.scratch[table];
-    scratch.fill(0);
-    (TABLES[table].key as StructCodec<object>).encodeInto(key, scratch, 0);
-    return TABLES[table].keyId(scratch, 0);
+  /*
+   * Each key is encoded into its table's scratch buffer, its id read from
+   * those bytes (TableSpec.keyId, the one definition), and claim() copies
+   * the bytes into the entry's slot and zeroes its value for the caller.
+   */
+  private serviceKeyId(id: number): number {
+    const key = this.scratch.services;
+    u32Key.encodeInto({ id }, key, 0);
+    return TABLES.services.keyId(key, 0);
   }
 
-  private put(table: TableName, key: object, value: object, touched: TouchedKeys): void {
-    const id = this.keyId(table, key);
+  private backendKeyId(id: number): number {
+    const key = this.scratch.backends;
+    u32Key.encodeInto({ id }, key, 0);
+    return TABLES.backends.keyId(key, 0);
+  }
+
+  private slotKeyId(serviceId: number, slot: number): number {
+    const key = this.scratch.slots;
+    slotKey.encodeInto({ service_id: serviceId, slot }, key, 0);
+    return TABLES.slots.keyId(key, 0);
+  }
+
+  private frontendKeyId(addr: string, port: number, proto: number): number {
+    const key = this.scratch.frontends;
+    zero(key, 0, key.length);
+    frontendKey.encodeInto({ addr, port, proto }, key, 0);
+    return TABLES.frontends.keyId(key, 0);
+  }
+
+  /** The value offset of the entry with key id (whose bytes are in the table's scratch), its value zeroed. */
+  private claim(table: TableName, id: number): number {
     const t = this.tables[table];
     const slot = t.claim(id);
-    this.scratch[table].copy(t.keys, slot * t.keySize);
+    copyBytes(this.scratch[table], 0, t.keys, slot * t.keySize, t.keySize);
     const at = slot * t.valueSize;
-    t.values.fill(0, at, at + t.valueSize);
-    (TABLES[table].value as StructCodec<object>).encodeInto(value, t.values, at);
-    touched[table].add(id);
+    zero(t.values, at, t.valueSize);
+    this.touched?.[table].add(id);
+    return at;
   }
 
-  private remove(table: TableName, key: object, touched: TouchedKeys): void {
-    const id = this.keyId(table, key);
+  private remove(table: TableName, id: number): void {
     this.tables[table].delete(id);
-    touched[table].add(id);
+    this.touched?.[table].add(id);
   }
 
-  private removeEntries(done: Compiled, touched: TouchedKeys): void {
-    this.remove('services', { id: done.serviceId }, touched);
+  private removeEntries(done: Compiled): void {
+    this.remove('services', this.serviceKeyId(done.serviceId));
     const source = done.source;
     if (!('ref' in source)) return;
     const proto = IPPROTO[source.ref.protocol];
-    for (const fe of source.frontends) this.remove('frontends', { addr: fe.address, port: fe.port, proto }, touched);
-    source.backends.forEach((b: Backend, slot: number) => {
-      this.remove('slots', { service_id: done.serviceId, slot }, touched);
-      const id = this.backendIds.get(backendIdentity(b.address, b.port, proto))!;
-      const refs = this.backendRefs.get(id)!;
-      refs.listings--;
-      if (b.local) refs.localListings--;
+    for (const fe of source.frontends) this.remove('frontends', this.frontendKeyId(fe.address, fe.port, proto));
+    const b = this.backends;
+    for (let slot = 0; slot < done.backendIds.length; slot++) {
+      this.remove('slots', this.slotKeyId(done.serviceId, slot));
+      const id = done.backendIds[slot]!;
+      b.listings[id]!--;
+      if (source.backends[slot]!.local) b.localListings[id]!--;
       this.relisted.add(id);
-    });
+    }
   }
 
-  private addEntries(want: Want, touched: TouchedKeys): Compiled {
+  private addEntries(want: Want): Compiled {
     const serviceId = this.serviceIds.get(want.identity)!;
-    this.put('services', { id: serviceId }, want.value, touched);
+    // claim() may grow the arena: read it only after.
+    const serviceAt = this.claim('services', this.serviceKeyId(serviceId));
+    serviceValue.encodeInto(want.value, this.tables.services.values, serviceAt);
     const source = want.source;
-    if (!('ref' in source)) return { source, serviceId };
+    const backendIds: number[] = [];
+    if (!('ref' in source)) return { source, serviceId, backendIds };
 
     const proto = IPPROTO[source.ref.protocol];
-    source.backends.forEach((b: Backend, slot: number) => {
-      const identity = backendIdentity(b.address, b.port, proto);
+    const b = this.backends;
+    const slots = this.tables.slots;
+    for (let slot = 0; slot < source.backends.length; slot++) {
+      const backend = source.backends[slot]!;
+      const identity = want.backendIdentities[slot]!;
       const backendId = this.backendIds.get(identity)!;
-      let refs = this.backendRefs.get(backendId);
-      if (!refs) {
-        refs = { identity, value: { addr: b.address, port: b.port, proto }, listings: 0, localListings: 0, writtenFlags: undefined };
-        this.backendRefs.set(backendId, refs);
-      }
-      refs.listings++;
-      if (b.local) refs.localListings++;
+      b.ensure(backendId, identity, backend.address, backend.port, proto);
+      b.listings[backendId]!++;
+      if (backend.local) b.localListings[backendId]!++;
       this.relisted.add(backendId);
-      this.put('slots', { service_id: serviceId, slot }, { backend_id: backendId, state: STATE[b.state] }, touched);
-    });
+      backendIds.push(backendId);
+      const at = this.claim('slots', this.slotKeyId(serviceId, slot));
+      slotValue.encodeInto({ backend_id: backendId, state: STATE[backend.state] }, slots.values, at);
+    }
     for (const fe of source.frontends) {
-      this.put(
-        'frontends',
-        { addr: fe.address, port: fe.port, proto },
+      const at = this.claim('frontends', this.frontendKeyId(fe.address, fe.port, proto));
+      frontendValue.encodeInto(
         { service_id: serviceId, backend_count: source.backends.length, kind: KIND[fe.kind] },
-        touched,
+        this.tables.frontends.values,
+        at,
       );
     }
-    return { source, serviceId };
+    return { source, serviceId, backendIds };
   }
+}
+
+function zero(buf: Buffer, at: number, length: number): void {
+  for (let i = at; i < at + length; i++) buf[i] = 0;
+}
+
+/** Byte by byte: Buffer.copy costs more than the few bytes a key has. */
+function copyBytes(from: Buffer, at: number, to: Buffer, toAt: number, length: number): void {
+  for (let i = 0; i < length; i++) to[toAt + i] = from[at + i]!;
 }
 
 /** The tables a model compiles to from scratch, given the IDs already in use. Pure. */

@@ -18,10 +18,10 @@ export class PackedTable {
   readonly valueSize: number;
   keys: Buffer;
   values: Buffer;
-  private readonly slotById = new Map<number, number>();
+  private slotById = new Map<number, number>();
   /** Slots the arenas have room for. */
   private capacity = INITIAL_SLOTS;
-  private readonly freeSlots: number[] = [];
+  private freeSlots: number[] = [];
   /** Slots at or above it were never used. */
   private end = 0;
 
@@ -46,6 +46,25 @@ export class PackedTable {
 
   ids(): IterableIterator<number> {
     return this.slotById.keys();
+  }
+
+  slots(): IterableIterator<number> {
+    return this.slotById.values();
+  }
+
+  /** [id, slot] of every entry. */
+  entries(): IterableIterator<[number, number]> {
+    return this.slotById.entries();
+  }
+
+  /** Makes this table an exact copy of other (a table of the same map). */
+  copyFrom(other: PackedTable): void {
+    this.keys = Buffer.from(other.keys);
+    this.values = Buffer.from(other.values);
+    this.slotById = new Map(other.slotById);
+    this.capacity = other.capacity;
+    this.freeSlots = [...other.freeSlots];
+    this.end = other.end;
   }
 
   /** The slot holding id, made for it if it is new; the caller writes its key and value bytes. */
@@ -135,17 +154,6 @@ export function tablesContent(tables: PackedTables): Tables {
     services: tables.services.content(),
     nodeAddrs: tables.nodeAddrs.content(),
   };
-}
-
-/** Every key id of every table of the given sets: what a full diff compares. */
-export function allIds(...tableSets: PackedTables[]): Record<TableName, Set<number>> {
-  const ids = {} as Record<TableName, Set<number>>;
-  for (const table of Object.keys(TABLES) as TableName[]) {
-    const set = new Set<number>();
-    for (const tables of tableSets) for (const id of tables[table].ids()) set.add(id);
-    ids[table] = set;
-  }
-  return ids;
 }
 
 /** The packed form of a Map<hex, Entry> table set (tests build tables that way). */

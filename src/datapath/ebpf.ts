@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
-import { allIds, emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
+import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
 import { ALL_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, markApplied, opBatch, type TableOp } from '../reconcile/table-diff.js';
@@ -148,7 +148,8 @@ export class EbpfDatapath implements Datapath {
 
   sync(update: ModelUpdate): SyncResult {
     // After a start or a failure the compiler starts over from the IDs the
-    // kernel holds, and the first diff covers every key on both sides.
+    // kernel holds; its first update names no keys, so that diff covers
+    // every key on both sides.
     const fresh = !this.compiler;
     const compiler = (this.compiler ??= new Compiler(idsFromTables(this.applied)));
     let touched;
@@ -170,8 +171,7 @@ export class EbpfDatapath implements Datapath {
         );
       }
     }
-    const keys = fresh ? allIds(desired, this.applied) : touched;
-    const ops = diffTables(desired, this.applied, keys);
+    const ops = diffTables(desired, this.applied, touched);
     let written = 0;
     let removed = 0;
     try {
@@ -184,7 +184,7 @@ export class EbpfDatapath implements Datapath {
       this.reread();
       throw err;
     }
-    markApplied(desired, this.applied, keys);
+    markApplied(desired, this.applied, touched);
     return { written, removed };
   }
 

@@ -311,3 +311,33 @@ test('compile: a backend is flagged local when any service port listing it says 
     assert.deepEqual(d.nodeAddrs, [{ addr: '172.18.0.2', value: NODE_ADDR_PRESENT }], c.name);
   }
 });
+
+test('compile: past the arenas first size, every entry keeps its bytes (the arenas grow under the writes)', () => {
+  const count = 300;
+  const model: Model = {
+    servicePorts: Array.from({ length: count }, (_, i) =>
+      sp('default', `s${String(i).padStart(3, '0')}`, '', 'TCP', [{ kind: 'ClusterIP', address: `10.96.${i >> 8}.${i & 255}`, port: 80 }], [
+        be(`10.244.${i >> 8}.${i & 255}`, 8080),
+        be(`10.245.${i >> 8}.${i & 255}`, 8080),
+      ]),
+    ),
+    ignored: [],
+    rejected: [],
+    nodeAddresses: [],
+  };
+  const d = decoded(compile(model, NONE).tables);
+  assert.equal(d.services.length, count);
+  assert.deepEqual(
+    d.services.sort((a, b) => a.id - b.id).map((s) => [s.id, s.name]),
+    model.servicePorts.map((p, i) => [i + 1, p.ref.name]),
+  );
+  assert.deepEqual(
+    d.frontends.map((f) => [f.addr, f.service_id, f.backend_count]).sort((a, b) => Number(a[1]) - Number(b[1])),
+    model.servicePorts.map((p, i) => [p.frontends[0]!.address, i + 1, 2]),
+  );
+  const backendById = new Map(d.backends.map((b) => [b.id, b.addr]));
+  assert.deepEqual(
+    d.slots.sort((a, b) => a.service_id - b.service_id || a.slot - b.slot).map((s) => [s.service_id, s.slot, backendById.get(s.backend_id)]),
+    model.servicePorts.flatMap((p, i) => p.backends.map((b, slot) => [i + 1, slot, b.address])),
+  );
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Compiler } from '../../src/compile/compile.js';
+import { Compiler, type TouchedKeys } from '../../src/compile/compile.js';
 import { BACKEND_FLAGS, backendValue, nodeAddrKey } from '../../src/contract/codecs.js';
 import { emptyPackedTables, packTables, tablesContent, type PackedTables } from '../../src/contract/packed.js';
 import { TABLES } from '../../src/contract/tables.js';
@@ -24,6 +24,12 @@ function servicePort(i: number, backends: number[], local: number[] = []): Servi
 
 function model(servicePorts: ServicePort[], nodeAddresses: string[] = []): Model {
   return { servicePorts, ignored: [], rejected: [], nodeAddresses };
+}
+
+/** The keys a later update touched (a compiler's first update names none: every key is new). */
+function touchedBy(keys: TouchedKeys | undefined): TouchedKeys {
+  assert.ok(keys, 'an update after the first names the keys it touched');
+  return keys;
 }
 
 function copyTables(t: PackedTables): PackedTables {
@@ -82,8 +88,8 @@ test('an unchanged service port (same object) costs no touched key', () => {
   const compiler = new Compiler();
   const a = servicePort(1, [1, 2]);
   const b = servicePort(2, [3]);
-  compiler.update(model([a, b], ['192.168.1.10']));
-  const touched = compiler.update(model([a, servicePort(2, [4])], ['192.168.1.10']));
+  assert.equal(compiler.update(model([a, b], ['192.168.1.10'])), undefined, 'the first update: every key is new');
+  const touched = touchedBy(compiler.update(model([a, servicePort(2, [4])], ['192.168.1.10'])));
   assert.equal(touched.frontends.size, 1);
   assert.equal(touched.slots.size, 1);
   assert.equal(touched.backends.size, 2, 'the new backend and the one no longer used');
@@ -99,17 +105,17 @@ test('a shared backend stays local while any listing says so, and its entry is r
   const remote = servicePort(1, [5]);
   compiler.update(model([remote]));
   assert.equal(flagsOf(5), 0);
-  let touched = compiler.update(model([remote, servicePort(2, [5], [5])]));
+  let touched = touchedBy(compiler.update(model([remote, servicePort(2, [5], [5])])));
   assert.equal(flagsOf(5), BACKEND_FLAGS.local, 'one local listing is enough');
   assert.equal(touched.backends.size, 1, 'the shared entry is rewritten');
   const alsoLocal = servicePort(1, [5], [5]);
-  touched = compiler.update(model([alsoLocal, servicePort(2, [5], [5])]));
+  touched = touchedBy(compiler.update(model([alsoLocal, servicePort(2, [5], [5])])));
   assert.equal(flagsOf(5), BACKEND_FLAGS.local);
   assert.equal(touched.backends.size, 0, 'flags unchanged: the backend entry is not touched');
-  touched = compiler.update(model([alsoLocal]));
+  touched = touchedBy(compiler.update(model([alsoLocal])));
   assert.equal(flagsOf(5), BACKEND_FLAGS.local);
   assert.equal(touched.backends.size, 0, 'a local listing is left: not touched');
-  touched = compiler.update(model([servicePort(1, [5])]));
+  touched = touchedBy(compiler.update(model([servicePort(1, [5])])));
   assert.equal(flagsOf(5), 0, 'the last local listing went away');
   assert.equal(touched.backends.size, 1);
 });
@@ -117,12 +123,13 @@ test('a shared backend stays local while any listing says so, and its entry is r
 test('node addresses: only the ones that come or go are touched', () => {
   const compiler = new Compiler();
   const id = (addr: string) => TABLES.nodeAddrs.keyId(nodeAddrKey.encode({ addr }), 0);
-  let touched = compiler.update(model([], ['127.0.0.1', '192.168.1.10']));
+  compiler.update(model([], []));
+  let touched = touchedBy(compiler.update(model([], ['127.0.0.1', '192.168.1.10'])));
   assert.deepEqual(touched.nodeAddrs, new Set([id('127.0.0.1'), id('192.168.1.10')]));
-  touched = compiler.update(model([], ['127.0.0.1', '172.18.0.2']));
+  touched = touchedBy(compiler.update(model([], ['127.0.0.1', '172.18.0.2'])));
   assert.deepEqual(touched.nodeAddrs, new Set([id('192.168.1.10'), id('172.18.0.2')]));
   assert.deepEqual(listNodeAddresses(compiler.content()), ['127.0.0.1', '172.18.0.2']);
-  touched = compiler.update(model([], []));
+  touched = touchedBy(compiler.update(model([], [])));
   assert.deepEqual(touched.nodeAddrs, new Set([id('127.0.0.1'), id('172.18.0.2')]));
   assert.equal(compiler.tables.nodeAddrs.size, 0);
 });
