@@ -5,8 +5,9 @@
  * a service port that is the same object as in the previous update (the
  * model cache hands back unchanged ones) costs nothing, so a single change
  * costs one service port's entries whatever the number of Services. It
- * reports which keys it touched, so the diff against the kernel only looks
- * at those. compile() is the same thing from scratch, for tests and tools.
+ * reports which keys it touched and what they held before (Changes), so the
+ * diff against the kernel only looks at those. compile() is the same thing
+ * from scratch, for tests and tools.
  *
  * Service and backend IDs are stable: an identity keeps its ID for as long
  * as it exists, and an ID freed by an update is not handed out by the same
@@ -52,6 +53,18 @@ export interface IdAssignment {
 
 /** The key ids (TableSpec.keyId) an update touched, per table. */
 export type TouchedKeys = Record<TableName, Set<number>>;
+
+/**
+ * What an update changed: the keys it touched and, for those that held an
+ * entry, that entry as it was before (a key the update added is absent from
+ * before). After a sync that landed, the tables are what the kernel holds,
+ * so before is the kernel's side of the diff: no second copy of every table
+ * is kept.
+ */
+export interface Changes {
+  touched: TouchedKeys;
+  before: PackedTables;
+}
 
 function emptyTouched(): TouchedKeys {
   return { frontends: new Set(), slots: new Set(), backends: new Set(), services: new Set(), nodeAddrs: new Set() };
@@ -197,8 +210,8 @@ export class Compiler {
   private readonly backends = new BackendListings();
   private readonly servicePool: IdPool;
   private readonly backendPool: IdPool;
-  /** The keys the current update touched; none are kept during the first, where every key is new. */
-  private touched: TouchedKeys | undefined;
+  /** What the current update changed; not kept during the first, where every key is new. */
+  private changes: Changes | undefined;
   private updated = false;
   /** One key's bytes, per table: where a key is encoded to learn its id. */
   private readonly scratch = Object.fromEntries(
@@ -225,10 +238,10 @@ export class Compiler {
 
   /**
    * Makes the tables hold the whole model: every source is looked at,
-   * unchanged ones (same objects) cost a lookup. Returns the keys touched,
-   * or undefined for the compiler's first update, where every key is new.
+   * unchanged ones (same objects) cost a lookup. Returns what changed, or
+   * undefined for the compiler's first update, where every key is new.
    */
-  update(model: Model): TouchedKeys | undefined {
+  update(model: Model): Changes | undefined {
     this.begin();
     this.updateNodeAddrs(model.nodeAddresses);
     // Unchanged sources (same objects as last time) are only counted as wanted: no values built, nothing touched.
@@ -247,9 +260,9 @@ export class Compiler {
   /**
    * Applies what changed since the model this compiler last took: only the
    * sources named are looked at. The caller makes sure the delta follows
-   * that model (ModelDelta.since). Returns the keys touched, as update().
+   * that model (ModelDelta.since). Returns what changed, as update().
    */
-  updateDelta(delta: ModelDelta): TouchedKeys | undefined {
+  updateDelta(delta: ModelDelta): Changes | undefined {
     this.begin();
     this.updateNodeAddrs(delta.nodeAddresses);
     const wanted = new Map<string, Want | undefined>();
@@ -263,7 +276,7 @@ export class Compiler {
   }
 
   private begin(): void {
-    this.touched = this.updated ? emptyTouched() : undefined;
+    this.changes = this.updated ? { touched: emptyTouched(), before: emptyPackedTables() } : undefined;
     this.updated = true;
   }
 
@@ -288,7 +301,7 @@ export class Compiler {
     wanted.set(identity, { identity, source, value, backendIdentities });
   }
 
-  private apply(wanted: Map<string, Want | undefined>, gone: string[]): TouchedKeys | undefined {
+  private apply(wanted: Map<string, Want | undefined>, gone: string[]): Changes | undefined {
     // Removals first, so a frontend key that moves from one service to another in this update ends up with the new owner.
     for (const identity of gone) {
       const done = this.compiled.get(identity);
@@ -328,9 +341,9 @@ export class Compiler {
     }
     this.servicePool.endUpdate();
     this.backendPool.endUpdate();
-    const touched = this.touched;
-    this.touched = undefined;
-    return touched;
+    const changes = this.changes;
+    this.changes = undefined;
+    return changes;
   }
 
   /** New identities get IDs in identity order, so IDs do not depend on where things sit in the model. */
@@ -427,18 +440,30 @@ export class Compiler {
 
   /** The value offset of the entry with key id (whose bytes are in the table's scratch), its value zeroed. */
   private claim(table: TableName, id: number): number {
+    this.touching(table, id);
     const t = this.tables[table];
     const slot = t.claim(id);
     copyBytes(this.scratch[table], 0, t.keys, slot * t.keySize, t.keySize);
     const at = slot * t.valueSize;
     zero(t.values, at, t.valueSize);
-    this.touched?.[table].add(id);
     return at;
   }
 
   private remove(table: TableName, id: number): void {
+    this.touching(table, id);
     this.tables[table].delete(id);
-    this.touched?.[table].add(id);
+  }
+
+  /** Notes a key about to change; the first time in an update, keeps its entry as it was. */
+  private touching(table: TableName, id: number): void {
+    const changes = this.changes;
+    if (!changes || changes.touched[table].has(id)) return;
+    changes.touched[table].add(id);
+    const slot = this.tables[table].slot(id);
+    if (slot === undefined) return;
+    const before = changes.before[table];
+    const at = before.claim(id);
+    this.tables[table].copyEntry(slot, before.keys, before.values, at);
   }
 
   private removeEntries(done: Compiled): void {

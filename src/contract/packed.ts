@@ -18,10 +18,10 @@ export class PackedTable {
   readonly valueSize: number;
   keys: Buffer;
   values: Buffer;
-  private slotById = new Map<number, number>();
+  private readonly slotById = new Map<number, number>();
   /** Slots the arenas have room for. */
   private capacity = INITIAL_SLOTS;
-  private freeSlots: number[] = [];
+  private readonly freeSlots: number[] = [];
   /** Slots at or above it were never used. */
   private end = 0;
 
@@ -55,16 +55,6 @@ export class PackedTable {
   /** [id, slot] of every entry. */
   entries(): IterableIterator<[number, number]> {
     return this.slotById.entries();
-  }
-
-  /** Makes this table an exact copy of other (a table of the same map). */
-  copyFrom(other: PackedTable): void {
-    this.keys = Buffer.from(other.keys);
-    this.values = Buffer.from(other.values);
-    this.slotById = new Map(other.slotById);
-    this.capacity = other.capacity;
-    this.freeSlots = [...other.freeSlots];
-    this.end = other.end;
   }
 
   /** The slot holding id, made for it if it is new; the caller writes its key and value bytes. */

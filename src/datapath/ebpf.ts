@@ -12,7 +12,7 @@ import { Compiler, idsFromTables } from '../compile/compile.js';
 import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
 import { ALL_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
-import { diffTables, markApplied, opBatch, type TableOp } from '../reconcile/table-diff.js';
+import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
 import type { Datapath, SyncResult } from './types.js';
 
@@ -61,7 +61,12 @@ interface LinkSpec {
 
 export class EbpfDatapath implements Datapath {
   readonly mode = 'ebpf';
-  private applied: PackedTables;
+  /**
+   * The kernel's tables as read at start or after a failed sync: what a new
+   * compiler takes its IDs from and its first update is diffed against.
+   * Dropped once that sync lands; later ones diff against Changes.before.
+   */
+  private kernelTables: PackedTables | undefined;
   private compiler: Compiler | undefined;
   /** The model update the compiler holds. */
   private compiledSequence = -1;
@@ -75,7 +80,7 @@ export class EbpfDatapath implements Datapath {
     private readonly programIds: Map<string, number>,
     private readonly log: Logger,
   ) {
-    this.applied = readTables(mapFds);
+    this.kernelTables = readTables(mapFds);
   }
 
   static open(opts: EbpfOptions): EbpfDatapath {
@@ -123,7 +128,7 @@ export class EbpfDatapath implements Datapath {
           interfaces: opts.interfaces ?? [],
           xdp: opts.xdp ?? false,
           adopted,
-          entries: countEntries(dp.applied),
+          entries: countEntries(dp.kernelTables!),
           newLinks: madeLinkPins.length,
           removedLinks: swept,
         },
@@ -151,11 +156,12 @@ export class EbpfDatapath implements Datapath {
     // kernel holds; its first update names no keys, so that diff covers
     // every key on both sides.
     const fresh = !this.compiler;
-    const compiler = (this.compiler ??= new Compiler(idsFromTables(this.applied)));
-    let touched;
+    const kernelTables = fresh ? (this.kernelTables ??= readTables(this.mapFds)) : undefined;
+    const compiler = (this.compiler ??= new Compiler(idsFromTables(kernelTables!)));
+    let changes;
     try {
       const delta = update.delta;
-      touched =
+      changes =
         !fresh && delta !== undefined && delta.since === this.compiledSequence ? compiler.updateDelta(delta) : compiler.update(update.full());
       this.compiledSequence = update.sequence;
     } catch (err) {
@@ -171,25 +177,28 @@ export class EbpfDatapath implements Datapath {
         );
       }
     }
-    const ops = diffTables(desired, this.applied, touched);
+    // The kernel's side: what the touched keys held, or all of it for a first update.
+    const held = changes ? changes.before : this.kernelTables;
+    if (!held) throw new Error('ebpf sync: no kernel side to diff against');
+    const ops = diffTables(desired, held, changes?.touched);
     let written = 0;
     let removed = 0;
     try {
       for (const op of ops) {
-        if (op.op === 'upsert') written += this.upsert(op, desired);
-        else removed += this.remove(op, desired);
+        if (op.op === 'upsert') written += this.upsert(op, desired, held);
+        else removed += this.remove(op, desired, held);
       }
     } catch (err) {
       // Part of the ops may have landed: trust only what the kernel says.
       this.reread();
       throw err;
     }
-    markApplied(desired, this.applied, touched);
+    this.kernelTables = undefined;
     return { written, removed };
   }
 
   reread(): void {
-    this.applied = readTables(this.mapFds);
+    this.kernelTables = readTables(this.mapFds);
     this.compiler = undefined;
   }
 
@@ -198,16 +207,16 @@ export class EbpfDatapath implements Datapath {
     for (const obj of this.objects.splice(0)) bpf.closeObject(obj);
   }
 
-  private upsert(op: TableOp, desired: PackedTables): number {
-    const { keys, values, count } = opBatch(op, desired, this.applied);
+  private upsert(op: TableOp, desired: PackedTables, held: PackedTables): number {
+    const { keys, values, count } = opBatch(op, desired, held);
     bpf.mapUpdateBatch(this.mapFds[op.table], keys, values!, count);
     this.log.trace({ map: TABLES[op.table].map, count }, 'map upsert');
     return count;
   }
 
-  private remove(op: TableOp, desired: PackedTables): number {
+  private remove(op: TableOp, desired: PackedTables, held: PackedTables): number {
     const fd = this.mapFds[op.table];
-    const { keys, count } = opBatch(op, desired, this.applied);
+    const { keys, count } = opBatch(op, desired, held);
     try {
       bpf.mapDeleteBatch(fd, keys, count);
     } catch (err) {

@@ -90,6 +90,8 @@ interface EpPort {
 
 interface Ep {
   address: string;
+  /** address as parseIPv4 reads it. */
+  addressNumber: number;
   ready: boolean;
   serving: boolean;
   terminating: boolean;
@@ -458,26 +460,28 @@ function parseSlice(id: Named, rej: Rejections): EpGroup {
   if (eps !== undefined && eps !== null && !Array.isArray(eps)) {
     rej.of(id, 'endpoints is not a list');
   } else if (Array.isArray(eps)) {
+    // Named only in a rejection: a full sync reads a hundred thousand valid endpoints.
+    const endpointAt = (i: number) => `endpoints[${i}]`;
     eps.forEach((e: unknown, i: number) => {
-      const at = `endpoints[${i}]`;
       if (!isObj(e)) {
-        rej.of(id, `${at} is not an object`);
+        rej.of(id, `${endpointAt(i)} is not an object`);
         return;
       }
       const addrs = e.addresses;
       if (!Array.isArray(addrs) || addrs.length === 0) {
-        rej.of(id, `${at}: no addresses`);
+        rej.of(id, `${endpointAt(i)}: no addresses`);
         return;
       }
       // kube-proxy uses only the first address of an endpoint.
       const address = addrs[0];
-      if (typeof address !== 'string' || parseIPv4(address) === null) {
-        rej.of(id, `${at}: invalid IPv4 address ${show(address)}`);
+      const addressNumber = typeof address === 'string' ? parseIPv4(address) : null;
+      if (typeof address !== 'string' || addressNumber === null) {
+        rej.of(id, `${endpointAt(i)}: invalid IPv4 address ${show(address)}`);
         return;
       }
       const condsRaw = e.conditions;
       if (condsRaw !== undefined && condsRaw !== null && !isObj(condsRaw)) {
-        rej.of(id, `${at} ${address}: conditions is not an object`);
+        rej.of(id, `${endpointAt(i)} ${address}: conditions is not an object`);
         return;
       }
       const conds: Obj = isObj(condsRaw) ? condsRaw : {};
@@ -485,10 +489,10 @@ function parseSlice(id: Named, rej: Rejections): EpGroup {
       const serving = condition(conds, 'serving', true);
       const terminating = condition(conds, 'terminating', false);
       if (ready === undefined || serving === undefined || terminating === undefined) {
-        rej.of(id, `${at} ${address}: conditions must be booleans`);
+        rej.of(id, `${endpointAt(i)} ${address}: conditions must be booleans`);
         return;
       }
-      const ep: Ep = { address, ready, serving, terminating };
+      const ep: Ep = { address, addressNumber, ready, serving, terminating };
       if (typeof e.nodeName === 'string' && e.nodeName !== '') ep.nodeName = e.nodeName;
       endpoints.push(ep);
     });
@@ -523,11 +527,12 @@ function parseEndpoints(id: Named, rej: Rejections): EpGroup[] {
           return;
         }
         const ip = a.ip;
-        if (typeof ip !== 'string' || parseIPv4(ip) === null) {
+        const addressNumber = typeof ip === 'string' ? parseIPv4(ip) : null;
+        if (typeof ip !== 'string' || addressNumber === null) {
           rej.of(id, looksLikeIPv6(ip) ? `${aat} ${show(ip)}: IPv6 not supported yet` : `${aat}: invalid IPv4 address ${show(ip)}`);
           return;
         }
-        const ep: Ep = { address: ip, ready: true, serving: true, terminating: false };
+        const ep: Ep = { address: ip, addressNumber, ready: true, serving: true, terminating: false };
         if (typeof a.nodeName === 'string' && a.nodeName !== '') ep.nodeName = a.nodeName;
         endpoints.push(ep);
       });
@@ -545,13 +550,15 @@ function stateRank(ep: Ep): number {
 }
 
 function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): Backend[] {
-  const best = new Map<string, { rank: number; backend: Backend }>();
+  // Keyed by address and port as one number (32 + 16 bits), which also orders them.
+  const best = new Map<number, { rank: number; backend: Backend }>();
+  let bestRank = 2;
   for (const g of groups) {
     for (const p of g.ports) {
       if (p.name !== portName || p.protocol !== protocol) continue;
       for (const ep of g.endpoints) {
         const rank = stateRank(ep);
-        const key = `${ep.address}:${p.port}`;
+        const key = ep.addressNumber * 65536 + p.port;
         const prev = best.get(key);
         if (prev && prev.rank <= rank) continue;
         const state: EndpointState = rank === 0 ? 'ready' : 'serving-terminating';
@@ -559,19 +566,15 @@ function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, no
         const backend: Backend = { address: ep.address, port: p.port, state, local: ep.nodeName === nodeName };
         if (ep.nodeName !== undefined) backend.nodeName = ep.nodeName;
         best.set(key, { rank, backend });
+        bestRank = Math.min(bestRank, rank);
       }
     }
   }
-  const all = [...best.values()];
-  let chosen = all.filter((c) => c.rank === 0);
-  if (chosen.length === 0) chosen = all.filter((c) => c.rank === 1);
-  return chosen.map((c) => c.backend).sort(compareBackends);
-}
-
-function compareBackends(a: Backend, b: Backend): number {
-  const ia = parseIPv4(a.address) ?? 0;
-  const ib = parseIPv4(b.address) ?? 0;
-  return ia - ib || a.port - b.port;
+  // Ready endpoints if any, else the serving terminating ones (never the others), by address then port.
+  const chosen: number[] = [];
+  if (bestRank > 1) return [];
+  for (const [key, c] of best) if (c.rank === bestRank) chosen.push(key);
+  return chosen.sort((a, b) => a - b).map((key) => best.get(key)!.backend);
 }
 
 export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model {

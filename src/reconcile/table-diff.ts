@@ -2,9 +2,10 @@
  * Desired vs applied table content -> the ordered writes that take the
  * kernel from one to the other without a lookup ever meeting a half-written
  * service (see WRITE_ORDER in contract/tables.ts). Only the keys given are
- * compared: the compiler says which keys an update touched, so a single
- * change is diffed in time proportional to that change; without keys, every
- * key of both sides is. Pure.
+ * compared: the compiler says which keys an update touched and what they
+ * held before (the applied side then holds just those), so a single change
+ * is diffed in time proportional to that change; without keys, every key of
+ * both sides is. Pure.
  */
 import type { PackedTable, PackedTables } from '../contract/packed.js';
 import { DELETE_ORDER, WRITE_ORDER, type TableName } from '../contract/tables.js';
@@ -69,26 +70,4 @@ export function opBatch(op: TableOp, desired: PackedTables, applied: PackedTable
   const values = op.op === 'upsert' ? Buffer.allocUnsafe(count * from.valueSize) : undefined;
   op.slots.forEach((slot, index) => from.copyEntry(slot, keys, values, index));
   return values ? { keys, values, count } : { keys, count };
-}
-
-/** Makes applied equal desired on the given keys (without keys, on every key), once their ops have landed. */
-export function markApplied(desired: PackedTables, applied: PackedTables, keys?: KeySets): void {
-  if (!keys) {
-    for (const table of WRITE_ORDER) applied[table].copyFrom(desired[table]);
-    return;
-  }
-  for (const table of WRITE_ORDER) {
-    const want = desired[table];
-    const have = applied[table];
-    for (const id of keys[table]) {
-      const slot = want.slot(id);
-      if (slot === undefined) {
-        have.delete(id);
-        continue;
-      }
-      // claim() may grow have's arenas: pass them only after it.
-      const at = have.claim(id);
-      want.copyEntry(slot, have.keys, have.values, at);
-    }
-  }
 }

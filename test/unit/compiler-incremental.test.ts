@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Compiler, type TouchedKeys } from '../../src/compile/compile.js';
+import { Compiler, type Changes, type TouchedKeys } from '../../src/compile/compile.js';
 import { BACKEND_FLAGS, backendValue, nodeAddrKey } from '../../src/contract/codecs.js';
 import { emptyPackedTables, packTables, tablesContent, type PackedTables } from '../../src/contract/packed.js';
 import { TABLES } from '../../src/contract/tables.js';
 import { listNodeAddresses, listServicePorts } from '../../src/inspect/listing.js';
 import type { Backend, Model, ServicePort } from '../../src/model/types.js';
-import { diffTables, markApplied } from '../../src/reconcile/table-diff.js';
+import { diffTables, opBatch, type TableOp } from '../../src/reconcile/table-diff.js';
 
 /** A small deterministic PRNG, so a failure replays. */
 function rng(seed: number): () => number {
@@ -27,16 +27,29 @@ function model(servicePorts: ServicePort[], nodeAddresses: string[] = []): Model
 }
 
 /** The keys a later update touched (a compiler's first update names none: every key is new). */
-function touchedBy(keys: TouchedKeys | undefined): TouchedKeys {
-  assert.ok(keys, 'an update after the first names the keys it touched');
-  return keys;
+function touchedBy(changes: Changes | undefined): TouchedKeys {
+  assert.ok(changes, 'an update after the first names the keys it touched');
+  return changes.touched;
+}
+
+/** Plays ops on a stand-in for the kernel's maps, through the same batches the datapath writes. */
+function play(ops: TableOp[], desired: PackedTables, held: PackedTables, kernel: PackedTables): void {
+  for (const op of ops) {
+    const { keys, values, count } = opBatch(op, desired, held);
+    const t = kernel[op.table];
+    for (let i = 0; i < count; i++) {
+      const key = keys.subarray(i * t.keySize, (i + 1) * t.keySize);
+      if (values) t.set(key, values.subarray(i * t.valueSize, (i + 1) * t.valueSize));
+      else t.delete(TABLES[op.table].keyId(key, 0));
+    }
+  }
 }
 
 function copyTables(t: PackedTables): PackedTables {
   return packTables(tablesContent(t));
 }
 
-test('incremental updates: the kernel side, patched with only the touched keys, always equals the model', () => {
+test('incremental updates: the kernel side, patched from the touched keys and their entries before, always equals the model', () => {
   const random = rng(7);
   const compiler = new Compiler();
   const applied = emptyPackedTables();
@@ -58,9 +71,11 @@ test('incremental updates: the kernel side, patched with only the touched keys, 
     const nodeAddresses = someAddresses.filter(() => random() < 0.5);
 
     const before = copyTables(applied);
-    const touched = compiler.update(model(current, nodeAddresses));
-    const ops = diffTables(compiler.tables, applied, touched);
-    markApplied(compiler.tables, applied, touched);
+    const changes = compiler.update(model(current, nodeAddresses));
+    if (step > 0) assert.ok(changes, `step ${step}: an update after the first says what changed`);
+    const held = changes ? changes.before : applied;
+    const ops = diffTables(compiler.tables, held, changes?.touched);
+    play(ops, compiler.tables, held, applied);
     assert.deepEqual(diffTables(compiler.tables, applied), [], `step ${step}: a key changed without being reported`);
     assert.equal(ops.length > 0 || diffTables(compiler.tables, before).length === 0, true);
 
