@@ -23,15 +23,15 @@ static __always_inline __u8 kpx_sock_proto(const struct bpf_sock_addr *ctx)
 
 /* A connected socket (connect(): TCP, or UDP) keeps its one mapping in its
  * own storage, which dies with it and is never evicted. */
-static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const struct kpx_backend *be, __be32 addr, __be16 port)
+static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const struct kpx_slot *slot, __be32 addr, __be16 port)
 {
 	struct kpx_sock_peer *peer;
 
 	peer = bpf_sk_storage_get(&kpx_sock_peer, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!peer)
 		return -1;
-	peer->backend_addr = be->addr;
-	peer->backend_port = be->port;
+	peer->backend_addr = slot->addr;
+	peer->backend_port = slot->port;
 	peer->addr = addr;
 	peer->port = port;
 	return 0;
@@ -40,12 +40,12 @@ static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const st
 /* An unconnected UDP socket may send to several Services: one LRU entry per
  * socket and backend. Most sendto()s repeat the last mapping, and a lookup
  * costs far less than a write. */
-static __always_inline void kpx_remember_sendto(struct bpf_sock_addr *ctx, const struct kpx_backend *be, __be32 addr, __be16 port)
+static __always_inline void kpx_remember_sendto(struct bpf_sock_addr *ctx, const struct kpx_slot *slot, __be32 addr, __be16 port)
 {
 	struct kpx_sock_revnat_key rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.backend_addr = be->addr,
-		.backend_port = be->port,
+		.backend_addr = slot->addr,
+		.backend_port = slot->port,
 	};
 	struct kpx_sock_revnat rval = {
 		.addr = addr,
@@ -65,8 +65,7 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx, bool connec
 	__be16 port = (__be16)ctx->user_port;
 	__u8 proto;
 	struct kpx_frontend *fe;
-	struct kpx_backend *be;
-	__u32 backend_id;
+	struct kpx_slot *slot;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return SYS_PROCEED;
@@ -80,15 +79,15 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx, bool connec
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
-	be = kpx_select_backend(fe, &backend_id);
-	if (!be)
+	slot = kpx_select_slot(fe);
+	if (!slot)
 		return SYS_PROCEED;
 	/* Socket storage can only fail to allocate: the LRU still answers. */
-	if (!connecting || kpx_remember_peer(ctx, be, addr, port) < 0)
-		kpx_remember_sendto(ctx, be, addr, port);
+	if (!connecting || kpx_remember_peer(ctx, slot, addr, port) < 0)
+		kpx_remember_sendto(ctx, slot, addr, port);
 
-	ctx->user_ip4 = be->addr;
-	ctx->user_port = (__u32)be->port;
+	ctx->user_ip4 = slot->addr;
+	ctx->user_port = (__u32)slot->port;
 	return SYS_PROCEED;
 }
 

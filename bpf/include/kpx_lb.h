@@ -31,19 +31,27 @@ kpx_lookup_service(__be32 addr, __be16 port, __u8 proto)
 	return kpx_lookup_frontend(0, port, proto);
 }
 
-/* Picks one of the frontend's slots with equal weight. NULL when the table
- * is mid-update in a way the write order should make impossible; callers
- * then leave the packet or socket untouched rather than guess. */
-static __always_inline struct kpx_backend *
-kpx_select_backend(const struct kpx_frontend *fe, __u32 *backend_id)
+/* Picks one of the frontend's slots with equal weight: the backend's ID and
+ * address. NULL when the table is mid-update in a way the write order
+ * should make impossible; callers then leave the packet or socket untouched
+ * rather than guess. */
+static __always_inline struct kpx_slot *kpx_select_slot(const struct kpx_frontend *fe)
 {
 	struct kpx_slot_key key = {
 		.service_id = fe->service_id,
 		.slot = bpf_get_prandom_u32() % fe->backend_count,
 	};
-	struct kpx_slot *slot;
 
-	slot = bpf_map_lookup_elem(&kpx_slots, &key);
+	return bpf_map_lookup_elem(&kpx_slots, &key);
+}
+
+/* As kpx_select_slot, with the whole backend entry (its flags) for the
+ * packet programs. */
+static __always_inline struct kpx_backend *
+kpx_select_backend(const struct kpx_frontend *fe, __u32 *backend_id)
+{
+	struct kpx_slot *slot = kpx_select_slot(fe);
+
 	if (!slot)
 		return NULL;
 	*backend_id = slot->backend_id;

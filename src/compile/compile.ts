@@ -504,7 +504,7 @@ export class Compiler {
       this.relisted.add(backendId);
       backendIds.push(backendId);
       const at = this.claim('slots', this.slotKeyId(serviceId, slot));
-      slotValue.encodeInto({ backend_id: backendId, state: STATE[backend.state] }, slots.values, at);
+      slotValue.encodeInto({ backend_id: backendId, addr: backend.address, port: backend.port, state: STATE[backend.state] }, slots.values, at);
     }
     for (const fe of source.frontends) {
       const at = this.claim('frontends', this.frontendKeyId(fe.address, fe.port, proto));

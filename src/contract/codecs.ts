@@ -196,6 +196,8 @@ export interface SlotKey {
 }
 export interface SlotValue {
   backend_id: number;
+  addr: string;
+  port: number;
   state: number;
 }
 export interface BackendValue {
@@ -268,10 +270,12 @@ export const slotKey = new StructCodec<SlotKey>('kpx_slot_key', 8, [
   { c: 'slot', kind: 'u32', offset: 4 },
 ]);
 
-export const slotValue = new StructCodec<SlotValue>('kpx_slot', 8, [
+export const slotValue = new StructCodec<SlotValue>('kpx_slot', 12, [
   { c: 'backend_id', kind: 'u32', offset: 0 },
-  { c: 'state', kind: 'u8', offset: 4 },
-  { c: 'pad', kind: 'chars', offset: 5, size: 3 },
+  { c: 'addr', kind: 'ipv4', offset: 4 },
+  { c: 'port', kind: 'be16', offset: 8 },
+  { c: 'state', kind: 'u8', offset: 10 },
+  { c: 'pad', kind: 'u8', offset: 11 },
 ]);
 
 export const backendValue = new StructCodec<BackendValue>('kpx_backend', 8, [

@@ -58,7 +58,7 @@ test('every codec round-trips', () => {
   roundTrip(frontendKey, { addr: '255.255.255.255', port: 65535, proto: IPPROTO.UDP });
   roundTrip(frontendValue, { service_id: 0xfffffffe, backend_count: 65535, kind: KIND.LoadBalancer });
   roundTrip(slotKey, { service_id: 7, slot: 0x01020304 });
-  roundTrip(slotValue, { backend_id: 123456, state: STATE['serving-terminating'] });
+  roundTrip(slotValue, { backend_id: 123456, addr: '10.244.3.7', port: 8443, state: STATE['serving-terminating'] });
   roundTrip(backendValue, { addr: '10.244.1.2', port: 8080, proto: IPPROTO.TCP, flags: 0 });
   roundTrip(backendValue, { addr: '10.244.1.2', port: 8080, proto: IPPROTO.UDP, flags: BACKEND_FLAGS.local });
   roundTrip(serviceValue, { namespace: 'kube-system', name: 'kube-dns', port_name: 'dns-tcp', proto: IPPROTO.TCP, skip_reason: SKIP.none });
@@ -128,7 +128,10 @@ test('frontendValue, slotKey, slotValue: host order integers, zero padding', () 
     [...host(0x01020304, 4), ...host(0x0506, 2), 2, 0],
   );
   assert.deepEqual([...slotKey.encode({ service_id: 3, slot: 258 })], [...host(3, 4), ...host(258, 4)]);
-  assert.deepEqual([...slotValue.encode({ backend_id: 9, state: STATE['serving-terminating'] })], [...host(9, 4), 1, 0, 0, 0]);
+  assert.deepEqual(
+    [...slotValue.encode({ backend_id: 9, addr: '10.1.2.3', port: 8080, state: STATE['serving-terminating'] })],
+    [...host(9, 4), 10, 1, 2, 3, 0x1f, 0x90, 1, 0],
+  );
   assert.deepEqual([...u32Key.encode({ id: 0x0a0b0c0d })], host(0x0a0b0c0d, 4));
 });
 
@@ -182,7 +185,7 @@ test('serviceValue: a name that leaves no room for the NUL throws', () => {
 test('out-of-range integers throw instead of wrapping', () => {
   assert.throws(() => frontendValue.encode({ service_id: 1, backend_count: 65536, kind: 1 }), RangeError);
   assert.throws(() => frontendKey.encode({ addr: '10.0.0.1', port: 65536, proto: 6 }), RangeError);
-  assert.throws(() => slotValue.encode({ backend_id: -1, state: 0 }), RangeError);
+  assert.throws(() => slotValue.encode({ backend_id: -1, addr: '10.1.2.3', port: 80, state: 0 }), RangeError);
   assert.throws(() => frontendKey.encode({ addr: '10.0.0', port: 80, proto: 6 }), /not an IPv4 address: 10\.0\.0/);
 });
 

@@ -117,11 +117,11 @@ test('compile: a small model gives exactly these entries', () => {
     { id: 2, addr: '10.244.1.3', port: 8080, proto: 6, flags: BACKEND_FLAGS.local },
     { id: 3, addr: '10.244.2.4', port: 8080, proto: 6, flags: 0 },
   ]);
-  // slots 0..n-1 of service 1, in the model's backend order; nothing for the 0-backend port
+  // slots 0..n-1 of service 1, in the model's backend order, each with its backend's address; nothing for the 0-backend port
   assert.deepEqual(d.slots, [
-    { service_id: 1, slot: 0, backend_id: 1, state: 0 },
-    { service_id: 1, slot: 1, backend_id: 2, state: 0 },
-    { service_id: 1, slot: 2, backend_id: 3, state: 1 },
+    { service_id: 1, slot: 0, backend_id: 1, addr: '10.244.1.2', port: 8080, state: 0 },
+    { service_id: 1, slot: 1, backend_id: 2, addr: '10.244.1.3', port: 8080, state: 0 },
+    { service_id: 1, slot: 2, backend_id: 3, addr: '10.244.2.4', port: 8080, state: 1 },
   ]);
   // keys sort by address bytes: 0.0.0.0:30080 (the NodePort), 10.96.0.10:80, 10.96.0.10:9090
   assert.deepEqual(d.frontends, [
@@ -185,11 +185,11 @@ test('compile: backends are shared across services by addr:port/proto only', () 
   const sids = serviceIds(tables);
   assert.deepEqual(sids, { 'a/one:': 1, 'b/two:': 2, 'b/two:dns': 3, 'c/three:': 4 });
   assert.deepEqual(d.slots, [
-    { service_id: 1, slot: 0, backend_id: 1, state: 0 },
-    { service_id: 1, slot: 1, backend_id: 4, state: 0 },
-    { service_id: 2, slot: 0, backend_id: 1, state: 1 },
-    { service_id: 3, slot: 0, backend_id: 2, state: 0 },
-    { service_id: 4, slot: 0, backend_id: 3, state: 0 },
+    { service_id: 1, slot: 0, backend_id: 1, addr: '10.244.0.5', port: 8080, state: 0 },
+    { service_id: 1, slot: 1, backend_id: 4, addr: '10.244.0.6', port: 8080, state: 0 },
+    { service_id: 2, slot: 0, backend_id: 1, addr: '10.244.0.5', port: 8080, state: 1 },
+    { service_id: 3, slot: 0, backend_id: 2, addr: '10.244.0.5', port: 8080, state: 0 },
+    { service_id: 4, slot: 0, backend_id: 3, addr: '10.244.0.5', port: 9090, state: 0 },
   ]);
 });
 

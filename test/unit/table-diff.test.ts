@@ -45,7 +45,7 @@ function put(tables: Tables, table: TableName, key: Buffer, value: Buffer): Entr
 const fe = (addr: string, port: number) => frontendKey.encode({ addr, port, proto: 6 });
 const feV = (service_id: number, backend_count: number) => frontendValue.encode({ service_id, backend_count, kind: 1 });
 const sk = (service_id: number, slot: number) => slotKey.encode({ service_id, slot });
-const sv = (backend_id: number) => slotValue.encode({ backend_id, state: 0 });
+const sv = (backend_id: number) => slotValue.encode({ backend_id, addr: `10.244.0.${backend_id}`, port: 8080, state: 0 });
 const id = (n: number) => u32Key.encode({ id: n });
 const bv = (addr: string) => backendValue.encode({ addr, port: 80, proto: 6, flags: 0 });
 const na = (addr: string) => nodeAddrKey.encode({ addr });
@@ -129,7 +129,7 @@ test('diffTables: unchanged entries give no op, a changed value gives an upsert 
   const ops = diffTables(desired, applied);
   assert.deepEqual(ops, [{ op: 'upsert', table: 'slots', entries: [changed] }]);
   // the upsert carries the desired value, not the applied one
-  assert.deepEqual(slotValue.decode((ops[0] as { entries: Entry[] }).entries[0]!.value), { backend_id: 2, state: 0 });
+  assert.deepEqual(slotValue.decode((ops[0] as { entries: Entry[] }).entries[0]!.value), { backend_id: 2, addr: '10.244.0.2', port: 8080, state: 0 });
 });
 
 test('diffTables: identical tables (equal bytes, distinct buffers) give no ops', () => {
