@@ -92,7 +92,18 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
     triggerTimes = [];
     if (latencies.length) log.debug({ networkProgrammingSeconds: latencies }, 'network programming latency');
   };
-  const syncer = new Syncer(model, datapath, log, { ...DEFAULT_SYNCER_OPTIONS, minSyncIntervalMs: config.minSyncIntervalMs }, onApplied);
+  // V8 would keep a full sync's garbage (its heap grown to the peak) until
+  // later allocation makes it collect: at 10,000 Services that is most of
+  // the agent's RSS. bin/kpx exposes gc() so it can be returned at once.
+  const collectGarbage = () => globalThis.gc?.();
+  const syncer = new Syncer(
+    model,
+    datapath,
+    log,
+    { ...DEFAULT_SYNCER_OPTIONS, minSyncIntervalMs: config.minSyncIntervalMs },
+    onApplied,
+    collectGarbage,
+  );
   try {
     await source.start(() => syncer.request());
   } catch (err) {

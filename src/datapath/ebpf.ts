@@ -194,7 +194,7 @@ export class EbpfDatapath implements Datapath {
       throw err;
     }
     this.kernelTables = undefined;
-    return { written, removed };
+    return { written, removed, full: fresh };
   }
 
   reread(): void {

@@ -57,7 +57,7 @@ export class IptablesDatapath implements Datapath {
     }
     this.applied = next;
     this.opts.log.trace({ payload }, 'iptables-restore');
-    return countChanges(previous, next);
+    return { ...countChanges(previous, next), full: !previous };
   }
 
   reread(): void {
@@ -99,7 +99,7 @@ function targetOf(args: readonly string[]): string {
 }
 
 /** Rules added and removed, by rule text, across both tables. */
-function countChanges(previous: RenderedRules | undefined, next: RenderedRules): SyncResult {
+function countChanges(previous: RenderedRules | undefined, next: RenderedRules): Omit<SyncResult, 'full'> {
   let written = 0;
   let removed = 0;
   for (const table of TABLES) {

@@ -4,6 +4,8 @@ export interface SyncResult {
   /** Map entries (ebpf) or rules (iptables) written and removed by this sync. */
   written: number;
   removed: number;
+  /** It started over from the whole model (first sync, after a failure or a resync): the most garbage a sync leaves. */
+  full: boolean;
 }
 
 /** What the reconciler drives: one per mode, the only code that touches the kernel. */

@@ -6,10 +6,11 @@
 import { fileURLToPath } from 'node:url';
 import { AGENT_HOST, type ClusterLab, type LabProcess } from './lab.js';
 
-export const KPX_CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/** bin/kpx, the command users run: the lab's agent gets the same Node flags (src/lab sits at dist/src/lab). */
+const KPX_COMMAND = fileURLToPath(new URL('../../../bin/kpx', import.meta.url));
 
 export function kpxArgv(args: string[]): string[] {
-  return [process.execPath, KPX_CLI, ...args];
+  return [KPX_COMMAND, ...args];
 }
 
 export interface LabAgentOptions {

@@ -15,13 +15,18 @@ class CountingDatapath implements Datapath {
   readonly mode = 'ebpf';
   syncs = 0;
   failNext = 0;
+  private failedSinceLast = false;
   sync(): SyncResult {
     if (this.failNext > 0) {
       this.failNext--;
+      this.failedSinceLast = true;
       throw new Error('injected');
     }
     this.syncs++;
-    return { written: 1, removed: 0 };
+    // Like the real datapaths: the first sync (and the first after a failure) starts over.
+    const full = this.syncs === 1 || this.failedSinceLast;
+    this.failedSinceLast = false;
+    return { written: 1, removed: 0, full };
   }
   reread(): void {}
   close(): void {}
@@ -84,4 +89,22 @@ test('onApplied is told when each successful sync reached the kernel', async () 
 test('network programming latency: seconds from each trigger time to the sync, future ones dropped', () => {
   assert.deepEqual(networkProgrammingLatencies([1_000, 1_500, 2_100], 2_000), [1, 0.5]);
   assert.deepEqual(networkProgrammingLatencies([], 2_000), []);
+});
+
+test('afterFullSync runs after each sync that started over, and only those', async () => {
+  const dp = new CountingDatapath();
+  dp.failNext = 1;
+  let collected = 0;
+  const syncer = new Syncer(() => wholeModel(EMPTY), dp, silent, { ...OPTS, minSyncIntervalMs: 0 }, undefined, () => collected++);
+  syncer.start();
+  await sleep(30);
+  assert.equal(dp.syncs, 1, 'the failed first sync was retried');
+  assert.equal(collected, 1, 'a failed sync collects nothing; the full one that landed does');
+  for (let i = 0; i < 3; i++) {
+    syncer.request();
+    await sleep(5);
+  }
+  assert.equal(dp.syncs, 4);
+  assert.equal(collected, 1, 'incremental syncs leave it alone');
+  syncer.stop();
 });
