@@ -323,11 +323,11 @@ function unlinkQuiet(path: string): void {
 export function readTables(mapFds: Record<TableName, number>): PackedTables {
   const tables = emptyPackedTables();
   for (const table of Object.keys(TABLES) as TableName[]) {
-    const spec = TABLES[table];
-    const fd = mapFds[table];
-    for (const key of bpf.mapKeys(fd, spec.key.size)) {
-      const value = bpf.mapLookup(fd, key, spec.value.size);
-      if (value) tables[table].set(key, value);
+    const { key, value } = TABLES[table];
+    for (const batch of bpf.mapEntryBatches(mapFds[table], key.size, value.size)) {
+      for (let i = 0; i < batch.count; i++) {
+        tables[table].set(batch.keys.subarray(i * key.size, (i + 1) * key.size), batch.values.subarray(i * value.size, (i + 1) * value.size));
+      }
     }
   }
   return tables;

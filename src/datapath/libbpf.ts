@@ -43,6 +43,9 @@ const fn = {
     'int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32_t *count, const void *opts)',
   ),
   mapDeleteBatch: lib.func('int bpf_map_delete_batch(int fd, const void *keys, _Inout_ uint32_t *count, const void *opts)'),
+  mapLookupBatch: lib.func(
+    'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32_t *count, const void *opts)',
+  ),
   strerror: lib.func('int libbpf_strerror(int err, _Out_ char *buf, size_t size)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
 };
@@ -74,6 +77,7 @@ function checkPtr<T>(call: string, ptr: T): T {
 }
 
 export const ENOENT = 2;
+const ENOSPC = 28;
 
 export function openObject(path: string): BpfObjectPtr {
   return checkPtr(`bpf_object__open_file(${path})`, fn.objectOpenFile(path, null));
@@ -222,6 +226,40 @@ export function mapKeys(fd: number, keySize: number): Buffer[] {
     check('bpf_map_get_next_key', rc);
     keys.push(next);
     prev = next;
+  }
+}
+
+/** A batch of entries read from a map: count keys and values, packed back to back. */
+export interface EntryBatch {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
+
+/**
+ * Every entry of a hash map, a few thousand per syscall (one get_next_key
+ * and one lookup per entry cost seconds at a few hundred thousand). The
+ * batch token of a hash map is a bucket index, 4 bytes.
+ */
+export function mapEntryBatches(fd: number, keySize: number, valueSize: number): EntryBatch[] {
+  const batches: EntryBatch[] = [];
+  let inBatch: Buffer | null = null;
+  let size = 4096;
+  for (;;) {
+    const outBatch = Buffer.alloc(8);
+    const keys = Buffer.alloc(size * keySize);
+    const values = Buffer.alloc(size * valueSize);
+    const n = [size];
+    const rc = fn.mapLookupBatch(fd, inBatch, outBatch, keys, values, n, null) as number;
+    if (rc === -ENOSPC && n[0] === 0) {
+      // One bucket holds more entries than the batch has room for: again, with more.
+      size *= 2;
+      continue;
+    }
+    if (rc < 0 && rc !== -ENOENT) throw new BpfError('bpf_map_lookup_batch', -rc);
+    if (n[0]! > 0) batches.push({ keys, values, count: n[0]! });
+    if (rc === -ENOENT) return batches;
+    inBatch = outBatch;
   }
 }
 

@@ -4,24 +4,19 @@
 // mode) or whose packets the node's iptables rules translate (iptables mode).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { ListedServicePort } from '../../src/inspect/listing.js';
 import { kpxArgv, startLabAgent } from '../../src/lab/agent.js';
-import { createLab, findCgroup2Mount, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
+import { createLab, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
 import { countBodies, countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
 import { allocateClusterIPs } from '../../src/model/cluster-ip.js';
 import { programmedServicePorts } from '../fixtures/programmed.js';
+import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
-function missingPrerequisite(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN)';
-  if (!findCgroup2Mount() && !readFileSync('/proc/filesystems', 'utf8').includes('cgroup2')) return 'needs cgroup2';
-  if (!readFileSync('/proc/filesystems', 'utf8').includes('bpf')) return 'needs the bpf filesystem';
-  return undefined;
-}
-const skip = missingPrerequisite();
+const skip = missingKernelPrerequisite();
 
 const PODS = [
   { name: 'pod-a', address: '10.244.0.11' },

@@ -2,20 +2,14 @@
 // kernel has every feature, so a kernel without the socket hooks is shown
 // through an injected probe result (KPX_PROBE_OVERRIDE, read by the CLI).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { kpxArgv } from '../../src/lab/agent.js';
-import { createLab, findCgroup2Mount, PROBE_SCRIPT, type Lab } from '../../src/lab/lab.js';
+import { createLab, PROBE_SCRIPT, type Lab } from '../../src/lab/lab.js';
 import { countBodies, parseProbeOutput } from '../../src/lab/probe-results.js';
+import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
-function missingPrerequisite(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN)';
-  if (!findCgroup2Mount() && !readFileSync('/proc/filesystems', 'utf8').includes('cgroup2')) return 'needs cgroup2';
-  if (!readFileSync('/proc/filesystems', 'utf8').includes('bpf')) return 'needs the bpf filesystem';
-  return undefined;
-}
 
 const NO_SOCKET_HOOKS = JSON.stringify({ missing: ['attach type cgroup/connect4'] });
 
@@ -36,7 +30,7 @@ const WEB = [
   },
 ];
 
-describe('--mode auto, ebpf and iptables pick the datapath from the kernel probe', { skip: missingPrerequisite() }, () => {
+describe('--mode auto, ebpf and iptables pick the datapath from the kernel probe', { skip: missingKernelPrerequisite() }, () => {
   let lab: Lab;
 
   /** The agent, with an optional probe override in its environment. */

@@ -6,23 +6,16 @@
 // runs with the tc programs alone, with XDP in front of them, and in iptables
 // mode (kube-proxy's rules, in each node's own network namespace).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { ListedServicePort } from '../../src/inspect/listing.js';
 import { kpxArgv, startLabAgent } from '../../src/lab/agent.js';
-import { createLab, findCgroup2Mount, PROBE_SCRIPT, WIRE_CIDR, type ClusterLab, type LabProcess, type NodeSpec } from '../../src/lab/lab.js';
+import { createLab, PROBE_SCRIPT, WIRE_CIDR, type ClusterLab, type LabProcess, type NodeSpec } from '../../src/lab/lab.js';
 import { countBodies, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
+import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
-function missingPrerequisite(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN)';
-  const filesystems = readFileSync('/proc/filesystems', 'utf8');
-  if (!findCgroup2Mount() && !filesystems.includes('cgroup2')) return 'needs cgroup2';
-  if (!filesystems.includes('bpf')) return 'needs the bpf filesystem';
-  return undefined;
-}
-const skip = missingPrerequisite();
+const skip = missingKernelPrerequisite();
 
 const NODE_A = '172.18.0.2';
 const NODE_B = '172.18.0.3';

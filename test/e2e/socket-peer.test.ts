@@ -4,22 +4,17 @@
 // agent restart takes it away; unconnected UDP answers through the LRU.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { startLabAgent } from '../../src/lab/agent.js';
-import { createLab, findCgroup2Mount, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
+import { createLab, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
 import { countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
+import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
-function missingPrerequisite(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (CAP_BPF, CAP_NET_ADMIN)';
-  if (!findCgroup2Mount() && !readFileSync('/proc/filesystems', 'utf8').includes('cgroup2')) return 'needs cgroup2';
-  if (!readFileSync('/proc/filesystems', 'utf8').includes('bpf')) return 'needs the bpf filesystem';
-  return undefined;
-}
-const skip = missingPrerequisite();
+const skip = missingKernelPrerequisite();
 
 const PEER_HOLDER = fileURLToPath(new URL('./peer-holder.js', import.meta.url));
 
