@@ -11,7 +11,6 @@ import { allocateNodePorts } from './node-port.js';
 import {
   NODE_PORT_ADDRESS,
   type Backend,
-  type EndpointState,
   type Frontend,
   type IgnoreReason,
   type IgnoredService,
@@ -550,31 +549,37 @@ function stateRank(ep: Ep): number {
 }
 
 function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): Backend[] {
-  // Keyed by address and port as one number (32 + 16 bits), which also orders them.
-  const best = new Map<number, { rank: number; backend: Backend }>();
-  let bestRank = 2;
+  // Every listing of the port, keyed by address and port as one number (32 + 16 bits, which also orders them).
+  const keys: number[] = [];
+  const ranks: number[] = [];
+  const endpoints: Ep[] = [];
+  const ports: number[] = [];
   for (const g of groups) {
     for (const p of g.ports) {
       if (p.name !== portName || p.protocol !== protocol) continue;
       for (const ep of g.endpoints) {
-        const rank = stateRank(ep);
-        const key = ep.addressNumber * 65536 + p.port;
-        const prev = best.get(key);
-        if (prev && prev.rank <= rank) continue;
-        const state: EndpointState = rank === 0 ? 'ready' : 'serving-terminating';
-        // An endpoint without nodeName is never local: nothing says where it runs.
-        const backend: Backend = { address: ep.address, port: p.port, state, local: ep.nodeName === nodeName };
-        if (ep.nodeName !== undefined) backend.nodeName = ep.nodeName;
-        best.set(key, { rank, backend });
-        bestRank = Math.min(bestRank, rank);
+        keys.push(ep.addressNumber * 65536 + p.port);
+        ranks.push(stateRank(ep));
+        endpoints.push(ep);
+        ports.push(p.port);
       }
     }
   }
-  // Ready endpoints if any, else the serving terminating ones (never the others), by address then port.
-  const chosen: number[] = [];
-  if (bestRank > 1) return [];
-  for (const [key, c] of best) if (c.rank === bestRank) chosen.push(key);
-  return chosen.sort((a, b) => a - b).map((key) => best.get(key)!.backend);
+  // By address then port; an endpoint listed twice (two slices) counts in its best state.
+  const order = keys.map((_, i) => i).sort((a, b) => keys[a]! - keys[b]! || ranks[a]! - ranks[b]!);
+  const unique = order.filter((i, at) => at === 0 || keys[i] !== keys[order[at - 1]!]);
+  // Ready endpoints if any, else the serving terminating ones, never the others.
+  const want = Math.min(...unique.map((i) => ranks[i]!));
+  if (want > 1) return [];
+  return unique
+    .filter((i) => ranks[i] === want)
+    .map((i): Backend => {
+      const ep = endpoints[i]!;
+      // An endpoint without nodeName is never local: nothing says where it runs.
+      const backend: Backend = { address: ep.address, port: ports[i]!, state: want === 0 ? 'ready' : 'serving-terminating', local: ep.nodeName === nodeName };
+      if (ep.nodeName !== undefined) backend.nodeName = ep.nodeName;
+      return backend;
+    });
 }
 
 export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model {

@@ -199,8 +199,13 @@ export class ModelCache {
   /** Emits a service port with the frontends it holds; an unchanged outcome emits nothing. */
   private decide(order: string, sp: ServicePort, upserted: Array<ServicePort | IgnoredService>, removed: Array<ServicePort | IgnoredService>): void {
     const e = this.effective.get(order)!;
-    const origin = this.parts.get(`${sp.ref.namespace}\0${sp.ref.name}`)?.origin ?? '';
-    const reject = (reason: string): Rejected => ({ kind: 'Service', namespace: sp.ref.namespace, name: sp.ref.name, origin, reason });
+    const reject = (reason: string): Rejected => ({
+      kind: 'Service',
+      namespace: sp.ref.namespace,
+      name: sp.ref.name,
+      origin: this.parts.get(`${sp.ref.namespace}\0${sp.ref.name}`)?.origin ?? '',
+      reason,
+    });
     const tooMany = unaddressable(sp);
     let next: ServicePort | undefined;
     const rejected: Rejected[] = [];
