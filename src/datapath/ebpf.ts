@@ -3,6 +3,10 @@
  * under the bpffs folder and keeps the maps equal to the compiled model.
  * A restarted agent finds the pins, reuses the maps as they are and swaps
  * the programs inside the existing links, so traffic never sees a gap.
+ * A pinned map this build cannot reuse (an upgrade changed its struct, or
+ * --map-sizes its size) is replaced by a new one; the previous programs
+ * keep serving from the old maps until the first sync has filled the new
+ * ones, and only then do the new programs take over the links.
  */
 import { closeSync, existsSync, mkdirSync, openSync, constants as fsc, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
 import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
-import { ALL_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
+import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
@@ -76,6 +80,10 @@ export class EbpfDatapath implements Datapath {
     private readonly mapFds: Record<TableName, number>,
     private readonly capacity: Record<TableName, number>,
     private readonly linkFds: number[],
+    /** Links still to attach or adopt: after the first sync when maps were replaced. */
+    private pendingLinks: (() => number[]) | undefined,
+    /** The maps set aside for replacement, held open until the new programs take over. */
+    private readonly setAside: SetAsidePin[],
     /** Kernel-wide program IDs by program name. */
     private readonly programIds: Map<string, number>,
     private readonly log: Logger,
@@ -89,6 +97,7 @@ export class EbpfDatapath implements Datapath {
     const linkFds: number[] = [];
     const madeLinkPins: string[] = [];
     const madeMapPins: string[] = [];
+    const setAside: SetAsidePin[] = [];
     try {
       const adopted = existsSync(join(opts.bpffs, TABLES.frontends.map));
       const programs = new Map<string, bpf.BpfProgramPtr>();
@@ -96,31 +105,47 @@ export class EbpfDatapath implements Datapath {
         const obj = bpf.openObject(join(BPF_DIR, file));
         objects.push(obj);
         const maps = bpf.objectMaps(obj);
-        const pins = [...maps.keys()].map((name) => join(opts.bpffs, name));
-        const missing = pins.filter((pin) => !existsSync(pin));
         for (const [name, map] of maps) {
           bpf.setMapPinPath(map, join(opts.bpffs, name));
           const size = opts.mapSizes?.[name];
           if (size !== undefined) bpf.setMapMaxEntries(map, size);
         }
+        setAside.push(...setAsideMismatchedPins(maps, opts.bpffs, opts.log));
+        const missing = [...maps.keys()].map((name) => join(opts.bpffs, name)).filter((pin) => !existsSync(pin));
         bpf.loadObject(obj);
         madeMapPins.push(...missing);
         for (const name of file === 'kpx_sock.o' ? SOCK_PROGRAMS : NET_PROGRAMS) programs.set(name, bpf.findProgram(obj, name));
       }
       const wanted = linkSpecs(opts, programs);
-      for (const spec of wanted) {
-        const made = attachOrAdopt(spec, bpf.programFd(programs.get(spec.program)), opts.log, linkFds);
-        if (made) madeLinkPins.push(made);
-      }
-      const swept = sweepLinkPins(opts.bpffs, new Set(wanted.map((l) => l.pin)));
+      const attach = (made: string[]) => {
+        for (const spec of wanted) {
+          const pin = attachOrAdopt(spec, bpf.programFd(programs.get(spec.program)), opts.log, linkFds);
+          if (pin) made.push(pin);
+        }
+        return sweepLinkPins(opts.bpffs, new Set(wanted.map((l) => l.pin)));
+      };
+      const swept = setAside.length === 0 ? attach(madeLinkPins) : [];
+      const attachLater =
+        setAside.length === 0
+          ? undefined
+          : () => {
+              const made: string[] = [];
+              try {
+                attach(made);
+              } catch (err) {
+                for (const pin of made) unlinkQuiet(pin);
+                throw err;
+              }
+              return linkFds.splice(0);
+            };
       const mapFds = {} as Record<TableName, number>;
       const capacity = {} as Record<TableName, number>;
       for (const table of Object.keys(TABLES) as TableName[]) {
         mapFds[table] = bpf.mapFd(bpf.findMap(objects[0], TABLES[table].map));
-        capacity[table] = bpf.mapMaxEntries(mapFds[table]);
+        capacity[table] = bpf.mapShape(mapFds[table]).maxEntries;
       }
       const programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
-      const dp = new EbpfDatapath(objects, mapFds, capacity, linkFds, programIds, opts.log);
+      const dp = new EbpfDatapath(objects, mapFds, capacity, setAside.length === 0 ? linkFds : [], attachLater, setAside, programIds, opts.log);
       opts.log.info(
         {
           bpffs: opts.bpffs,
@@ -131,13 +156,18 @@ export class EbpfDatapath implements Datapath {
           entries: countEntries(dp.kernelTables!),
           newLinks: madeLinkPins.length,
           removedLinks: swept,
+          replacedMaps: setAside.map((s) => s.name),
         },
         adopted ? 'ebpf datapath adopted pinned maps' : 'ebpf datapath loaded',
       );
       return dp;
     } catch (err) {
-      // Undo only what this call made: the links and map pins it created.
+      // Undo only what this call made: the links and map pins it created, and the pins it set aside.
       for (const pin of [...madeLinkPins, ...madeMapPins]) unlinkQuiet(pin);
+      for (const { pin, fd } of setAside) {
+        bpf.objPin(fd, pin);
+        closeSync(fd);
+      }
       for (const fd of linkFds) closeSync(fd);
       for (const obj of objects) bpf.closeObject(obj);
       throw err;
@@ -194,6 +224,7 @@ export class EbpfDatapath implements Datapath {
       throw err;
     }
     this.kernelTables = undefined;
+    if (this.pendingLinks) this.takeOverLinks(this.pendingLinks);
     return { written, removed, full: fresh };
   }
 
@@ -202,7 +233,21 @@ export class EbpfDatapath implements Datapath {
     this.compiler = undefined;
   }
 
+  /** The new programs take over the links now that their maps hold the model; the old maps go with the old programs. */
+  private takeOverLinks(attach: () => number[]): void {
+    this.linkFds.push(...attach());
+    this.pendingLinks = undefined;
+    for (const { fd } of this.setAside.splice(0)) closeSync(fd);
+    this.log.info({}, 'programs with the new maps took over the links');
+  }
+
   close(): void {
+    // Closed before the first sync after a map was replaced: the old maps go back to their pins, for the next agent.
+    for (const { pin, fd } of this.setAside.splice(0)) {
+      unlinkQuiet(pin);
+      bpf.objPin(fd, pin);
+      closeSync(fd);
+    }
     for (const fd of this.linkFds.splice(0)) closeSync(fd);
     for (const obj of this.objects.splice(0)) bpf.closeObject(obj);
   }
@@ -288,6 +333,47 @@ function attachOrAdopt(spec: LinkSpec, progFd: number, log: Logger, linkFds: num
   } finally {
     if (targetFd !== undefined) closeSync(targetFd);
   }
+}
+
+/** A pinned map this build cannot reuse, unpinned and held open until the new programs take over. */
+interface SetAsidePin {
+  name: string;
+  pin: string;
+  fd: number;
+}
+
+function sameShape(a: bpf.MapShape, b: bpf.MapShape): boolean {
+  return a.type === b.type && a.keySize === b.keySize && a.valueSize === b.valueSize && a.maxEntries === b.maxEntries && a.flags === b.flags;
+}
+
+/**
+ * Unpins every pinned map whose shape differs from what the object declares
+ * (libbpf would refuse to reuse it and the load would fail), keeping a
+ * handle to it. The load then creates and pins a new map in its place.
+ */
+function setAsideMismatchedPins(maps: Map<string, bpf.BpfMapPtr>, bpffs: string, log: Logger): SetAsidePin[] {
+  const setAside: SetAsidePin[] = [];
+  for (const [name, map] of maps) {
+    const pin = join(bpffs, name);
+    if (!existsSync(pin)) continue;
+    const fd = bpf.objGet(pin);
+    const pinned = bpf.mapShape(fd);
+    const declared = bpf.declaredMapShape(map);
+    if (sameShape(pinned, declared)) {
+      closeSync(fd);
+      continue;
+    }
+    unlinkSync(pin);
+    setAside.push({ name, pin, fd });
+    const kernelOwned = (KERNEL_OWNED_MAPS as readonly string[]).includes(name);
+    log.warn(
+      { map: name, pinned, declared },
+      kernelOwned
+        ? 'pinned map differs from this build: replaced, and what it held (flows, socket mappings, counters) starts over'
+        : 'pinned map differs from this build: replaced; the old programs serve from it until the first sync fills the new one',
+    );
+  }
+  return setAside;
 }
 
 /** Detaches and removes pinned links that the current options no longer ask for (an interface dropped, XDP turned off). */

@@ -26,6 +26,11 @@ const fn = {
   mapSetPinPath: lib.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
   mapSetMaxEntries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
   mapFd: lib.func('int bpf_map__fd(const bpf_map *map)'),
+  mapType: lib.func('int bpf_map__type(const bpf_map *map)'),
+  mapKeySize: lib.func('uint32_t bpf_map__key_size(const bpf_map *map)'),
+  mapValueSize: lib.func('uint32_t bpf_map__value_size(const bpf_map *map)'),
+  mapDefMaxEntries: lib.func('uint32_t bpf_map__max_entries(const bpf_map *map)'),
+  mapFlags: lib.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
   findProgramByName: lib.func('bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)'),
   programFd: lib.func('int bpf_program__fd(const bpf_program *prog)'),
   programExpectedAttachType: lib.func('int bpf_program__expected_attach_type(const bpf_program *prog)'),
@@ -108,6 +113,40 @@ export function setMapPinPath(map: BpfMapPtr, path: string): void {
 
 export function setMapMaxEntries(map: BpfMapPtr, maxEntries: number): void {
   check('bpf_map__set_max_entries', fn.mapSetMaxEntries(map, maxEntries));
+}
+
+/** What a map is made as: what libbpf compares before it reuses a pinned map (bpf_map_info's first fields). */
+export interface MapShape {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+/** The shape the object declares for a map (with any max_entries set since opening). */
+export function declaredMapShape(map: BpfMapPtr): MapShape {
+  return {
+    type: fn.mapType(map) as number,
+    keySize: fn.mapKeySize(map) as number,
+    valueSize: fn.mapValueSize(map) as number,
+    maxEntries: fn.mapDefMaxEntries(map) as number,
+    flags: fn.mapFlags(map) as number,
+  };
+}
+
+/** The shape of a map in the kernel. */
+export function mapShape(mapFd: number): MapShape {
+  const info = Buffer.alloc(96);
+  const len = [info.length];
+  check('bpf_obj_get_info_by_fd', fn.objGetInfoByFd(mapFd, info, len));
+  return {
+    type: info.readUInt32LE(0),
+    keySize: info.readUInt32LE(8),
+    valueSize: info.readUInt32LE(12),
+    maxEntries: info.readUInt32LE(16),
+    flags: info.readUInt32LE(20),
+  };
 }
 
 export function mapFd(map: BpfMapPtr): number {
@@ -276,13 +315,6 @@ export function mapDeleteBatch(fd: number, keys: Buffer, count: number): void {
   if (rc < 0) throw new BpfError(`bpf_map_delete_batch (${n[0]} of ${count} deleted)`, -rc);
 }
 
-/** max_entries of a map (struct bpf_map_info: type, id, key_size, value_size, max_entries). */
-export function mapMaxEntries(mapFd: number): number {
-  const info = Buffer.alloc(96);
-  const len = [info.length];
-  check('bpf_obj_get_info_by_fd', fn.objGetInfoByFd(mapFd, info, len));
-  return info.readUInt32LE(16);
-}
 
 /*
  * Feature probing. libbpf's type probes return 1 (supported), 0 (not) or a

@@ -2,14 +2,20 @@
  * The ebpf datapath's tables in the kernel, with no traffic: a model large
  * enough that every map is read back in several batches (4,096 entries
  * each) lands whole, reads back byte for byte, and a restarted datapath
- * that adopts the pinned maps finds nothing to write. The programs are
- * loaded into the lab's own bpffs and attached nowhere.
+ * that adopts the pinned maps finds nothing to write. A pinned map of
+ * another shape (an older build's struct, another --map-sizes) is replaced,
+ * and the new programs take over the links only once the first sync has
+ * filled it. The programs are loaded into the lab's own bpffs and attached
+ * to the lab's cgroup only.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, unlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { compile } from '../../src/compile/compile.js';
-import { EbpfDatapath, readPinnedTables } from '../../src/datapath/ebpf.js';
+import { EbpfDatapath, linkPinPath, readPinnedTables, removePins } from '../../src/datapath/ebpf.js';
+import { mapShape, objGet } from '../../src/datapath/libbpf.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
 import { createLab, type Lab } from '../../src/lab/lab.js';
 import { wholeModel } from '../../src/model/incremental.js';
@@ -80,5 +86,59 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       listServicePorts(readPinnedTables(bpffs)).map((l) => [l.name, l.backends.map((b) => b.address)]),
       model(1).servicePorts.map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]),
     );
+  });
+
+  test('a pinned map of another shape is replaced; the new programs attach once the first sync has filled it', () => {
+    const bpffs = `${lab.bpffsPath}/upgrade`;
+    const slotsPin = `${bpffs}/kpx_slots`;
+    const valueSize = () => {
+      const fd = objGet(slotsPin);
+      try {
+        return mapShape(fd).valueSize;
+      } finally {
+        closeSync(fd);
+      }
+    };
+    const small = model(0).servicePorts.slice(0, 10);
+    const smallModel: Model = { ...model(0), servicePorts: small };
+    const first = EbpfDatapath.open({ bpffs, log });
+    first.sync(wholeModel(smallModel));
+    first.close();
+    // An older build's kpx_slots: 8-byte values (no backend address).
+    unlinkSync(slotsPin);
+    execFileSync('bpftool', ['map', 'create', slotsPin, 'type', 'hash', 'key', '8', 'value', '8', 'entries', '1024', 'name', 'kpx_slots']);
+    try {
+      const stopped = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
+      assert.equal(valueSize(), 12, "this build's map is pinned in its place");
+      assert.equal(existsSync(linkPinPath(bpffs, 'kpx_connect4')), false, 'no program of this build attached before its maps are filled');
+      stopped.close();
+      assert.equal(valueSize(), 8, 'stopped before its first sync: the old map is back on its pin');
+
+      const upgraded = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
+      try {
+        const result = upgraded.sync(wholeModel(smallModel));
+        assert.equal(result.written, small.length * 3, 'the new kpx_slots filled; every other map already held the model');
+        assert.equal(existsSync(linkPinPath(bpffs, 'kpx_connect4')), true, 'attached after the first sync');
+        assert.equal(valueSize(), 12);
+      } finally {
+        upgraded.close();
+      }
+      // Another size asked for: the same replacement, nothing refused.
+      const resized = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, mapSizes: { kpx_slots: 2048 }, log });
+      try {
+        resized.sync(wholeModel(smallModel));
+        const fd = objGet(slotsPin);
+        assert.equal(mapShape(fd).maxEntries, 2048);
+        closeSync(fd);
+        assert.deepEqual(
+          listServicePorts(readPinnedTables(bpffs)).map((l) => l.backends.length),
+          small.map(() => 3),
+        );
+      } finally {
+        resized.close();
+      }
+    } finally {
+      removePins(bpffs, lab.cgroupPath);
+    }
   });
 });
