@@ -21,11 +21,12 @@ function compiler(): string {
   throw new Error('no C compiler (cc, clang or gcc) found; scripts/setup.sh installs clang');
 }
 
-/** Compiles bench/native/<name>.c (when its binary is missing or older) and returns the binary's path. */
+/** Compiles bench/native/<name>.c (when its binary is missing or older than it or native.h) and returns the binary's path. */
 export function buildNative(name: string): string {
   const source = `${SOURCE_DIR}${name}.c`;
   const binary = `${BUILD_DIR}${name}`;
-  if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return binary;
+  const newestInput = Math.max(statSync(source).mtimeMs, statSync(`${SOURCE_DIR}native.h`).mtimeMs);
+  if (existsSync(binary) && statSync(binary).mtimeMs >= newestInput) return binary;
   mkdirSync(BUILD_DIR, { recursive: true });
   execFileSync(compiler(), ['-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, source], { stdio: ['ignore', 'inherit', 'inherit'] });
   return binary;

@@ -25,18 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "connect-loop"
+#include "native.h"
+
 #define MAX_ADDRESSES 64
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void fail(const char *what) {
-  fprintf(stderr, "connect-loop: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
 
 static void usage(void) {
   fprintf(stderr, "usage: connect-loop tcp ADDR[,ADDR...] PORT SECONDS | connect-loop udp ADDR PORT SECONDS\n");

@@ -19,12 +19,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define MAX_PORTS 32
+#define PROGRAM "echo-server"
+#include "native.h"
 
-static void fail(const char *what) {
-  fprintf(stderr, "echo-server: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
+#define MAX_PORTS 32
 
 static int bound_socket(int type, int port) {
   int fd = socket(AF_INET, type | SOCK_NONBLOCK, 0);

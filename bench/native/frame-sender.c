@@ -26,20 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "frame-sender"
+#include "native.h"
+
 /** Frames per sendmmsg call: the syscall's cost shared, the clock read once a batch. */
 #define BATCH 64
 #define MAX_FRAME 1514
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void fail(const char *what) {
-  fprintf(stderr, "frame-sender: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
 
 static void usage(void) {
   fprintf(stderr, "usage: frame-sender DEVICE FRAME_HEX SECONDS\n");
