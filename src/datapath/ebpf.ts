@@ -66,9 +66,10 @@ interface LinkSpec {
 export class EbpfDatapath implements Datapath {
   readonly mode = 'ebpf';
   /**
-   * The kernel's tables as read at start or after a failed sync: what a new
-   * compiler takes its IDs from and its first update is diffed against.
-   * Dropped once that sync lands; later ones diff against Changes.before.
+   * The kernel's tables as read back at start, after a failed sync or for a
+   * resync: a new compiler takes its IDs from them, and the next sync diffs
+   * every key against them (repairing whatever drifted). Dropped once that
+   * sync lands; later ones diff against Changes.before.
    */
   private kernelTables: PackedTables | undefined;
   private compiler: Compiler | undefined;
@@ -182,9 +183,9 @@ export class EbpfDatapath implements Datapath {
   }
 
   sync(update: ModelUpdate): SyncResult {
-    // After a start or a failure the compiler starts over from the IDs the
-    // kernel holds; its first update names no keys, so that diff covers
-    // every key on both sides.
+    // A new compiler (at start, or after the model or the map sizes failed
+    // the last one) starts from the IDs the kernel holds; its first update
+    // names no keys, and that sync diffs every key against the kernel.
     const fresh = !this.compiler;
     const kernelTables = fresh ? (this.kernelTables ??= readTables(this.mapFds)) : undefined;
     const compiler = (this.compiler ??= new Compiler(idsFromTables(kernelTables!)));
@@ -207,10 +208,10 @@ export class EbpfDatapath implements Datapath {
         );
       }
     }
-    // The kernel's side: what the touched keys held, or all of it for a first update.
-    const held = changes ? changes.before : this.kernelTables;
+    // The kernel's side: all of it when it was read back, else what the touched keys held.
+    const held = this.kernelTables ?? changes?.before;
     if (!held) throw new Error('ebpf sync: no kernel side to diff against');
-    const ops = diffTables(desired, held, changes?.touched);
+    const ops = diffTables(desired, held, this.kernelTables ? undefined : changes?.touched);
     let written = 0;
     let removed = 0;
     try {
@@ -228,9 +229,9 @@ export class EbpfDatapath implements Datapath {
     return { written, removed, full: fresh };
   }
 
+  /** The compiler's tables stay what the model wants; only the kernel's side is read afresh. */
   reread(): void {
     this.kernelTables = readTables(this.mapFds);
-    this.compiler = undefined;
   }
 
   /** The new programs take over the links now that their maps hold the model; the old maps go with the old programs. */

@@ -15,7 +15,8 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { compile } from '../../src/compile/compile.js';
 import { EbpfDatapath, linkPinPath, readPinnedTables, removePins } from '../../src/datapath/ebpf.js';
-import { mapShape, objGet } from '../../src/datapath/libbpf.js';
+import { mapDelete, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
+import { backendValue, frontendKey, frontendValue, slotKey, u32Key } from '../../src/contract/codecs.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
 import { createLab, type Lab } from '../../src/lab/lab.js';
 import { wholeModel } from '../../src/model/incremental.js';
@@ -139,6 +140,33 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       }
     } finally {
       removePins(bpffs, lab.cgroupPath);
+    }
+  });
+
+  test('drift in the kernel is put right by the next sync after a reread, with the compiler kept', () => {
+    const bpffs = `${lab.bpffsPath}/drift`;
+    const small: Model = { ...model(0), servicePorts: model(0).servicePorts.slice(0, 5) };
+    const expected = bytes(compile(small, { services: new Map(), backends: new Map() }).tables);
+    const dp = EbpfDatapath.open({ bpffs, log });
+    try {
+      dp.sync(wholeModel(small));
+      const fd = (map: string) => objGet(`${bpffs}/${map}`);
+      const [slots, frontends, backends] = [fd('kpx_slots'), fd('kpx_frontends'), fd('kpx_backends')];
+      try {
+        mapDelete(slots, slotKey.encode({ service_id: 1, slot: 2 }));
+        const fe = small.servicePorts[0]!.frontends[0]!;
+        mapUpdate(frontends, frontendKey.encode({ addr: fe.address, port: fe.port, proto: 6 }), frontendValue.encode({ service_id: 1, backend_count: 0, kind: 1 }));
+        mapUpdate(backends, u32Key.encode({ id: 999 }), backendValue.encode({ addr: '192.0.2.1', port: 1, proto: 6, flags: 0 }));
+      } finally {
+        [slots, frontends, backends].forEach((f) => closeSync(f));
+      }
+      assert.notDeepEqual(bytes(readPinnedTables(bpffs)), expected);
+      dp.reread();
+      assert.deepEqual(dp.sync(wholeModel(small, 1)), { written: 2, removed: 1, full: false }, 'the slot and the frontend rewritten, the stray backend removed');
+      assert.deepEqual(bytes(readPinnedTables(bpffs)), expected);
+    } finally {
+      dp.close();
+      removePins(bpffs);
     }
   });
 });
