@@ -71,8 +71,15 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx, bool connec
 		return SYS_PROCEED;
 	proto = kpx_sock_proto(ctx);
 	fe = kpx_lookup_service(addr, port, proto);
-	if (!fe)
+	if (!fe) {
+		/* A UDP socket may connect again, here straight to an address: what
+		 * it kept from a Service connect must not name its new peer. Only
+		 * UDP: on a TCP connect the check cost ~50-100 ns here (a cold line
+		 * of the socket), and a TCP socket connects once. */
+		if (connecting && proto == IPPROTO_UDP)
+			bpf_sk_storage_delete(&kpx_sock_peer, ctx->sk);
 		return SYS_PROCEED;
+	}
 	if (fe->backend_count == 0) {
 		/* kube-proxy REJECTs a Service without endpoints: fail at once
 		 * with the errno a refused connection gives. */

@@ -116,4 +116,31 @@ describe('socket peers (ebpf)', { skip }, () => {
     assert.ok(existsSync(join(lab.bpffsPath, 'kpx_sock_peer')), 'kpx_sock_peer pinned');
     assert.deepEqual(await holderPeers(2), { check: 2, tcp: WEB, udp: DNS });
   });
+
+  test('a UDP socket connected to a Service, then straight to a backend, shows that backend', async () => {
+    // Whichever backend the Service connect picks, the direct connect goes to each in turn, so the one it
+    // kept in its storage comes up about half the time.
+    const reconnect = `
+      import dgram from 'node:dgram';
+      const connect = (s, port, address) => new Promise((resolve) => s.connect(port, address, resolve));
+      const seen = [];
+      for (let i = 0; i < 20; i++) {
+        const s = dgram.createSocket('udp4');
+        await connect(s, ${DNS.split(':')[1]}, '${DNS.split(':')[0]}');
+        const viaService = s.remoteAddress();
+        s.disconnect();
+        const backend = i % 2 ? '10.244.0.11' : '10.244.0.12';
+        await connect(s, 5353, backend);
+        const direct = s.remoteAddress();
+        seen.push([viaService.address + ':' + viaService.port, direct.address + ':' + direct.port, backend + ':5353']);
+        s.close();
+      }
+      console.log(JSON.stringify(seen));`;
+    const r = await lab.exec('client', [process.execPath, '--input-type=module', '-e', reconnect], { inCgroup: true, timeoutMs: 30_000 });
+    assert.equal(r.code, 0, r.stderr);
+    for (const [viaService, direct, backend] of JSON.parse(r.stdout) as string[][]) {
+      assert.equal(viaService, DNS);
+      assert.equal(direct, backend);
+    }
+  });
 });
