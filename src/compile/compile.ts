@@ -100,31 +100,64 @@ export function idsFromTables(tables: PackedTables): IdAssignment {
 
 /** Hands out the lowest IDs that are neither in use nor freed during the current update. */
 class IdPool {
-  private readonly used = new Set<number>();
-  private readonly quarantined = new Set<number>();
-  /** Every ID below it is used or quarantined, so a search never starts lower. */
-  private cursor = 1;
+  /**
+   * The IDs below `next` that are free, as a binary min-heap: taking the
+   * lowest costs a log, where scanning up from the lowest free one walked
+   * past every ID in use (a few ms per change at 10,000 Services).
+   */
+  private readonly available: number[] = [];
+  private readonly quarantined: number[] = [];
+  /** No ID at or above it was ever handed out. */
+  private next = 1;
 
   constructor(initial: Iterable<number>) {
-    for (const id of initial) this.used.add(id);
+    const used = new Set(initial);
+    for (const id of used) this.next = Math.max(this.next, id + 1);
+    // Ascending order is already a valid heap.
+    for (let id = 1; id < this.next; id++) if (!used.has(id)) this.available.push(id);
   }
 
   take(): number {
-    while (this.used.has(this.cursor) || this.quarantined.has(this.cursor)) this.cursor++;
-    this.used.add(this.cursor);
-    return this.cursor;
+    return this.available.length > 0 ? heapPop(this.available) : this.next++;
   }
 
   free(id: number): void {
-    this.used.delete(id);
-    this.quarantined.add(id);
+    this.quarantined.push(id);
   }
 
   /** The update is done: freed IDs may be reused from the next one on. */
   endUpdate(): void {
-    for (const id of this.quarantined) this.cursor = Math.min(this.cursor, id);
-    this.quarantined.clear();
+    for (const id of this.quarantined) heapPush(this.available, id);
+    this.quarantined.length = 0;
   }
+}
+
+function heapPush(heap: number[], value: number): void {
+  let at = heap.push(value) - 1;
+  while (at > 0) {
+    const parent = (at - 1) >> 1;
+    if (heap[parent]! <= value) break;
+    heap[at] = heap[parent]!;
+    at = parent;
+  }
+  heap[at] = value;
+}
+
+function heapPop(heap: number[]): number {
+  const top = heap[0]!;
+  const last = heap.pop()!;
+  if (heap.length === 0) return top;
+  let at = 0;
+  for (;;) {
+    const left = 2 * at + 1;
+    if (left >= heap.length) break;
+    const child = left + 1 < heap.length && heap[left + 1]! < heap[left]! ? left + 1 : left;
+    if (heap[child]! >= last) break;
+    heap[at] = heap[child]!;
+    at = child;
+  }
+  heap[at] = last;
+  return top;
 }
 
 type Source = ServicePort | IgnoredService;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Compiler, type Changes, type TouchedKeys } from '../../src/compile/compile.js';
+import { backendIdentity, Compiler, type Changes, type TouchedKeys } from '../../src/compile/compile.js';
 import { BACKEND_FLAGS, backendValue, nodeAddrKey } from '../../src/contract/codecs.js';
 import { emptyPackedTables, packTables, tablesContent, type PackedTables } from '../../src/contract/packed.js';
 import { TABLES } from '../../src/contract/tables.js';
@@ -147,4 +147,29 @@ test('node addresses: only the ones that come or go are touched', () => {
   touched = touchedBy(compiler.update(model([], [])));
   assert.deepEqual(touched.nodeAddrs, new Set([id('127.0.0.1'), id('172.18.0.2')]));
   assert.equal(compiler.tables.nodeAddrs.size, 0);
+});
+
+test('a new backend takes the lowest free ID from the next update on, however many IDs are in use above it', () => {
+  const compiler = new Compiler();
+  const sp = (addresses: string[]): ServicePort => ({
+    ref: { namespace: 'ns', name: 'big', portName: 'p', protocol: 'TCP' },
+    frontends: [{ kind: 'ClusterIP', address: '10.96.0.1', port: 80 }],
+    backends: addresses.map((address): Backend => ({ address, port: 8080, state: 'ready', local: false })),
+  });
+  const addresses = Array.from({ length: 1000 }, (_, i) => `10.244.${i >> 8}.${i & 255}`);
+  const idOf = (address: string) => compiler.ids.backends.get(backendIdentity(address, 8080, 6));
+  compiler.update(model([sp(addresses)]));
+  assert.equal(idOf(addresses[499]!), 500);
+  const replace = (at: number, address: string) => {
+    addresses[at] = address;
+    compiler.update(model([sp(addresses)]));
+  };
+  replace(499, '10.250.0.1');
+  assert.equal(idOf('10.250.0.1'), 1001, 'ID 500 was freed by this very update: not handed out');
+  replace(9, '10.250.0.2');
+  assert.equal(idOf('10.250.0.2'), 500, 'the lowest free one');
+  replace(19, '10.250.0.3');
+  assert.equal(idOf('10.250.0.3'), 10);
+  replace(29, '10.250.0.4');
+  assert.equal(idOf('10.250.0.4'), 20);
 });
