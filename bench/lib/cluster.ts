@@ -61,6 +61,9 @@ export function service(i: number, spec: ClusterSpec): Service & Origin {
   } as Service & Origin;
 }
 
+/** Synthetic endpoints run on this many nodes, none of them the agent's, named as a cloud names them. */
+const SYNTHETIC_NODES = 100;
+
 /** Service i's slice; `generation` moves endpoint 0 to another address, for single-endpoint changes. */
 export function endpointSlice(i: number, spec: ClusterSpec, generation = 0): EndpointSlice & Origin {
   const endpoints: Endpoint[] =
@@ -68,6 +71,7 @@ export function endpointSlice(i: number, spec: ClusterSpec, generation = 0): End
     Array.from({ length: spec.endpointsPerService }, (_, j) => ({
       ip: j === 0 && generation > 0 ? ipv4((10 << 24) + (1 << 16) + generation) : endpointIP(i, j),
       port: TARGET_PORT,
+      nodeName: `ip-10-0-${(i * spec.endpointsPerService + j) % SYNTHETIC_NODES}-17.eu-west-1.compute.internal`,
     }));
   return {
     apiVersion: 'discovery.k8s.io/v1',
