@@ -106,7 +106,9 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 	struct kpx_sock_peer *peer;
 
 	peer = bpf_sk_storage_get(&kpx_sock_peer, ctx->sk, 0, 0);
-	if (peer && peer->backend_addr == backend_addr && peer->backend_port == backend_port) {
+	/* The storage speaks for the socket's connection only: a UDP socket
+	 * disconnected (connect AF_UNSPEC, which runs no program) keeps it. */
+	if (peer && ctx->sk->dst_ip4 == backend_addr && peer->backend_addr == backend_addr && peer->backend_port == backend_port) {
 		ctx->user_ip4 = peer->addr;
 		ctx->user_port = (__u32)peer->port;
 		return SYS_PROCEED;

@@ -82,15 +82,23 @@ export function backendIdentity(address: string, port: number, proto: number): n
   return tupleId(addr, port, proto);
 }
 
-/** Recovers the IDs in use from what a table set holds (after a restart, what the kernel holds). */
-export function idsFromTables(tables: PackedTables): IdAssignment {
+/**
+ * Recovers the IDs in use from what a table set holds (after a restart, what
+ * the kernel holds). An ID at or above its map's capacity is not one kpx
+ * hands out (IDs are dense from 1): left out, its entry is removed by the
+ * diff, and the pools and per-ID arrays stay the size of the maps.
+ */
+export function idsFromTables(tables: PackedTables, capacity?: Record<TableName, number>): IdAssignment {
+  const kept = (table: TableName, id: number) => capacity === undefined || id < capacity[table];
   const services = new Map<string, number>();
   for (const id of tables.services.ids()) {
+    if (!kept('services', id)) continue;
     const slot = tables.services.slot(id)!;
     services.set(serviceIdentity(serviceValue.decode(tables.services.values, slot * serviceValue.size)), id);
   }
   const backends = new Map<number, number>();
   for (const id of tables.backends.ids()) {
+    if (!kept('backends', id)) continue;
     const slot = tables.backends.slot(id)!;
     const v = backendValue.decode(tables.backends.values, slot * backendValue.size);
     backends.set(backendIdentity(v.addr, v.port, v.proto), id);

@@ -45,7 +45,7 @@ export interface EbpfOptions {
   /** External interfaces for the tc programs (and XDP with `xdp`). */
   interfaces?: readonly string[];
   xdp?: boolean;
-  /** max_entries per map name, for maps created by this load. */
+  /** max_entries per map name; a pinned map of another size is replaced (a kernel-owned one then starts empty). */
   mapSizes?: Partial<Record<string, number>>;
   log: Logger;
 }
@@ -111,7 +111,7 @@ export class EbpfDatapath implements Datapath {
           const size = opts.mapSizes?.[name];
           if (size !== undefined) bpf.setMapMaxEntries(map, size);
         }
-        setAside.push(...setAsideMismatchedPins(maps, opts.bpffs, opts.log));
+        setAsideMismatchedPins(maps, opts.bpffs, opts.log, setAside);
         const missing = [...maps.keys()].map((name) => join(opts.bpffs, name)).filter((pin) => !existsSync(pin));
         bpf.loadObject(obj);
         madeMapPins.push(...missing);
@@ -134,7 +134,9 @@ export class EbpfDatapath implements Datapath {
               try {
                 attach(made);
               } catch (err) {
+                // Links this attempt created go with their pins and fds (an unpinned link is released with its last fd).
                 for (const pin of made) unlinkQuiet(pin);
+                for (const fd of linkFds.splice(0)) closeSync(fd);
                 throw err;
               }
               return linkFds.splice(0);
@@ -165,10 +167,7 @@ export class EbpfDatapath implements Datapath {
     } catch (err) {
       // Undo only what this call made: the links and map pins it created, and the pins it set aside.
       for (const pin of [...madeLinkPins, ...madeMapPins]) unlinkQuiet(pin);
-      for (const { pin, fd } of setAside) {
-        bpf.objPin(fd, pin);
-        closeSync(fd);
-      }
+      restoreSetAside(setAside, opts.log);
       for (const fd of linkFds) closeSync(fd);
       for (const obj of objects) bpf.closeObject(obj);
       throw err;
@@ -183,12 +182,12 @@ export class EbpfDatapath implements Datapath {
   }
 
   sync(update: ModelUpdate): SyncResult {
-    // A new compiler (at start, or after the model or the map sizes failed
-    // the last one) starts from the IDs the kernel holds; its first update
-    // names no keys, and that sync diffs every key against the kernel.
+    // A new compiler (at start, or after a failed sync) starts from the IDs
+    // the kernel holds; its first update names no keys, and that sync diffs
+    // every key against the kernel.
     const fresh = !this.compiler;
     const kernelTables = fresh ? (this.kernelTables ??= readTables(this.mapFds)) : undefined;
-    const compiler = (this.compiler ??= new Compiler(idsFromTables(kernelTables!)));
+    const compiler = (this.compiler ??= new Compiler(idsFromTables(kernelTables!, this.capacity)));
     let changes;
     try {
       const delta = update.delta;
@@ -220,8 +219,13 @@ export class EbpfDatapath implements Datapath {
         else removed += this.remove(op, desired, held);
       }
     } catch (err) {
-      // Part of the ops may have landed: trust only what the kernel says.
-      this.reread();
+      // Part of the ops may have landed: trust only what the kernel says,
+      // and start a new compiler from the IDs it holds. This one has freed
+      // IDs the kernel may still reach, and would hand them out again.
+      this.compiler = undefined;
+      // Cleared first: if the read fails too, the next sync reads again.
+      this.kernelTables = undefined;
+      this.kernelTables = readTables(this.mapFds);
       throw err;
     }
     this.kernelTables = undefined;
@@ -229,7 +233,11 @@ export class EbpfDatapath implements Datapath {
     return { written, removed, full: fresh };
   }
 
-  /** The compiler's tables stay what the model wants; only the kernel's side is read afresh. */
+  /**
+   * For a resync after syncs that landed: the compiler's tables stay what
+   * the model wants and its freed IDs are gone from the kernel; only the
+   * kernel's side is read afresh (it may have drifted).
+   */
   reread(): void {
     this.kernelTables = readTables(this.mapFds);
   }
@@ -244,11 +252,7 @@ export class EbpfDatapath implements Datapath {
 
   close(): void {
     // Closed before the first sync after a map was replaced: the old maps go back to their pins, for the next agent.
-    for (const { pin, fd } of this.setAside.splice(0)) {
-      unlinkQuiet(pin);
-      bpf.objPin(fd, pin);
-      closeSync(fd);
-    }
+    restoreSetAside(this.setAside, this.log);
     for (const fd of this.linkFds.splice(0)) closeSync(fd);
     for (const obj of this.objects.splice(0)) bpf.closeObject(obj);
   }
@@ -350,31 +354,57 @@ function sameShape(a: bpf.MapShape, b: bpf.MapShape): boolean {
 /**
  * Unpins every pinned map whose shape differs from what the object declares
  * (libbpf would refuse to reuse it and the load would fail), keeping a
- * handle to it. The load then creates and pins a new map in its place.
+ * handle to it in setAside as it goes, so a failure part-way can put back
+ * what was taken. The load then creates and pins a new map in its place.
+ * If any control-plane table is replaced, all of them are: the old programs
+ * must go on reading one consistent set of tables (IDs, slots, counts)
+ * while the first sync fills the new set.
  */
-function setAsideMismatchedPins(maps: Map<string, bpf.BpfMapPtr>, bpffs: string, log: Logger): SetAsidePin[] {
-  const setAside: SetAsidePin[] = [];
+function setAsideMismatchedPins(maps: Map<string, bpf.BpfMapPtr>, bpffs: string, log: Logger, setAside: SetAsidePin[]): void {
+  const tableMaps = new Set<string>(Object.values(TABLES).map((t) => t.map));
+  const mismatched = new Map<string, { pinned: bpf.MapShape; declared: bpf.MapShape }>();
   for (const [name, map] of maps) {
     const pin = join(bpffs, name);
     if (!existsSync(pin)) continue;
     const fd = bpf.objGet(pin);
-    const pinned = bpf.mapShape(fd);
-    const declared = bpf.declaredMapShape(map);
-    if (sameShape(pinned, declared)) {
+    try {
+      const pinned = bpf.mapShape(fd);
+      const declared = bpf.declaredMapShape(map);
+      if (!sameShape(pinned, declared)) mismatched.set(name, { pinned, declared });
+    } finally {
       closeSync(fd);
-      continue;
     }
+  }
+  const tablesReplaced = [...mismatched.keys()].some((name) => tableMaps.has(name));
+  for (const name of maps.keys()) {
+    const pin = join(bpffs, name);
+    const shapes = mismatched.get(name);
+    if (!existsSync(pin) || (shapes === undefined && !(tablesReplaced && tableMaps.has(name)))) continue;
+    const fd = bpf.objGet(pin);
     unlinkSync(pin);
     setAside.push({ name, pin, fd });
-    const kernelOwned = (KERNEL_OWNED_MAPS as readonly string[]).includes(name);
+    const why = shapes === undefined ? 'replaced with the other control-plane tables' : 'differs from this build: replaced';
     log.warn(
-      { map: name, pinned, declared },
-      kernelOwned
-        ? 'pinned map differs from this build: replaced, and what it held (flows, socket mappings, counters) starts over'
-        : 'pinned map differs from this build: replaced; the old programs serve from it until the first sync fills the new one',
+      { map: name, ...shapes },
+      (KERNEL_OWNED_MAPS as readonly string[]).includes(name)
+        ? `pinned map ${why}, and what it held (flows, socket mappings, counters) starts over`
+        : `pinned map ${why}; the old programs serve from it until the first sync fills the new one`,
     );
   }
-  return setAside;
+}
+
+/** Puts set-aside maps back on their pins (in place of any new map there), each on its own: one failure stops none of the others. */
+function restoreSetAside(setAside: SetAsidePin[], log: Logger): void {
+  for (const { name, pin, fd } of setAside.splice(0)) {
+    try {
+      unlinkQuiet(pin);
+      bpf.objPin(fd, pin);
+    } catch (err) {
+      log.error({ map: name, err: (err as Error).message }, 'could not put the previous map back on its pin');
+    } finally {
+      closeSync(fd);
+    }
+  }
 }
 
 /** Detaches and removes pinned links that the current options no longer ask for (an interface dropped, XDP turned off). */

@@ -4,7 +4,7 @@ export interface SyncResult {
   /** Map entries (ebpf) or rules (iptables) written and removed by this sync. */
   written: number;
   removed: number;
-  /** It started over from the whole model (first sync, after a failure or a resync): the most garbage a sync leaves. */
+  /** It started over with the whole model (first sync, or the first after a failed one): the most garbage a sync leaves. */
   full: boolean;
 }
 

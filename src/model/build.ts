@@ -569,7 +569,8 @@ function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, no
   const order = keys.map((_, i) => i).sort((a, b) => keys[a]! - keys[b]! || ranks[a]! - ranks[b]!);
   const unique = order.filter((i, at) => at === 0 || keys[i] !== keys[order[at - 1]!]);
   // Ready endpoints if any, else the serving terminating ones, never the others.
-  const want = Math.min(...unique.map((i) => ranks[i]!));
+  let want = 2;
+  for (const i of unique) want = Math.min(want, ranks[i]!);
   if (want > 1) return [];
   return unique
     .filter((i) => ranks[i] === want)

@@ -117,30 +117,39 @@ describe('socket peers (ebpf)', { skip }, () => {
     assert.deepEqual(await holderPeers(2), { check: 2, tcp: WEB, udp: DNS });
   });
 
-  test('a UDP socket connected to a Service, then straight to a backend, shows that backend', async () => {
-    // Whichever backend the Service connect picks, the direct connect goes to each in turn, so the one it
-    // kept in its storage comes up about half the time.
+  test('a UDP socket connected to a Service, disconnected, then used straight with a backend, shows that backend', async () => {
+    // Whichever backend the Service connect picks, the socket then talks to each in turn, so the one it
+    // kept in its storage comes up every time: unconnected (sendto, replies through recvmsg), then connected.
     const reconnect = `
       import dgram from 'node:dgram';
       const connect = (s, port, address) => new Promise((resolve) => s.connect(port, address, resolve));
+      const backends = ['10.244.0.11', '10.244.0.12'];
       const seen = [];
-      for (let i = 0; i < 20; i++) {
+      for (let i = 0; i < 10; i++) {
         const s = dgram.createSocket('udp4');
         await connect(s, ${DNS.split(':')[1]}, '${DNS.split(':')[0]}');
         const viaService = s.remoteAddress();
         s.disconnect();
-        const backend = i % 2 ? '10.244.0.11' : '10.244.0.12';
+        const replies = new Promise((resolve) => {
+          const from = [];
+          s.on('message', (_, rinfo) => { from.push(rinfo.address + ':' + rinfo.port); if (from.length === 2) resolve(from.sort()); });
+        });
+        for (const b of backends) s.send('client', 5353, b);
+        const repliedFrom = await replies;
+        s.removeAllListeners('message');
+        const backend = backends[i % 2];
         await connect(s, 5353, backend);
         const direct = s.remoteAddress();
-        seen.push([viaService.address + ':' + viaService.port, direct.address + ':' + direct.port, backend + ':5353']);
+        seen.push({ viaService: viaService.address + ':' + viaService.port, repliedFrom, direct: direct.address + ':' + direct.port, backend: backend + ':5353' });
         s.close();
       }
       console.log(JSON.stringify(seen));`;
     const r = await lab.exec('client', [process.execPath, '--input-type=module', '-e', reconnect], { inCgroup: true, timeoutMs: 30_000 });
     assert.equal(r.code, 0, r.stderr);
-    for (const [viaService, direct, backend] of JSON.parse(r.stdout) as string[][]) {
-      assert.equal(viaService, DNS);
-      assert.equal(direct, backend);
+    for (const s of JSON.parse(r.stdout) as Array<{ viaService: string; repliedFrom: string[]; direct: string; backend: string }>) {
+      assert.equal(s.viaService, DNS);
+      assert.deepEqual(s.repliedFrom, ['10.244.0.11:5353', '10.244.0.12:5353'], 'after disconnect, replies show who sent them');
+      assert.equal(s.direct, s.backend);
     }
   });
 });

@@ -341,3 +341,14 @@ test('compile: past the arenas first size, every entry keeps its bytes (the aren
     model.servicePorts.flatMap((p, i) => p.backends.map((b, slot) => [i + 1, slot, b.address])),
   );
 });
+
+test('idsFromTables: an ID at or above its map capacity is left out (kpx hands out IDs dense from 1)', () => {
+  const { tables } = compile(smallModel(), NONE);
+  tables.backends.set('stray', { key: u32Key.encode({ id: 0xfffffff0 }), value: backendValue.encode({ addr: '192.0.2.9', port: 9, proto: 6, flags: 0 }) });
+  const stray = backendIdentity('192.0.2.9', 9, 6);
+  assert.equal(idsFromPacked(packTables(tables)).backends.get(stray), 0xfffffff0);
+  const capacity = { frontends: 1024, slots: 1024, backends: 1024, services: 1024, nodeAddrs: 16 };
+  const ids = idsFromPacked(packTables(tables), capacity);
+  assert.equal(ids.backends.has(stray), false);
+  assert.equal(ids.backends.size, 3, 'the real ones kept');
+});

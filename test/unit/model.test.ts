@@ -833,3 +833,21 @@ test('nodeAddresses: the given node addresses, sorted numerically, once each', (
   const m = buildModel(snap(), { ...OPTS, nodePortAddresses: ['192.168.1.10', '10.0.0.2', '127.0.0.1', '10.0.0.2', '9.1.1.1'] });
   assert.deepEqual(m.nodeAddresses, ['9.1.1.1', '10.0.0.2', '127.0.0.1', '192.168.1.10']);
 });
+
+test('a service port with more endpoints than a frontend can count is rejected with the reason; the others are built', () => {
+  // 200,000 listings (two slices of 100,000): also past what a spread argument list holds.
+  const many = (first: number) => Array.from({ length: 100_000 }, (_, i) => ep(`${first}.${i >> 16}.${(i >> 8) & 255}.${i & 255}`));
+  const m = buildModel(
+    snap(
+      [svc('huge', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] }), svc('small', { clusterIP: '10.96.0.11', ports: [{ port: 80 }] })],
+      [
+        slice('huge-a', 'huge', many(11), [{ port: 8080 }]),
+        slice('huge-b', 'huge', many(12), [{ port: 8080 }]),
+        slice('small-a', 'small', [ep('10.3.0.1')], [{ port: 8080 }]),
+      ],
+    ),
+    OPTS,
+  );
+  assert.deepEqual(m.rejected, [rej('Service', 'huge', 'port TCP has 200000 endpoints, more than 65535', 'svc.yaml')]);
+  assert.deepEqual(port(m, 'default', 'small').backends.map((b) => b.address), ['10.3.0.1']);
+});
