@@ -259,7 +259,17 @@ export class EbpfDatapath implements Datapath {
 
   private upsert(op: TableOp, desired: PackedTables, held: PackedTables): number {
     const { keys, values, count } = opBatch(op, desired, held);
-    bpf.mapUpdateBatch(this.mapFds[op.table], keys, values!, count);
+    try {
+      bpf.mapUpdateBatch(this.mapFds[op.table], keys, values!, count);
+    } catch (err) {
+      // New entries go in before the old ones go out, so a map can fill up part-way although the model fits.
+      if (err instanceof bpf.BpfError && err.errno === bpf.E2BIG) {
+        throw new TableFullError(
+          `map ${TABLES[op.table].map} filled up during the update: its ${this.capacity[op.table]} entries must hold the new ones before the old ones are removed (raise its size)`,
+        );
+      }
+      throw err;
+    }
     this.log.trace({ map: TABLES[op.table].map, count }, 'map upsert');
     return count;
   }

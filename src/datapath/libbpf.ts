@@ -82,6 +82,8 @@ function checkPtr<T>(call: string, ptr: T): T {
 }
 
 export const ENOENT = 2;
+/** A full preallocated hash map refuses a new key with it. */
+export const E2BIG = 7;
 const ENOSPC = 28;
 
 export function openObject(path: string): BpfObjectPtr {

@@ -14,7 +14,7 @@ import { closeSync, existsSync, unlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { compile } from '../../src/compile/compile.js';
-import { EbpfDatapath, linkPinPath, readPinnedTables, removePins } from '../../src/datapath/ebpf.js';
+import { EbpfDatapath, linkPinPath, readPinnedTables, removePins, TableFullError } from '../../src/datapath/ebpf.js';
 import { mapDelete, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
 import { backendValue, frontendKey, frontendValue, slotKey, u32Key } from '../../src/contract/codecs.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
@@ -164,6 +164,27 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       dp.reread();
       assert.deepEqual(dp.sync(wholeModel(small, 1)), { written: 2, removed: 1, full: false }, 'the slot and the frontend rewritten, the stray backend removed');
       assert.deepEqual(bytes(readPinnedTables(bpffs)), expected);
+    } finally {
+      dp.close();
+      removePins(bpffs);
+    }
+  });
+
+  test('a map that fills up part-way through an update says so; the kernel then follows the next model that fits', () => {
+    const bpffs = `${lab.bpffsPath}/full`;
+    const ports = model(0).servicePorts;
+    const of = (servicePorts: ServicePort[]): Model => ({ ...model(0), servicePorts });
+    // Room for 4 frontends: 4 Services fit, and so do Services 2-5, but not while Service 1's frontend is still there.
+    const dp = EbpfDatapath.open({ bpffs, mapSizes: { kpx_frontends: 4 }, log });
+    try {
+      dp.sync(wholeModel(of(ports.slice(0, 4))));
+      assert.throws(() => dp.sync(wholeModel(of(ports.slice(1, 5)), 1)), (err: Error) => err instanceof TableFullError && /kpx_frontends filled up during the update/.test(err.message));
+      dp.sync(wholeModel(of(ports.slice(0, 3)), 2));
+      assert.deepEqual(
+        listServicePorts(readPinnedTables(bpffs)).map((l) => [l.name, l.backends.map((b) => b.address)]),
+        ports.slice(0, 3).map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]),
+        'what the failed sync wrote part-way is gone',
+      );
     } finally {
       dp.close();
       removePins(bpffs);
