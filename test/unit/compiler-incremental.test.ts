@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { backendIdentity, Compiler, type Changes, type TouchedKeys } from '../../src/compile/compile.js';
-import { BACKEND_FLAGS, backendValue, nodeAddrKey } from '../../src/contract/codecs.js';
+import { BACKEND_FLAGS, backendValue, frontendValue, nodeAddrKey, slotKey, slotValue, u32Key } from '../../src/contract/codecs.js';
 import { emptyPackedTables, packTables, tablesContent, type PackedTables } from '../../src/contract/packed.js';
 import { TABLES } from '../../src/contract/tables.js';
 import { listNodeAddresses, listServicePorts } from '../../src/inspect/listing.js';
@@ -32,8 +32,13 @@ function touchedBy(changes: Changes | undefined): TouchedKeys {
   return changes.touched;
 }
 
-/** Plays ops on a stand-in for the kernel's maps, through the same batches the datapath writes. */
-function play(ops: TableOp[], desired: PackedTables, held: PackedTables, kernel: PackedTables): void {
+/**
+ * Plays ops on a stand-in for the kernel's maps, through the same batches
+ * the datapath writes, one entry at a time as the kernel applies them; a
+ * lookup may run between any two, so after each the kernel must only lead
+ * to whole services.
+ */
+function play(ops: TableOp[], desired: PackedTables, held: PackedTables, kernel: PackedTables, step: number): void {
   for (const op of ops) {
     const { keys, values, count } = opBatch(op, desired, held);
     const t = kernel[op.table];
@@ -41,8 +46,27 @@ function play(ops: TableOp[], desired: PackedTables, held: PackedTables, kernel:
       const key = keys.subarray(i * t.keySize, (i + 1) * t.keySize);
       if (values) t.set(key, values.subarray(i * t.valueSize, (i + 1) * t.valueSize));
       else t.delete(TABLES[op.table].keyId(key, 0));
+      const broken = brokenLookup(kernel);
+      assert.equal(broken, undefined, `step ${step}, after ${op.op} ${op.table} entry ${i}: ${broken}`);
     }
   }
+}
+
+/** What a lookup could meet that is not a whole service: from a frontend, a missing slot or backend, or a slot whose address is not its backend's. */
+function brokenLookup(kernel: PackedTables): string | undefined {
+  for (const [, at] of kernel.frontends.entries()) {
+    const fe = frontendValue.decode(kernel.frontends.values, at * frontendValue.size);
+    for (let s = 0; s < fe.backend_count; s++) {
+      const slotAt = kernel.slots.slot(TABLES.slots.keyId(slotKey.encode({ service_id: fe.service_id, slot: s }), 0));
+      if (slotAt === undefined) return `service ${fe.service_id} (count ${fe.backend_count}) has no slot ${s}`;
+      const slot = slotValue.decode(kernel.slots.values, slotAt * slotValue.size);
+      const backendAt = kernel.backends.slot(TABLES.backends.keyId(u32Key.encode({ id: slot.backend_id }), 0));
+      if (backendAt === undefined) return `service ${fe.service_id} slot ${s}: no backend ${slot.backend_id}`;
+      const backend = backendValue.decode(kernel.backends.values, backendAt * backendValue.size);
+      if (backend.addr !== slot.addr || backend.port !== slot.port) return `service ${fe.service_id} slot ${s}: ${slot.addr}:${slot.port} but backend ${slot.backend_id} is ${backend.addr}:${backend.port}`;
+    }
+  }
+  return undefined;
 }
 
 function copyTables(t: PackedTables): PackedTables {
@@ -75,7 +99,7 @@ test('incremental updates: the kernel side, patched from the touched keys and th
     if (step > 0) assert.ok(changes, `step ${step}: an update after the first says what changed`);
     const held = changes ? changes.before : applied;
     const ops = diffTables(compiler.tables, held, changes?.touched);
-    play(ops, compiler.tables, held, applied);
+    play(ops, compiler.tables, held, applied, step);
     assert.deepEqual(diffTables(compiler.tables, applied), [], `step ${step}: a key changed without being reported`);
     assert.equal(ops.length > 0 || diffTables(compiler.tables, before).length === 0, true);
 
