@@ -42,6 +42,11 @@ const SLOT_ID_SPAN = 2 ** 16;
 
 const u32KeyId = (key: Buffer, offset: number) => readHostU32(key, offset);
 
+/** The service ID of a kpx_slots key id (TABLES.slots.keyId). */
+export function serviceOfSlotId(id: number): number {
+  return Math.floor(id / SLOT_ID_SPAN);
+}
+
 export const TABLES = {
   frontends: {
     map: 'kpx_frontends',

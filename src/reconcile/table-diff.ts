@@ -6,9 +6,16 @@
  * held before (the applied side then holds just those), so a single change
  * is diffed in time proportional to that change; without keys, every key of
  * both sides is. Pure.
+ *
+ * Deletes no lookup can reach any more go first: frontends and node
+ * addresses (where every lookup starts), then the slots and entries of
+ * service ports that are gone and that no frontend still leads to. A map
+ * near its size then has room for the writes; the other deletes follow the
+ * writes, in DELETE_ORDER.
  */
+import { frontendValue } from '../contract/codecs.js';
 import type { PackedTable, PackedTables } from '../contract/packed.js';
-import { DELETE_ORDER, WRITE_ORDER, type TableName } from '../contract/tables.js';
+import { DELETE_ORDER, serviceOfSlotId, WRITE_ORDER, type TableName } from '../contract/tables.js';
 
 /** Upserts name slots of the desired table, deletes slots of the applied one. */
 export type TableOp = { op: 'upsert' | 'delete'; table: TableName; slots: number[] };
@@ -16,7 +23,15 @@ export type TableOp = { op: 'upsert' | 'delete'; table: TableName; slots: number
 export type KeySets = Record<TableName, Iterable<number>>;
 
 export function diffTables(desired: PackedTables, applied: PackedTables, keys?: KeySets): TableOp[] {
+  const deletes = {} as Record<TableName, Array<[id: number, slot: number]>>;
+  for (const table of DELETE_ORDER) deletes[table] = gone(desired[table], applied[table], keys?.[table]);
+  const early = unreachable(desired, applied, keys, deletes);
   const ops: TableOp[] = [];
+  const pushDeletes = (table: TableName, which: (id: number) => boolean) => {
+    const slots = deletes[table].filter(([id]) => which(id)).map(([, slot]) => slot);
+    if (slots.length) ops.push({ op: 'delete', table, slots });
+  };
+  for (const table of DELETE_ORDER) pushDeletes(table, (id) => early[table](id));
   for (const table of WRITE_ORDER) {
     const want = desired[table];
     const have = applied[table];
@@ -37,21 +52,50 @@ export function diffTables(desired: PackedTables, applied: PackedTables, keys?: 
     }
     if (slots.length) ops.push({ op: 'upsert', table, slots });
   }
-  for (const table of DELETE_ORDER) {
-    const want = desired[table];
-    const have = applied[table];
-    const slots: number[] = [];
-    if (keys) {
-      for (const id of keys[table]) {
-        const current = have.slot(id);
-        if (current !== undefined && !want.has(id)) slots.push(current);
-      }
-    } else {
-      for (const [id, slot] of have.entries()) if (!want.has(id)) slots.push(slot);
-    }
-    if (slots.length) ops.push({ op: 'delete', table, slots });
-  }
+  for (const table of DELETE_ORDER) pushDeletes(table, (id) => !early[table](id));
   return ops;
+}
+
+/** [id, slot in applied] of the keys applied holds and desired does not. */
+function gone(want: PackedTable, have: PackedTable, keys: Iterable<number> | undefined): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  if (keys) {
+    for (const id of keys) {
+      const current = have.slot(id);
+      if (current !== undefined && !want.has(id)) out.push([id, current]);
+    }
+  } else {
+    for (const [id, slot] of have.entries()) if (!want.has(id)) out.push([id, slot]);
+  }
+  return out;
+}
+
+/** Per table, whether the delete of a key is one no lookup can reach once the frontends and node addresses to go are gone. */
+function unreachable(
+  desired: PackedTables,
+  applied: PackedTables,
+  keys: KeySets | undefined,
+  deletes: Record<TableName, Array<[number, number]>>,
+): Record<TableName, (id: number) => boolean> {
+  // Service IDs are never reused within an update: a service entry that goes is a service port that went.
+  const goneServices = new Set(deletes.services.map(([id]) => id));
+  // ...unless a frontend that stays still leads to it until that frontend is rewritten (its address moved to another port).
+  const stillLedTo = new Set<number>();
+  const frontendIds = keys ? keys.frontends : desired.frontends.ids();
+  for (const id of frontendIds) {
+    const at = applied.frontends.slot(id);
+    if (at === undefined || !desired.frontends.has(id)) continue;
+    const serviceId = frontendValue.decode(applied.frontends.values, at * frontendValue.size).service_id;
+    if (goneServices.has(serviceId)) stillLedTo.add(serviceId);
+  }
+  const unreachableService = (serviceId: number) => goneServices.has(serviceId) && !stillLedTo.has(serviceId);
+  return {
+    nodeAddrs: () => true,
+    frontends: () => true,
+    slots: (id) => unreachableService(serviceOfSlotId(id)),
+    services: (id) => unreachableService(id),
+    backends: () => false,
+  };
 }
 
 /**

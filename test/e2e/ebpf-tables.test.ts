@@ -170,21 +170,28 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
     }
   });
 
-  test('a map that fills up part-way through an update says so; the kernel then follows the next model that fits', () => {
+  test('maps near their size: what no lookup reaches goes first; a map that still fills up part-way says so', () => {
     const bpffs = `${lab.bpffsPath}/full`;
     const ports = model(0).servicePorts;
     const of = (servicePorts: ServicePort[]): Model => ({ ...model(0), servicePorts });
-    // Room for 4 frontends: 4 Services fit, and so do Services 2-5, but not while Service 1's frontend is still there.
-    const dp = EbpfDatapath.open({ bpffs, mapSizes: { kpx_frontends: 4 }, log });
+    const listed = () => listServicePorts(readPinnedTables(bpffs)).map((l) => [l.name, l.backends.map((b) => b.address)]);
+    // Room for 4 frontends: Services 2-5 replace 1-4, Service 1's frontend going first.
+    const roomy = EbpfDatapath.open({ bpffs, mapSizes: { kpx_frontends: 4 }, log });
+    try {
+      roomy.sync(wholeModel(of(ports.slice(0, 4))));
+      roomy.sync(wholeModel(of(ports.slice(1, 5)), 1));
+      assert.deepEqual(listed(), ports.slice(1, 5).map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]));
+    } finally {
+      roomy.close();
+      removePins(bpffs);
+    }
+    // Room for 12 backends: Service 1's 3 go only after Service 5's 3 are in (a rewritten slot may point at one until then).
+    const dp = EbpfDatapath.open({ bpffs, mapSizes: { kpx_frontends: 4, kpx_backends: 12 }, log });
     try {
       dp.sync(wholeModel(of(ports.slice(0, 4))));
-      assert.throws(() => dp.sync(wholeModel(of(ports.slice(1, 5)), 1)), (err: Error) => err instanceof TableFullError && /kpx_frontends filled up during the update/.test(err.message));
+      assert.throws(() => dp.sync(wholeModel(of(ports.slice(1, 5)), 1)), (err: Error) => err instanceof TableFullError && /kpx_backends filled up during the update/.test(err.message));
       dp.sync(wholeModel(of(ports.slice(0, 3)), 2));
-      assert.deepEqual(
-        listServicePorts(readPinnedTables(bpffs)).map((l) => [l.name, l.backends.map((b) => b.address)]),
-        ports.slice(0, 3).map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]),
-        'what the failed sync wrote part-way is gone',
-      );
+      assert.deepEqual(listed(), ports.slice(0, 3).map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]), 'what the failed sync wrote part-way is gone');
     } finally {
       dp.close();
       removePins(bpffs);

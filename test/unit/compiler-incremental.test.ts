@@ -14,10 +14,10 @@ function rng(seed: number): () => number {
 }
 
 /** Backends 10.244.0.<b>:8080; those in `local` are listed as running on this node. */
-function servicePort(i: number, backends: number[], local: number[] = []): ServicePort {
+function servicePort(i: number, backends: number[], local: number[] = [], address = `10.96.0.${i + 1}`): ServicePort {
   return {
     ref: { namespace: 'ns', name: `svc-${i}`, portName: 'p', protocol: 'TCP' },
-    frontends: [{ kind: 'ClusterIP', address: `10.96.0.${i + 1}`, port: 80 }],
+    frontends: [{ kind: 'ClusterIP', address, port: 80 }],
     backends: backends.map((b): Backend => ({ address: `10.244.0.${b}`, port: 8080, state: 'ready', local: local.includes(b) })),
   };
 }
@@ -80,15 +80,22 @@ test('incremental updates: the kernel side, patched from the touched keys and th
   let current: ServicePort[] = [];
   const someAddresses = ['127.0.0.1', '192.168.1.10', '172.18.0.2', '10.0.0.5'];
   for (let step = 0; step < 300; step++) {
-    // Mutate a few service ports: add, remove, change backends and which listings say local; keep the rest as the same objects.
+    // Mutate a few service ports: add, remove, change backends and which listings say local, move to
+    // another address (often one a removed port just gave up); keep the rest as the same objects.
     const next = current.filter(() => random() > 0.05);
+    const givenUp = current.filter((sp) => !next.includes(sp)).map((sp) => sp.frontends[0]!.address);
     for (let k = 0; k < 3; k++) {
       const i = Math.floor(random() * 40);
       const backends = [...new Set(Array.from({ length: Math.floor(random() * 5) }, () => 1 + Math.floor(random() * 20)))].sort((a, b) => a - b);
       const local = backends.filter(() => random() < 0.3);
       const at = next.findIndex((sp) => sp.ref.name === `svc-${i}`);
-      if (at >= 0) next[at] = servicePort(i, backends, local);
-      else next.push(servicePort(i, backends, local));
+      const taken = new Set(next.filter((_, j) => j !== at).map((sp) => sp.frontends[0]!.address));
+      const free = Array.from({ length: 45 }, (_, a) => `10.96.0.${a + 1}`).filter((a) => !taken.has(a));
+      const freeGivenUp = givenUp.filter((a) => !taken.has(a));
+      const from = freeGivenUp.length > 0 && random() < 0.5 ? freeGivenUp : free;
+      const address = from[Math.floor(random() * from.length)]!;
+      if (at >= 0) next[at] = servicePort(i, backends, local, address);
+      else next.push(servicePort(i, backends, local, address));
     }
     next.sort((a, b) => a.ref.name.localeCompare(b.ref.name));
     current = next;

@@ -66,7 +66,7 @@ test('the write and delete orders are the documented ones', () => {
   assert.deepEqual(DELETE_ORDER, ['nodeAddrs', 'frontends', 'slots', 'services', 'backends']);
 });
 
-test('diffTables: upserts in WRITE_ORDER, then deletes in DELETE_ORDER', () => {
+test('diffTables: deletes no lookup can reach first, then upserts in WRITE_ORDER, then the other deletes', () => {
   const applied = emptyTables();
   const desired = emptyTables();
   // stale entries in every table (inserted in an order unlike either)
@@ -86,26 +86,51 @@ test('diffTables: upserts in WRITE_ORDER, then deletes in DELETE_ORDER', () => {
   assert.deepEqual(
     ops.map((o) => `${o.op} ${o.table}`),
     [
+      // Service 1 is gone and its only frontend goes: nothing leads to its slot and entry any more.
+      'delete nodeAddrs',
+      'delete frontends',
+      'delete slots',
+      'delete services',
       'upsert backends',
       'upsert slots',
       'upsert services',
       'upsert frontends',
       'upsert nodeAddrs',
-      'delete nodeAddrs',
-      'delete frontends',
-      'delete slots',
-      'delete services',
+      // A backend may still be the target of a slot rewritten above: last.
       'delete backends',
     ],
   );
   assert.deepEqual(ops, [
+    { op: 'delete', table: 'nodeAddrs', keys: [oldAddr.key] },
+    { op: 'delete', table: 'frontends', keys: [oldFe.key] },
+    { op: 'delete', table: 'slots', keys: [oldSlot.key] },
+    { op: 'delete', table: 'services', keys: [oldSvc.key] },
     { op: 'upsert', table: 'backends', entries: [newBe] },
     { op: 'upsert', table: 'slots', entries: [newSlot] },
     { op: 'upsert', table: 'services', entries: [newSvc] },
     { op: 'upsert', table: 'frontends', entries: [newFe] },
     { op: 'upsert', table: 'nodeAddrs', entries: [newAddr] },
-    { op: 'delete', table: 'nodeAddrs', keys: [oldAddr.key] },
-    { op: 'delete', table: 'frontends', keys: [oldFe.key] },
+    { op: 'delete', table: 'backends', keys: [oldBe.key] },
+  ]);
+});
+
+test('diffTables: a gone service port that a kept frontend still leads to keeps its slots until that frontend is rewritten', () => {
+  const applied = emptyTables();
+  const desired = emptyTables();
+  // 10.96.0.1:80 moves from service 1 (gone) to service 2 (new).
+  const oldSvc = put(applied, 'services', id(1), svcV('old'));
+  put(applied, 'frontends', fe('10.96.0.1', 80), feV(1, 1));
+  const oldSlot = put(applied, 'slots', sk(1, 0), sv(1));
+  const oldBe = put(applied, 'backends', id(1), bv('10.0.0.1'));
+  const newSvc = put(desired, 'services', id(2), svcV('new'));
+  const movedFe = put(desired, 'frontends', fe('10.96.0.1', 80), feV(2, 1));
+  const newSlot = put(desired, 'slots', sk(2, 0), sv(2));
+  const newBe = put(desired, 'backends', id(2), bv('10.0.0.2'));
+  assert.deepEqual(diffTables(desired, applied), [
+    { op: 'upsert', table: 'backends', entries: [newBe] },
+    { op: 'upsert', table: 'slots', entries: [newSlot] },
+    { op: 'upsert', table: 'services', entries: [newSvc] },
+    { op: 'upsert', table: 'frontends', entries: [movedFe] },
     { op: 'delete', table: 'slots', keys: [oldSlot.key] },
     { op: 'delete', table: 'services', keys: [oldSvc.key] },
     { op: 'delete', table: 'backends', keys: [oldBe.key] },
