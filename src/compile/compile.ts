@@ -40,7 +40,7 @@ import {
   u32Value,
   type ServiceValue,
 } from '../contract/codecs.js';
-import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
+import { copyBytes, emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
 import { TABLES, tupleId, type TableName, type Tables } from '../contract/tables.js';
 import { parseIPv4 } from '../model/cluster-ip.js';
 import type { IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
@@ -561,11 +561,6 @@ export class Compiler {
 
 function zero(buf: Buffer, at: number, length: number): void {
   for (let i = at; i < at + length; i++) buf[i] = 0;
-}
-
-/** Byte by byte: Buffer.copy costs more than the few bytes a key has. */
-function copyBytes(from: Buffer, at: number, to: Buffer, toAt: number, length: number): void {
-  for (let i = 0; i < length; i++) to[toAt + i] = from[at + i]!;
 }
 
 /** The tables a model compiles to from scratch, given the IDs already in use. Pure. */

@@ -120,7 +120,7 @@ export class PackedTable {
 }
 
 /** Byte by byte: Buffer.copy costs more than the few bytes an entry has. */
-function copyBytes(from: Buffer, at: number, to: Buffer, toAt: number, length: number): void {
+export function copyBytes(from: Buffer, at: number, to: Buffer, toAt: number, length: number): void {
   for (let i = 0; i < length; i++) to[toAt + i] = from[at + i]!;
 }
 
