@@ -55,7 +55,10 @@ kpx_select_backend(const struct kpx_frontend *fe, __u32 *backend_id)
 	if (!slot)
 		return NULL;
 	*backend_id = slot->backend_id;
-	return bpf_map_lookup_elem(&kpx_backends, &slot->backend_id);
+	struct kpx_backend *be = bpf_map_lookup_elem(&kpx_backends, &slot->backend_id);
+
+	/* An array entry never written reads as zeros: no backend. */
+	return be && be->addr ? be : NULL;
 }
 
 #endif

@@ -84,8 +84,8 @@ static __always_inline void kpx_ct_touch(struct kpx_ct *ct, const struct kpx_pkt
 }
 
 /* A forward entry is only as good as its backend: one that left every
- * Service, or whose ID now means another address, sends the flow back
- * through backend selection. */
+ * Service (its array entry zeroed), or whose ID now means another address,
+ * sends the flow back through backend selection. */
 static __always_inline bool kpx_ct_backend_gone(const struct kpx_ct *ct)
 {
 	struct kpx_backend *be = bpf_map_lookup_elem(&kpx_backends, &ct->backend_id);

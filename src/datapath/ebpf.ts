@@ -18,6 +18,7 @@ import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
+import { MAP_TYPE } from './probe.js';
 import type { Datapath, SyncResult } from './types.js';
 
 /** The committed objects, found relative to this module in src/ and in dist/. */
@@ -80,6 +81,8 @@ export class EbpfDatapath implements Datapath {
     private readonly objects: bpf.BpfObjectPtr[],
     private readonly mapFds: Record<TableName, number>,
     private readonly capacity: Record<TableName, number>,
+    /** Tables kept in arrays indexed by ID: a delete writes zeros, and an ID must be below the size. */
+    private readonly arrays: ReadonlySet<TableName>,
     private readonly linkFds: number[],
     /** Links still to attach or adopt: after the first sync when maps were replaced. */
     private pendingLinks: (() => number[]) | undefined,
@@ -143,12 +146,15 @@ export class EbpfDatapath implements Datapath {
             };
       const mapFds = {} as Record<TableName, number>;
       const capacity = {} as Record<TableName, number>;
+      const arrays = new Set<TableName>();
       for (const table of Object.keys(TABLES) as TableName[]) {
         mapFds[table] = bpf.mapFd(bpf.findMap(objects[0], TABLES[table].map));
-        capacity[table] = bpf.mapShape(mapFds[table]).maxEntries;
+        const shape = bpf.mapShape(mapFds[table]);
+        capacity[table] = shape.maxEntries;
+        if (shape.type === MAP_TYPE.array) arrays.add(table);
       }
       const programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
-      const dp = new EbpfDatapath(objects, mapFds, capacity, setAside.length === 0 ? linkFds : [], attachLater, setAside, programIds, opts.log);
+      const dp = new EbpfDatapath(objects, mapFds, capacity, arrays, setAside.length === 0 ? linkFds : [], attachLater, setAside, programIds, opts.log);
       opts.log.info(
         {
           bpffs: opts.bpffs,
@@ -211,6 +217,16 @@ export class EbpfDatapath implements Datapath {
     const held = this.kernelTables ?? changes?.before;
     if (!held) throw new Error('ebpf sync: no kernel side to diff against');
     const ops = diffTables(desired, held, this.kernelTables ? undefined : changes?.touched);
+    for (const op of ops) {
+      if (op.op !== 'upsert' || !this.arrays.has(op.table)) continue;
+      const t = desired[op.table];
+      for (const slot of op.slots) {
+        const id = TABLES[op.table].keyId(t.keys, slot * t.keySize);
+        if (id < this.capacity[op.table]) continue;
+        this.compiler = undefined;
+        throw new TableFullError(`map ${TABLES[op.table].map} is full: ID ${id} is past its ${this.capacity[op.table]} entries; nothing was written (raise its size)`);
+      }
+    }
     let written = 0;
     let removed = 0;
     try {
@@ -277,6 +293,11 @@ export class EbpfDatapath implements Datapath {
   private remove(op: TableOp, desired: PackedTables, held: PackedTables): number {
     const fd = this.mapFds[op.table];
     const { keys, count } = opBatch(op, desired, held);
+    if (this.arrays.has(op.table)) {
+      // An array entry cannot go: all zeros is its absence.
+      bpf.mapUpdateBatch(fd, keys, Buffer.alloc(count * TABLES[op.table].value.size), count);
+      return count;
+    }
     try {
       bpf.mapDeleteBatch(fd, keys, count);
     } catch (err) {
@@ -451,13 +472,21 @@ export function readTables(mapFds: Record<TableName, number>): PackedTables {
   const tables = emptyPackedTables();
   for (const table of Object.keys(TABLES) as TableName[]) {
     const { key, value } = TABLES[table];
+    // Every index of an array reads back; the all-zero ones are absent.
+    const array = bpf.mapShape(mapFds[table]).type === MAP_TYPE.array;
     for (const batch of bpf.mapEntryBatches(mapFds[table], key.size, value.size)) {
       for (let i = 0; i < batch.count; i++) {
+        if (array && allZero(batch.values, i * value.size, value.size)) continue;
         tables[table].set(batch.keys.subarray(i * key.size, (i + 1) * key.size), batch.values.subarray(i * value.size, (i + 1) * value.size));
       }
     }
   }
   return tables;
+}
+
+function allZero(buf: Buffer, at: number, length: number): boolean {
+  for (let i = at; i < at + length; i++) if (buf[i] !== 0) return false;
+  return true;
 }
 
 function countEntries(tables: PackedTables): Record<TableName, number> {

@@ -23,7 +23,7 @@ const PROG_TYPE = { sched_cls: 3, xdp: 6, cgroup_sock: 9, cgroup_sock_addr: 18 }
 export type ProgTypeName = keyof typeof PROG_TYPE;
 
 /** enum bpf_map_type values of kpx_maps.h. */
-const MAP_TYPE = { hash: 1, lru_hash: 9, sk_storage: 24 } as const; // sk_storage: Linux 5.2
+export const MAP_TYPE = { hash: 1, array: 2, lru_hash: 9, sk_storage: 24 } as const; // sk_storage: Linux 5.2
 
 /** enum bpf_attach_type values of kpx_sock.o's programs. */
 const SOCK_ATTACH = { connect4: 10, post_bind4: 12, sendmsg4: 14, recvmsg4: 19, getpeername4: 29 } as const;

@@ -175,25 +175,45 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
     const ports = model(0).servicePorts;
     const of = (servicePorts: ServicePort[]): Model => ({ ...model(0), servicePorts });
     const listed = () => listServicePorts(readPinnedTables(bpffs)).map((l) => [l.name, l.backends.map((b) => b.address)]);
+    const expected = (servicePorts: ServicePort[]) => servicePorts.map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]);
     // Room for 4 frontends: Services 2-5 replace 1-4, Service 1's frontend going first.
     const roomy = EbpfDatapath.open({ bpffs, mapSizes: { kpx_frontends: 4 }, log });
     try {
       roomy.sync(wholeModel(of(ports.slice(0, 4))));
       roomy.sync(wholeModel(of(ports.slice(1, 5)), 1));
-      assert.deepEqual(listed(), ports.slice(1, 5).map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]));
+      assert.deepEqual(listed(), expected(ports.slice(1, 5)));
     } finally {
       roomy.close();
       removePins(bpffs);
     }
-    // Room for 12 backends: Service 1's 3 go only after Service 5's 3 are in (a rewritten slot may point at one until then).
-    const dp = EbpfDatapath.open({ bpffs, mapSizes: { kpx_frontends: 4, kpx_backends: 12 }, log });
+    // Room for 4 slots: Service 1 goes from 3 endpoints to 1 as Service 2 goes from 1 to 3. Service 2's new
+    // slots go in before Service 1's go out (its frontend still counts 3 until rewritten): 6 of 4.
+    const first = (sp: ServicePort, n: number): ServicePort => ({ ...sp, backends: sp.backends.slice(0, n) });
+    const dp = EbpfDatapath.open({ bpffs, mapSizes: { kpx_slots: 4 }, log });
     try {
-      dp.sync(wholeModel(of(ports.slice(0, 4))));
-      assert.throws(() => dp.sync(wholeModel(of(ports.slice(1, 5)), 1)), (err: Error) => err instanceof TableFullError && /kpx_backends filled up during the update/.test(err.message));
-      dp.sync(wholeModel(of(ports.slice(0, 3)), 2));
-      assert.deepEqual(listed(), ports.slice(0, 3).map((sp) => [sp.ref.name, sp.backends.map((b) => b.address)]), 'what the failed sync wrote part-way is gone');
+      dp.sync(wholeModel(of([first(ports[0]!, 3), first(ports[1]!, 1)])));
+      assert.throws(
+        () => dp.sync(wholeModel(of([first(ports[0]!, 1), first(ports[1]!, 3)]), 1)),
+        (err: Error) => err instanceof TableFullError && /kpx_slots filled up during the update/.test(err.message),
+      );
+      dp.sync(wholeModel(of([first(ports[0]!, 1), first(ports[1]!, 1)]), 2));
+      assert.deepEqual(listed(), expected([first(ports[0]!, 1), first(ports[1]!, 1)]), 'what the failed sync wrote part-way is gone');
     } finally {
       dp.close();
+      removePins(bpffs);
+    }
+    // kpx_backends is an array indexed by ID (from 1): 12 entries hold IDs 1-11, and the twelfth backend is refused before any write.
+    const array = EbpfDatapath.open({ bpffs, mapSizes: { kpx_backends: 12 }, log });
+    try {
+      assert.throws(
+        () => array.sync(wholeModel(of(ports.slice(0, 4)))),
+        (err: Error) => err instanceof TableFullError && /kpx_backends is full: ID 12 is past its 12 entries; nothing was written/.test(err.message),
+      );
+      assert.deepEqual(listed(), [], 'nothing was written');
+      array.sync(wholeModel(of(ports.slice(0, 3)), 1));
+      assert.deepEqual(listed(), expected(ports.slice(0, 3)));
+    } finally {
+      array.close();
       removePins(bpffs);
     }
   });
