@@ -39,7 +39,8 @@ function fakeCommands() {
   const commands = {
     iptables: script('iptables', 'exit 0'),
     save: script('iptables-save', 'echo "*nat"; echo ":KUBE-SVC-STALE0000000000 - [0:0]"; echo COMMIT'),
-    restore: script('iptables-restore', `[ -e ${failFlag} ] && { echo "iptables-restore: line 3 failed" >&2; exit 1; }\ncat >> ${log}; echo "#END" >> ${log}`),
+    // A failing restore still reads its input, as the real one does: exiting first would break the writer's pipe (EPIPE).
+    restore: script('iptables-restore', `[ -e ${failFlag} ] && { cat > /dev/null; echo "iptables-restore: line 3 failed" >&2; exit 1; }\ncat >> ${log}; echo "#END" >> ${log}`),
   };
   const payloads = () => readFileSync(log, 'utf8').split('#END\n').filter(Boolean);
   return { commands, payloads, failNext: (on: boolean) => (on ? writeFileSync(failFlag, '') : rmSync(failFlag, { force: true })), dispose: () => rmSync(dir, { recursive: true }) };
