@@ -411,9 +411,9 @@ function setAsideMismatchedPins(maps: Map<string, bpf.BpfMapPtr>, bpffs: string,
     const pin = join(bpffs, name);
     const shapes = mismatched.get(name);
     if (!existsSync(pin) || (shapes === undefined && !(tablesReplaced && tableMaps.has(name)))) continue;
-    const fd = bpf.objGet(pin);
+    // Recorded before the unpin: if that fails, restoring re-pins the same map.
+    setAside.push({ name, pin, fd: bpf.objGet(pin) });
     unlinkSync(pin);
-    setAside.push({ name, pin, fd });
     const why = shapes === undefined ? 'replaced with the other control-plane tables' : 'differs from this build: replaced';
     log.warn(
       { map: name, ...shapes },

@@ -278,9 +278,9 @@ export interface EntryBatch {
 }
 
 /**
- * Every entry of a hash map, a few thousand per syscall (one get_next_key
- * and one lookup per entry cost seconds at a few hundred thousand). The
- * batch token of a hash map is a bucket index, 4 bytes.
+ * Every entry of a map, a few thousand per syscall (one get_next_key and
+ * one lookup per entry cost seconds at a few hundred thousand). The batch
+ * token is a bucket index for a hash, a key for an array: 4 bytes for kpx's.
  */
 export function mapEntryBatches(fd: number, keySize: number, valueSize: number): EntryBatch[] {
   const batches: EntryBatch[] = [];
