@@ -6,6 +6,7 @@
  * eBPF and iptables mode side by side.
  */
 import { fileURLToPath } from 'node:url';
+import { agentNodeFlags } from '../src/lab/agent.js';
 import { createLab } from '../src/lab/lab.js';
 import { newResult, runIfMain, spread, type Scenario } from './lib/report.js';
 
@@ -15,6 +16,8 @@ interface WorkerResult {
   full: { wallMs: number; cpuMs: number };
   endpointChanged: number[];
   serviceAdded: number[];
+  fullCollectionMs: number;
+  youngCollections: number[];
   rssMB: number;
 }
 
@@ -44,10 +47,12 @@ export const scenario: Scenario = async (quick) => {
         const fullCpu: number[] = [];
         const endpointChanged: number[] = [];
         const serviceAdded: number[] = [];
+        const youngCollections: number[] = [];
+        const fullCollection: number[] = [];
         let rssMB = 0;
         for (let run = 0; run < runs[mode]; run++) {
           // A fresh process and an empty dataplane for every run: each full sync starts from nothing.
-          const worker = lab.spawn(node.host, [process.execPath, WORKER, mode, String(size), String(changes[mode]), node.bpffsPath]);
+          const worker = lab.spawn(node.host, [process.execPath, ...agentNodeFlags(), WORKER, mode, String(size), String(changes[mode]), node.bpffsPath]);
           const exit = await worker.exited;
           if (exit.code !== 0) throw new Error(`sync worker (${mode}, ${size}) failed: ${worker.stderr().trim().slice(-2000)}`);
           const r = JSON.parse(worker.stdout().trim().split('\n').pop()!) as WorkerResult;
@@ -55,6 +60,8 @@ export const scenario: Scenario = async (quick) => {
           fullCpu.push(r.full.cpuMs);
           endpointChanged.push(...r.endpointChanged);
           serviceAdded.push(...r.serviceAdded);
+          youngCollections.push(...r.youngCollections);
+          fullCollection.push(r.fullCollectionMs);
           rssMB = Math.max(rssMB, r.rssMB);
           await lab.exec(node.host, ['iptables', '-t', 'nat', '-F']);
         }
@@ -73,6 +80,9 @@ export const scenario: Scenario = async (quick) => {
           'service added p50 ms': svc.median,
           'service added p99 ms': svc.p99,
           samples: ep.runs,
+          'full gc ms': spread(fullCollection).median,
+          'young gcs': youngCollections.length,
+          'young gc max ms': youngCollections.length ? spread(youngCollections).max : 0,
           'worker rss MB': Math.round(rssMB),
         });
         point(`${mode} full sync`, size, full.median);
@@ -88,6 +98,9 @@ export const scenario: Scenario = async (quick) => {
     const pick = (suffix: string) => Object.entries(series).filter(([n]) => n.endsWith(suffix)).map(([name, points]) => ({ name, points }));
     result.panels.push({ title: 'Full sync (objects → kernel)', xLabel: 'Services (× 10 endpoints)', yLabel: 'ms', logX: true, series: pick('full sync') });
     result.panels.push({ title: 'Single change (event → kernel), p99', xLabel: 'Services (× 10 endpoints)', yLabel: 'ms', logX: true, series: [...pick('endpoint change p99'), ...pick('service added p99')] });
+    result.notes.push(
+      'the worker runs with the agent\'s Node flags (bin/node-flags) and, after each sync, collects garbage as the agent does between events (src/heap.ts): a full collection after the full sync ("full gc ms"), a young one when the young generation is half full ("young gcs", the longest in "young gc max ms"). Those pauses are not in a change\'s latency: a change that arrives during one waits for it.',
+    );
     result.notes.push('iptables mode renders kube-proxy\'s chains and applies them with one iptables-restore per sync, as kube-proxy does (nft backend of this machine).');
   } finally {
     await lab.close();

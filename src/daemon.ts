@@ -9,6 +9,7 @@ import { EbpfDatapath } from './datapath/ebpf.js';
 import { IptablesDatapath } from './datapath/iptables.js';
 import { chooseMode, probeKernel } from './datapath/probe.js';
 import type { Datapath } from './datapath/types.js';
+import { collectAfterSync } from './heap.js';
 import { networkProgrammingLatencies } from './metrics/programming-latency.js';
 import { ModelCache, wholeModel } from './model/incremental.js';
 import { resolveNodePortAddresses } from './model/node-addresses.js';
@@ -92,17 +93,13 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
     triggerTimes = [];
     if (latencies.length) log.debug({ networkProgrammingSeconds: latencies }, 'network programming latency');
   };
-  // V8 would keep a full sync's garbage (its heap grown to the peak) until
-  // later allocation makes it collect: at 10,000 Services that is most of
-  // the agent's RSS. bin/kpx exposes gc() so it can be returned at once.
-  const collectGarbage = () => globalThis.gc?.();
   const syncer = new Syncer(
     model,
     datapath,
     log,
     { ...DEFAULT_SYNCER_OPTIONS, minSyncIntervalMs: config.minSyncIntervalMs },
     onApplied,
-    collectGarbage,
+    collectAfterSync,
   );
   try {
     await source.start(() => syncer.request());

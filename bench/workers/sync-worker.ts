@@ -1,13 +1,15 @@
 /**
  * Runs inside a lab node's network namespace (bench/sync-scale.ts starts
- * it there): the agent's own pipeline, in process, from objects in memory
- * to entries in the kernel. Prints one JSON line with the timings.
+ * it there, with the agent's Node flags): the agent's own pipeline, in
+ * process, from objects in memory to entries in the kernel. Prints one JSON
+ * line with the timings.
  *
  *   node sync-worker.js ebpf|iptables SERVICES CHANGES BPFFS
  */
 import { pino } from 'pino';
 import { EbpfDatapath } from '../../src/datapath/ebpf.js';
 import { IptablesDatapath } from '../../src/datapath/iptables.js';
+import { collectAfterSync } from '../../src/heap.js';
 import type { Datapath } from '../../src/datapath/types.js';
 import { ServiceGroups } from '../../src/model/groups.js';
 import { ModelCache } from '../../src/model/incremental.js';
@@ -39,6 +41,19 @@ function timed(step: () => void): { wallMs: number; cpuMs: number } {
 }
 
 const sync = () => void datapath.sync(models.update(groups, options));
+/**
+ * What the agent does once a sync has landed, between events (src/heap.ts):
+ * not part of a change's latency, but timed and reported.
+ */
+const youngCollections: number[] = [];
+let fullCollectionMs = 0;
+const afterSync = (full: boolean) => {
+  const t0 = performance.now();
+  const collected = collectAfterSync(full);
+  const ms = performance.now() - t0;
+  if (full) fullCollectionMs = ms;
+  else if (collected) youngCollections.push(ms);
+};
 
 try {
   for (let i = 0; i < services; i++) {
@@ -46,12 +61,14 @@ try {
     groups.set('endpointSlices', endpointSlice(i, spec));
   }
   const full = timed(sync);
+  afterSync(true);
   // Each sample is one event as an informer would file it, then one sync.
   const endpointChanged: number[] = [];
   for (let g = 1; g <= changes; g++) {
     const i = (g * 7919) % services;
     groups.set('endpointSlices', endpointSlice(i, spec, g));
     endpointChanged.push(timed(sync).wallMs);
+    afterSync(false);
   }
   const serviceAdded: number[] = [];
   for (let k = 0; k < changes; k++) {
@@ -59,8 +76,9 @@ try {
     groups.set('services', service(i, spec));
     groups.set('endpointSlices', endpointSlice(i, spec));
     serviceAdded.push(timed(sync).wallMs);
+    afterSync(false);
   }
-  process.stdout.write(JSON.stringify({ full, endpointChanged, serviceAdded, rssMB: process.memoryUsage().rss / 2 ** 20 }) + '\n');
+  process.stdout.write(JSON.stringify({ full, endpointChanged, serviceAdded, fullCollectionMs, youngCollections, rssMB: process.memoryUsage().rss / 2 ** 20 }) + '\n');
 } finally {
   datapath.close();
 }

@@ -3,6 +3,7 @@
  * in the node's netns, attached to the node's cgroup and wire interface,
  * pinning under the node's bpffs.
  */
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { AGENT_HOST, type ClusterLab, type LabProcess } from './lab.js';
 
@@ -11,6 +12,12 @@ const KPX_COMMAND = fileURLToPath(new URL('../../../bin/kpx', import.meta.url));
 
 export function kpxArgv(args: string[]): string[] {
   return [KPX_COMMAND, ...args];
+}
+
+/** The Node flags bin/kpx runs with (bin/node-flags), for a process that runs the agent's code without bin/kpx. */
+export function agentNodeFlags(): string[] {
+  const text = readFileSync(fileURLToPath(new URL('../../../bin/node-flags', import.meta.url)), 'utf8');
+  return text.split('\n').filter((line) => line !== '' && !line.startsWith('#'));
 }
 
 export interface LabAgentOptions {

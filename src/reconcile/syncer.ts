@@ -43,8 +43,8 @@ export class Syncer {
     private readonly opts: SyncerOptions = DEFAULT_SYNCER_OPTIONS,
     /** Called after every successful sync, with when it reached the kernel (ms since epoch). */
     private readonly onApplied: (appliedAtMs: number) => void = () => {},
-    /** Called after a successful full sync, whose garbage (a whole model, the kernel read back) is best returned at once. */
-    private readonly afterFullSync: () => void = () => {},
+    /** Called after every successful sync, saying whether it was a full one: the agent collects garbage there (src/heap.ts). */
+    private readonly afterSync: (full: boolean) => void = () => {},
   ) {
     this.retryDelay = opts.retryMinMs;
   }
@@ -86,7 +86,7 @@ export class Syncer {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const level = result.written || result.removed ? 'info' : 'debug';
       this.log[level]({ ...result, servicePorts: update.servicePortCount, ms: +ms.toFixed(3) }, 'synced');
-      if (result.full) this.afterFullSync();
+      this.afterSync(result.full);
     } catch (err) {
       this.log.error({ err: (err as Error).message, retryInMs: this.retryDelay }, 'sync failed; the previous state stays in place');
       if (!this.stopped) this.scheduled = setTimeout(() => this.run(), this.retryDelay);

@@ -1,0 +1,42 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { agentNodeFlags } from '../../src/lab/agent.js';
+
+const HEAP = fileURLToPath(new URL('../../src/heap.js', import.meta.url));
+
+/** Runs script in a Node with the given flags; its last line of output, parsed. */
+function run(flags: string[], script: string): unknown {
+  const out = execFileSync(process.execPath, [...flags, '--input-type=module', '-e', script], { encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').pop()!);
+}
+
+const PROBE = `
+import { getHeapSpaceStatistics } from 'node:v8';
+import { collectAfterSync } from ${JSON.stringify(HEAP)};
+const youngUsed = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_used_size;
+const keep = [];
+// Half the young generation and more, in garbage: one small array at a time, as a sync allocates.
+const fill = () => { const s = getHeapSpaceStatistics().find((x) => x.space_name === 'new_space'); let n = 0; while (youngUsed() < 0.7 * (s.space_used_size + s.space_available_size) && n++ < 1e6) keep[n % 8] = new Array(64).fill(n); };
+globalThis.gc?.({ type: 'minor' });
+const whenEmpty = collectAfterSync(false);
+fill();
+const beforeFull = youngUsed();
+const whenFull = collectAfterSync(false);
+const after = youngUsed();
+console.log(JSON.stringify({ whenEmpty, whenFull, beforeFull, after, full: collectAfterSync(true) }));
+`;
+
+test("with the agent's flags: a young collection once the young generation is half full, and only then", () => {
+  const r = run(agentNodeFlags(), PROBE) as { whenEmpty: boolean; whenFull: boolean; beforeFull: number; after: number; full: boolean };
+  assert.equal(r.whenEmpty, false, 'a nearly empty young generation is left alone');
+  assert.equal(r.whenFull, true);
+  assert.ok(r.after < r.beforeFull / 2, `young generation ${r.beforeFull} -> ${r.after} bytes`);
+  assert.equal(r.full, true, 'a full sync is always followed by a full collection');
+});
+
+test('without gc() exposed it does nothing', () => {
+  const r = run([], PROBE) as { whenEmpty: boolean; whenFull: boolean; full: boolean };
+  assert.deepEqual([r.whenEmpty, r.whenFull, r.full], [false, false, false]);
+});
