@@ -55,6 +55,8 @@ interface Measured {
   mode: Mode;
   target: Target;
   connectionsPerSecond: number;
+  /** Connections/s of each run, in run order. */
+  perRun: number[];
   p50Us: number;
   p99Us: number;
 }
@@ -65,6 +67,7 @@ function summarise(services: number, mode: Mode, target: Target, runs: TcpRun[])
     mode,
     target,
     connectionsPerSecond: spread(runs.map((r) => r.connections / r.seconds), 0).median,
+    perRun: runs.map((r) => r.connections / r.seconds),
     p50Us: spread(runs.map((r) => r.p50_us), 1).median,
     p99Us: spread(runs.map((r) => r.p99_us), 1).median,
   };
@@ -81,7 +84,8 @@ export const scenario: Scenario = async (quick) => {
     cpuPinning: `client and server pinned to CPU ${BENCH_CPU} (taskset)`,
     connection: 'connect, write 4 bytes, read 4 bytes, the server closes first, close; fresh ephemeral port each time; client TCP timestamps without per-destination offset (tcp_timestamps=2)',
     extraServices: 'one UDP Service besides the N TCP ones (for socket-program-cost), after them in KUBE-SERVICES',
-    statistic: 'median over runs of connections/s, p50 and p99 per run; runs interleave the targets',
+    statistic:
+      'median over runs of connections/s, p50 and p99 per run; runs interleave the targets. Ratio to direct: the median over runs r of (the target\'s conn/s in run r) / (conn/s straight to the backend with ebpf installed, in run r), so each ratio compares runs seconds apart (this VM drifts by more than the program costs); its min-max is the spread of those per-run ratios',
   });
   const measured: Measured[] = [];
   const bed = await createServiceLab();
@@ -127,7 +131,8 @@ async function checkKubeServicesOrder(bed: ServiceLab, services: number, targets
 
 function report(result: BenchResult, sizes: number[], measured: Measured[]): void {
   const directOf = (services: number) => measured.find((m) => m.services === services && m.mode === 'ebpf' && m.target.index === undefined)!;
-  const ratioOf = (m: Measured) => m.connectionsPerSecond / directOf(m.services).connectionsPerSecond;
+  const runRatios = (m: Measured) => m.perRun.map((c, r) => c / directOf(m.services).perRun[r]!);
+  const ratioOf = (m: Measured) => spread(runRatios(m)).median;
   result.rows = measured.map((m): Row => ({
     services: m.services,
     installed: m.mode,
@@ -136,6 +141,7 @@ function report(result: BenchResult, sizes: number[], measured: Measured[]): voi
     'p50 µs': m.p50Us,
     'p99 µs': m.p99Us,
     'ratio to direct': +ratioOf(m).toFixed(3),
+    'ratio min-max': `${spread(runRatios(m)).min.toFixed(3)}-${spread(runRatios(m)).max.toFixed(3)}`,
   }));
 
   // N = 1 has one Service, both first and last: it is a point of both lines.
