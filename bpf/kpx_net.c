@@ -88,23 +88,32 @@ static __always_inline int kpx_skb_rewrite(struct __sk_buff *skb, const struct k
 }
 
 /* Sends a rewritten skb on towards its new destination, as a router would
- * (the rewrite decremented the TTL): next hop from the FIB, L2 from the
- * neighbour table. */
-static __always_inline int kpx_skb_forward(struct __sk_buff *skb, const struct kpx_ct *out)
+ * (the rewrite decremented the TTL): next hop from the FIB, or from the
+ * flow's entry when it holds one; L2 from the neighbour table. */
+static __always_inline int kpx_skb_forward(struct __sk_buff *skb, struct kpx_ct *out, struct kpx_ct *tracked)
 {
-	struct bpf_fib_lookup fib = {
-		.family = KPX_AF_INET,
-		.ipv4_src = out->saddr,
-		.ipv4_dst = out->daddr,
-		.ifindex = skb->ingress_ifindex,
-	};
-	struct bpf_redir_neigh nh = {};
+	if (out->fib == KPX_FIB_NONE) {
+		struct bpf_fib_lookup fib = {
+			.family = KPX_AF_INET,
+			.ipv4_src = out->saddr,
+			.ipv4_dst = out->daddr,
+			.ifindex = skb->ingress_ifindex,
+		};
 
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
-		return TC_ACT_SHOT;
-	nh.nh_family = fib.family;
-	nh.ipv4_nh = fib.ipv4_dst;
-	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+		if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+			return TC_ACT_SHOT;
+		out->fib_ifindex = fib.ifindex;
+		out->fib_nexthop = fib.ipv4_dst;
+		if (tracked)
+			kpx_ct_keep_fib(tracked, out, KPX_FIB_NEXTHOP);
+	}
+
+	struct bpf_redir_neigh nh = {
+		.nh_family = KPX_AF_INET,
+		.ipv4_nh = out->fib_nexthop,
+	};
+
+	return bpf_redirect_neigh(out->fib_ifindex, &nh, sizeof(nh), 0);
 }
 
 /* Headers past the linear part of an skb are out of direct reach. */
@@ -129,10 +138,11 @@ int kpx_tc_ingress(struct __sk_buff *skb)
 {
 	struct kpx_pkt p;
 	struct kpx_ct out;
+	struct kpx_ct *tracked;
 
 	if (kpx_skb_parse(skb, &p) < 0)
 		return TC_ACT_OK;
-	switch (kpx_nat_ingress(skb, skb->ingress_ifindex, &p, &out)) {
+	switch (kpx_nat_ingress(skb, skb->ingress_ifindex, &p, &out, &tracked)) {
 	case KPX_PASS:
 		return TC_ACT_OK;
 	case KPX_DROP:
@@ -151,7 +161,7 @@ int kpx_tc_ingress(struct __sk_buff *skb)
 	}
 	if (kpx_skb_rewrite(skb, &p, &out, p.ttl - 1) < 0)
 		return kpx_tc_drop();
-	int verdict = kpx_skb_forward(skb, &out);
+	int verdict = kpx_skb_forward(skb, &out, tracked);
 
 	return verdict == TC_ACT_SHOT ? kpx_tc_drop() : verdict;
 }
@@ -197,10 +207,11 @@ int kpx_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct kpx_pkt p;
 	struct kpx_ct out;
+	struct kpx_ct *tracked;
 
 	if (kpx_parse(data, data_end, &p) < 0)
 		return XDP_PASS;
-	switch (kpx_nat_ingress(ctx, ctx->ingress_ifindex, &p, &out)) {
+	switch (kpx_nat_ingress(ctx, ctx->ingress_ifindex, &p, &out, &tracked)) {
 	case KPX_PASS:
 		return XDP_PASS;
 	case KPX_DROP:
@@ -215,15 +226,23 @@ int kpx_xdp(struct xdp_md *ctx)
 	if (!(out.flags & KPX_CT_REDIRECT) || p.ttl <= 1)
 		return XDP_PASS;
 
-	struct bpf_fib_lookup fib = {
-		.family = KPX_AF_INET,
-		.ipv4_src = out.saddr,
-		.ipv4_dst = out.daddr,
-		.ifindex = ctx->ingress_ifindex,
-	};
+	if (out.fib != KPX_FIB_L2) {
+		struct bpf_fib_lookup fib = {
+			.family = KPX_AF_INET,
+			.ipv4_src = out.saddr,
+			.ipv4_dst = out.daddr,
+			.ifindex = ctx->ingress_ifindex,
+		};
 
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-		return XDP_PASS;
+		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+			return XDP_PASS;
+		out.fib_ifindex = fib.ifindex;
+		out.fib_nexthop = fib.ipv4_dst;
+		__builtin_memcpy(out.fib_dmac, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(out.fib_smac, fib.smac, ETH_ALEN);
+		if (tracked)
+			kpx_ct_keep_fib(tracked, &out, KPX_FIB_L2);
+	}
 
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
@@ -266,11 +285,11 @@ int kpx_xdp(struct xdp_md *ctx)
 	ip->daddr = out.daddr;
 	ip->check = ip_check;
 
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	if (fib.ifindex == ctx->ingress_ifindex)
+	__builtin_memcpy(eth->h_dest, out.fib_dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, out.fib_smac, ETH_ALEN);
+	if (out.fib_ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
-	return bpf_redirect(fib.ifindex, 0);
+	return bpf_redirect(out.fib_ifindex, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -17,7 +17,7 @@
  */
 import { closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { CT_FLAGS, IPPROTO, backendValue, ctKey, ctValue, u32Key, type CtKey, type CtValue } from '../../src/contract/codecs.js';
+import { CT_FIB, CT_FLAGS, IPPROTO, backendValue, ctKey, ctValue, u32Key, type CtKey, type CtValue } from '../../src/contract/codecs.js';
 import { readPinnedTables } from '../../src/datapath/ebpf.js';
 import * as bpf from '../../src/datapath/libbpf.js';
 import { possibleCpus, readStats, type Stats } from '../../src/datapath/stats.js';
@@ -233,6 +233,12 @@ class Worker {
       backend_id: backendId,
       last_seen_ns: process.hrtime.bigint(), // CLOCK_MONOTONIC, the clock of bpf_ktime_get_coarse_ns() (at a tick's precision)
       flags,
+      // No FIB result: the first packet looks it up and keeps it, as a flow's second packet does.
+      fib: CT_FIB.none,
+      fib_ifindex: 0,
+      fib_nexthop: '0.0.0.0',
+      fib_dmac: '00:00:00:00:00:00',
+      fib_smac: '00:00:00:00:00:00',
     };
     bpf.mapUpdate(this.ct, ctKey.encode(toKey(key, proto)), ctValue.encode(value));
   }

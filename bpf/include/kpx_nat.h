@@ -70,8 +70,10 @@ static __always_inline struct kpx_ct_key kpx_ct_reverse(const struct kpx_ct *out
 
 static __always_inline void kpx_ct_touch(struct kpx_ct *ct, const struct kpx_pkt *p, __u64 now)
 {
-	if ((__s64)(now - ct->last_seen_ns) > (__s64)KPX_CT_REFRESH)
+	if ((__s64)(now - ct->last_seen_ns) > (__s64)KPX_CT_REFRESH) {
 		ct->last_seen_ns = now;
+		ct->fib = KPX_FIB_NONE; /* this packet looks the route up again */
+	}
 	if (!(p->tcp_flags & (KPX_TCP_FIN | KPX_TCP_RST)) || (ct->flags & KPX_CT_CLOSING))
 		return;
 	/* Either side closing ends the flow: both entries get the short timeout. */
@@ -81,6 +83,19 @@ static __always_inline void kpx_ct_touch(struct kpx_ct *ct, const struct kpx_pkt
 	ct->flags |= KPX_CT_CLOSING;
 	if (other)
 		other->flags |= KPX_CT_CLOSING;
+}
+
+/* Keeps the FIB result in `from` (the caller's copy of the entry) in the
+ * flow's entry. The state goes last: it vouches for the members before it. */
+static __always_inline void kpx_ct_keep_fib(struct kpx_ct *ct, const struct kpx_ct *from, __u8 state)
+{
+	ct->fib_ifindex = from->fib_ifindex;
+	ct->fib_nexthop = from->fib_nexthop;
+	if (state == KPX_FIB_L2) {
+		__builtin_memcpy(ct->fib_dmac, from->fib_dmac, sizeof(ct->fib_dmac));
+		__builtin_memcpy(ct->fib_smac, from->fib_smac, sizeof(ct->fib_smac));
+	}
+	ct->fib = state;
 }
 
 /* A forward entry is only as good as its backend: one that left every
@@ -139,10 +154,11 @@ static __always_inline int kpx_claim_snat_port(struct kpx_ct *fwd, const struct 
  * or start one if it is addressed to a NodePort, externalIP or LoadBalancer
  * IP. A local backend gets the packet with the client's address (DNAT); a
  * remote one gets it from this node's address (DNAT + SNAT) so that the
- * replies come back here to be translated.
+ * replies come back here to be translated. `tracked` is the flow's entry
+ * when the packet followed one (where a FIB result is kept), else NULL.
  */
 static __always_inline enum kpx_verdict
-kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct *out)
+kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct *out, struct kpx_ct **tracked)
 {
 	const struct kpx_ct_key *t = &p->tuple;
 	/* Timeouts are seconds: the tick-granular clock is plenty, and cheaper. */
@@ -150,6 +166,7 @@ kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct
 	struct kpx_ct *ct;
 	bool stale = false;
 
+	*tracked = NULL;
 	ct = bpf_map_lookup_elem(&kpx_ct, t);
 	if (ct) {
 		bool new_syn = (p->tcp_flags & (KPX_TCP_SYN | KPX_TCP_ACK)) == KPX_TCP_SYN && (ct->flags & KPX_CT_CLOSING);
@@ -159,12 +176,14 @@ kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct
 				return KPX_PASS; /* a local backend's reply; egress handles it */
 			kpx_ct_touch(ct, p, now);
 			*out = *ct;
+			*tracked = ct;
 			kpx_count(KPX_STAT_REPLY);
 			return KPX_TRANSLATE;
 		}
 		if (!new_syn && !kpx_ct_expired(ct, t->proto, now) && !kpx_ct_backend_gone(ct)) {
 			kpx_ct_touch(ct, p, now);
 			*out = *ct;
+			*tracked = ct;
 			kpx_count(KPX_STAT_FORWARD);
 			return KPX_TRANSLATE;
 		}

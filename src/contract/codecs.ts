@@ -8,7 +8,7 @@
 import { endianness } from 'node:os';
 import { parseIPv4 } from '../model/cluster-ip.js';
 
-type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'chars';
+type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'mac' | 'chars';
 
 interface FieldSpec {
   /** The C member name, as BTF spells it. */
@@ -32,6 +32,7 @@ const SCALAR_SIZE: Record<Exclude<FieldKind, 'chars'>, number> = {
   u64: 8,
   be16: 2,
   ipv4: 4,
+  mac: 6,
 };
 
 const LITTLE = endianness() === 'LE';
@@ -45,6 +46,16 @@ export function ipv4ToBytes(address: string, out: Buffer, offset: number): void 
 /** A host-order __u32 of map memory. */
 export function readHostU32(buf: Buffer, offset: number): number {
   return LITTLE ? buf.readUInt32LE(offset) : buf.readUInt32BE(offset);
+}
+
+/** An Ethernet address, "aa:bb:cc:dd:ee:ff". */
+export function macToBytes(mac: string, out: Buffer, offset: number): void {
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)) throw new Error(`not an Ethernet address: ${mac}`);
+  mac.split(':').forEach((hex, i) => (out[offset + i] = parseInt(hex, 16)));
+}
+
+export function bytesToMac(buf: Buffer, offset: number): string {
+  return [...buf.subarray(offset, offset + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
 export function bytesToIpv4(buf: Buffer, offset: number): string {
@@ -87,12 +98,14 @@ function compileEncoder(cName: string, specs: readonly (FieldSpec & { size: numb
           return `buf.writeUInt16BE(${x}, ${at});`;
         case 'ipv4':
           return `ipv4ToBytes(${x}, buf, ${at});`;
+        case 'mac':
+          return `macToBytes(${x}, buf, ${at});`;
         case 'chars':
           return `writeChars(${x}, buf, ${at}, ${f.size}, ${JSON.stringify(`${cName}.${f.c}`)});`;
       }
     });
-  const make = new Function('ipv4ToBytes', 'writeChars', `return function encode(value, buf, base) {\n${lines.join('\n')}\n};`);
-  return make(ipv4ToBytes, writeChars) as Encoder;
+  const make = new Function('ipv4ToBytes', 'macToBytes', 'writeChars', `return function encode(value, buf, base) {\n${lines.join('\n')}\n};`);
+  return make(ipv4ToBytes, macToBytes, writeChars) as Encoder;
 }
 
 /**
@@ -151,6 +164,9 @@ export class StructCodec<T extends object> {
         case 'ipv4':
           out[f.c] = bytesToIpv4(buf, at);
           break;
+        case 'mac':
+          out[f.c] = bytesToMac(buf, at);
+          break;
         case 'chars': {
           const raw = buf.subarray(at, at + f.size);
           const nul = raw.indexOf(0);
@@ -172,6 +188,8 @@ export const PORT_NAME_LEN = 16;
 export const IPPROTO = { TCP: 6, UDP: 17 } as const;
 export const BACKEND_FLAGS = { local: 1 } as const;
 export const CT_FLAGS = { reply: 1, redirect: 2, closing: 4 } as const;
+/** KPX_FIB_*: how much of a flow's last FIB result its kpx_ct entry holds. */
+export const CT_FIB = { none: 0, nexthop: 1, l2: 2 } as const;
 /** kpx_node_addrs holds this value for every listed address. */
 export const NODE_ADDR_PRESENT = 1;
 /** enum kpx_stat: the kpx_stats slot of each path a packet takes through the tc/XDP programs. */
@@ -249,6 +267,11 @@ export interface CtValue {
   backend_id: number;
   last_seen_ns: bigint;
   flags: number;
+  fib: number;
+  fib_ifindex: number;
+  fib_nexthop: string;
+  fib_dmac: string;
+  fib_smac: string;
 }
 
 export const frontendKey = new StructCodec<FrontendKey>('kpx_frontend_key', 8, [
@@ -328,7 +351,7 @@ export const ctKey = new StructCodec<CtKey>('kpx_ct_key', 16, [
   { c: 'pad', kind: 'chars', offset: 13, size: 3 },
 ]);
 
-export const ctValue = new StructCodec<CtValue>('kpx_ct', 32, [
+export const ctValue = new StructCodec<CtValue>('kpx_ct', 48, [
   { c: 'saddr', kind: 'ipv4', offset: 0 },
   { c: 'daddr', kind: 'ipv4', offset: 4 },
   { c: 'sport', kind: 'be16', offset: 8 },
@@ -336,7 +359,12 @@ export const ctValue = new StructCodec<CtValue>('kpx_ct', 32, [
   { c: 'backend_id', kind: 'u32', offset: 12 },
   { c: 'last_seen_ns', kind: 'u64', offset: 16 },
   { c: 'flags', kind: 'u8', offset: 24 },
-  { c: 'pad', kind: 'chars', offset: 25, size: 7 },
+  { c: 'fib', kind: 'u8', offset: 25 },
+  { c: 'pad', kind: 'chars', offset: 26, size: 2 },
+  { c: 'fib_ifindex', kind: 'u32', offset: 28 },
+  { c: 'fib_nexthop', kind: 'ipv4', offset: 32 },
+  { c: 'fib_dmac', kind: 'mac', offset: 36 },
+  { c: 'fib_smac', kind: 'mac', offset: 42 },
 ]);
 
 /** Every struct of the contract, for the BTF test. */

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { release } from 'node:os';
 import { after, before, describe, test } from 'node:test';
-import { CT_FLAGS, IPPROTO, backendValue, u32Key, type CtKey, type CtValue, type StatName } from '../../src/contract/codecs.js';
+import { CT_FIB, CT_FLAGS, IPPROTO, backendValue, u32Key, type CtKey, type CtValue, type StatName } from '../../src/contract/codecs.js';
 import type { Stats } from '../../src/datapath/stats.js';
 import type { ObjectSnapshot } from '../../src/k8s/types.js';
 import { buildModel } from '../../src/model/build.js';
@@ -231,11 +231,13 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
     assert.ok(port >= SNAT_PORT_MIN && port <= 65535, `SNAT port ${port} in [${SNAT_PORT_MIN}, 65535]`);
   }
 
-  /** A kpx_ct entry without its timestamp, which only has to be set. */
-  function ctEntry(key: Omit<CtKey, 'proto'>, proto: number = IPPROTO.TCP): Omit<CtValue, 'last_seen_ns'> | undefined {
+  type CtFlow = Omit<CtValue, 'last_seen_ns' | 'fib' | 'fib_ifindex' | 'fib_nexthop' | 'fib_dmac' | 'fib_smac'>;
+
+  /** A kpx_ct entry without its timestamp, which only has to be set, and its kept FIB result (a test of its own). */
+  function ctEntry(key: Omit<CtKey, 'proto'>, proto: number = IPPROTO.TCP): CtFlow | undefined {
     const entry = bed.ct({ ...key, proto });
     if (!entry) return undefined;
-    const { last_seen_ns, ...rest } = entry;
+    const { last_seen_ns, fib: _fib, fib_ifindex: _ifindex, fib_nexthop: _nexthop, fib_dmac: _dmac, fib_smac: _smac, ...rest } = entry;
     assert.ok(last_seen_ns > 0n, 'last_seen_ns is set');
     return rest;
   }
@@ -368,6 +370,28 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
       }
     });
 
+    test('a tracked flow keeps its next hop from its second packet on, and looks it up again when its entry is refreshed', remote, () => {
+      const key = { saddr: CLIENT.ip, daddr: NODE_ETH0.ip, sport: 40004, dport: API.nodePort, proto: IPPROTO.TCP };
+      const packet = (seq: number) => tcpFrame(fromClient({ sport: 40004, dst: NODE_ETH0.ip, dport: API.nodePort, flags: seq ? ['ack'] : ['syn'], seq }));
+      run('kpx_tc_ingress', packet(0), 'eth0', TC_ACT.REDIRECT);
+      assert.equal(bed.ct(key)!.fib, CT_FIB.none, 'a new flow keeps nothing: its entry was written before the lookup');
+
+      run('kpx_tc_ingress', packet(1001), 'eth0', TC_ACT.REDIRECT);
+      const kept = bed.ct(key)!;
+      assert.deepEqual([kept.fib, kept.fib_ifindex, kept.fib_nexthop], [CT_FIB.nexthop, bed.ifindex('eth0'), NODE_B.ip], 'the next hop towards API.pod');
+
+      // A next hop no lookup gives: it stays, so packets follow the entry rather than the FIB.
+      bed.setCt(key, { ...kept, fib_nexthop: '172.18.0.99' });
+      run('kpx_tc_ingress', packet(1002), 'eth0', TC_ACT.REDIRECT);
+      assert.equal(bed.ct(key)!.fib_nexthop, '172.18.0.99');
+
+      // Two seconds idle: the packet refreshes the entry and looks the route up again.
+      bed.setCt(key, { ...bed.ct(key)!, last_seen_ns: process.hrtime.bigint() - 2_000_000_000n });
+      run('kpx_tc_ingress', packet(1003), 'eth0', TC_ACT.REDIRECT);
+      const again = bed.ct(key)!;
+      assert.deepEqual([again.fib, again.fib_nexthop], [CT_FIB.nexthop, NODE_B.ip]);
+    });
+
     test('a packet with IPv4 options is rewritten around them (header and ports stored apart)', remote, () => {
       const syn = fromClient({ sport: 40004, dst: NODE_ETH0.ip, dport: API.nodePort, payload: PAYLOAD });
       const input = withIpOptions(tcpFrame(syn));
@@ -462,6 +486,31 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
         reply,
         tcpFrame({ ...synAck, ethSrc: NODE_ETH0.mac, ethDst: CLIENT.mac, src: NODE_ETH0.ip, sport: API.nodePort, dst: CLIENT.ip, dport: 40040, ttl: 62 }),
       );
+    });
+
+    test('a tracked flow keeps its next hop and Ethernet addresses from its second packet on, until its entry is refreshed', remote, () => {
+      const key = { saddr: CLIENT.ip, daddr: NODE_ETH0.ip, sport: 40046, dport: API.nodePort, proto: IPPROTO.TCP };
+      const spec = (seq: number) => fromClient({ sport: 40046, dst: NODE_ETH0.ip, dport: API.nodePort, flags: seq ? ['ack'] : ['syn'], seq });
+      const ethDstOut = (seq: number) => parseFrame(run('kpx_xdp', tcpFrame(spec(seq)), 'eth0', XDP_ACT.TX)).ethDst;
+      assert.equal(ethDstOut(0), NODE_B.mac);
+      assert.equal(bed.ct(key)!.fib, CT_FIB.none, 'a new flow keeps nothing: its entry was written before the lookup');
+
+      assert.equal(ethDstOut(1001), NODE_B.mac);
+      const kept = bed.ct(key)!;
+      assert.deepEqual(
+        [kept.fib, kept.fib_ifindex, kept.fib_nexthop, kept.fib_dmac, kept.fib_smac],
+        [CT_FIB.l2, bed.ifindex('eth0'), NODE_B.ip, NODE_B.mac, NODE_ETH0.mac],
+      );
+
+      // A MAC no neighbour has: the frame carries it, so the entry and not the FIB decided.
+      const bogus = '02:6b:70:00:00:99';
+      bed.setCt(key, { ...kept, fib_dmac: bogus });
+      assert.equal(ethDstOut(1002), bogus);
+
+      // Two seconds idle: the packet refreshes the entry and looks the route and neighbour up again.
+      bed.setCt(key, { ...bed.ct(key)!, last_seen_ns: process.hrtime.bigint() - 2_000_000_000n });
+      assert.equal(ethDstOut(1003), NODE_B.mac);
+      assert.equal(bed.ct(key)!.fib_dmac, NODE_B.mac);
     });
 
     test('remote backend behind another interface: XDP_REDIRECT, SNAT to that interface; the reply redirects back', remote, () => {

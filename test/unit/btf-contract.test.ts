@@ -16,6 +16,7 @@ import {
   CONTRACT_STRUCTS,
   socketFdKey,
   sockPeerValue,
+  CT_FIB,
   CT_FLAGS,
   ctKey,
   ctValue,
@@ -245,7 +246,7 @@ test('header parsing finds the expected defines', () => {
   assert.equal(defines.has('KPX_TYPES_H'), false, 'the include guard is not a numeric define');
 });
 
-test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_FLAGS, NAME_LEN, PORT_NAME_LEN', () => {
+test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_FLAGS, CT_FIB, NAME_LEN, PORT_NAME_LEN', () => {
   const defines = headerDefines();
   const groups: Array<[string, Record<string, number>]> = [
     ['KPX_KIND_', KIND],
@@ -253,6 +254,7 @@ test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_
     ['KPX_SKIP_', SKIP],
     ['KPX_BACKEND_', BACKEND_FLAGS],
     ['KPX_CT_', CT_FLAGS],
+    ['KPX_FIB_', CT_FIB],
   ];
   const checked = new Set<string>();
   for (const [prefix, table] of groups) {

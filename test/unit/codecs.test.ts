@@ -4,6 +4,7 @@ import { endianness } from 'node:os';
 import {
   BACKEND_FLAGS,
   CONTRACT_STRUCTS,
+  CT_FIB,
   CT_FLAGS,
   IPPROTO,
   KIND,
@@ -84,7 +85,13 @@ test('every codec round-trips', () => {
     backend_id: 7,
     last_seen_ns: 0x0102030405060708n,
     flags: CT_FLAGS.reply | CT_FLAGS.closing,
+    fib: CT_FIB.l2,
+    fib_ifindex: 7,
+    fib_nexthop: '172.18.0.1',
+    fib_dmac: '02:00:ac:12:00:01',
+    fib_smac: 'fe:ff:ff:ff:ff:0a',
   });
+  assert.throws(() => ctValue.encode({ ...ctValue.decode(Buffer.alloc(ctValue.size)), fib_dmac: '02:00:ac:12:00' }), /not an Ethernet address/);
 });
 
 test('CONTRACT_STRUCTS lists every struct codec once', () => {
