@@ -74,6 +74,8 @@ export class EbpfDatapath implements Datapath {
    */
   private kernelTables: PackedTables | undefined;
   private compiler: Compiler | undefined;
+  /** The links this agent holds, once its first sync has landed. */
+  private readonly linkFds: number[] = [];
   /** The model update the compiler holds. */
   private compiledSequence = -1;
 
@@ -83,9 +85,8 @@ export class EbpfDatapath implements Datapath {
     private readonly capacity: Record<TableName, number>,
     /** Tables kept in arrays indexed by ID: a delete writes zeros, and an ID must be below the size. */
     private readonly arrays: ReadonlySet<TableName>,
-    private readonly linkFds: number[],
-    /** Links still to attach or adopt: after the first sync when maps were replaced. */
-    private pendingLinks: (() => number[]) | undefined,
+    /** Links to attach or adopt once the first sync has landed. */
+    private pendingLinks: (() => TakenOver) | undefined,
     /** The maps set aside for replacement, held open until the new programs take over. */
     private readonly setAside: SetAsidePin[],
     /** Kernel-wide program IDs by program name. */
@@ -99,7 +100,6 @@ export class EbpfDatapath implements Datapath {
     mkdirSync(opts.bpffs, { recursive: true });
     const objects: bpf.BpfObjectPtr[] = [];
     const linkFds: number[] = [];
-    const madeLinkPins: string[] = [];
     const madeMapPins: string[] = [];
     const setAside: SetAsidePin[] = [];
     try {
@@ -121,29 +121,26 @@ export class EbpfDatapath implements Datapath {
         for (const name of file === 'kpx_sock.o' ? SOCK_PROGRAMS : NET_PROGRAMS) programs.set(name, bpf.findProgram(obj, name));
       }
       const wanted = linkSpecs(opts, programs);
-      const attach = (made: string[]) => {
-        for (const spec of wanted) {
-          const pin = attachOrAdopt(spec, bpf.programFd(programs.get(spec.program)), opts.log, linkFds);
-          if (pin) made.push(pin);
+      // Called once the first sync has landed (takeOverLinks): until then
+      // whatever programs hold the links keep serving, from the pinned maps,
+      // or from the old ones if a map was replaced, so an agent that dies
+      // before its maps are filled never leaves programs on half-filled maps.
+      const attachAfterFirstSync = (): TakenOver => {
+        const made: string[] = [];
+        try {
+          for (const spec of wanted) {
+            const pin = attachOrAdopt(spec, bpf.programFd(programs.get(spec.program)), opts.log, linkFds);
+            if (pin) made.push(pin);
+          }
+          const removed = sweepLinkPins(opts.bpffs, new Set(wanted.map((l) => l.pin)));
+          return { linkFds: linkFds.splice(0), newLinks: made.length, removedLinks: removed };
+        } catch (err) {
+          // Links this attempt created go with their pins and fds (an unpinned link is released with its last fd).
+          for (const pin of made) unlinkQuiet(pin);
+          for (const fd of linkFds.splice(0)) closeSync(fd);
+          throw err;
         }
-        return sweepLinkPins(opts.bpffs, new Set(wanted.map((l) => l.pin)));
       };
-      const swept = setAside.length === 0 ? attach(madeLinkPins) : [];
-      const attachLater =
-        setAside.length === 0
-          ? undefined
-          : () => {
-              const made: string[] = [];
-              try {
-                attach(made);
-              } catch (err) {
-                // Links this attempt created go with their pins and fds (an unpinned link is released with its last fd).
-                for (const pin of made) unlinkQuiet(pin);
-                for (const fd of linkFds.splice(0)) closeSync(fd);
-                throw err;
-              }
-              return linkFds.splice(0);
-            };
       const mapFds = {} as Record<TableName, number>;
       const capacity = {} as Record<TableName, number>;
       const arrays = new Set<TableName>();
@@ -154,7 +151,7 @@ export class EbpfDatapath implements Datapath {
         if (shape.type === MAP_TYPE.array) arrays.add(table);
       }
       const programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
-      const dp = new EbpfDatapath(objects, mapFds, capacity, arrays, setAside.length === 0 ? linkFds : [], attachLater, setAside, programIds, opts.log);
+      const dp = new EbpfDatapath(objects, mapFds, capacity, arrays, attachAfterFirstSync, setAside, programIds, opts.log);
       opts.log.info(
         {
           bpffs: opts.bpffs,
@@ -163,18 +160,15 @@ export class EbpfDatapath implements Datapath {
           xdp: opts.xdp ?? false,
           adopted,
           entries: countEntries(dp.kernelTables!),
-          newLinks: madeLinkPins.length,
-          removedLinks: swept,
           replacedMaps: setAside.map((s) => s.name),
         },
         adopted ? 'ebpf datapath adopted pinned maps' : 'ebpf datapath loaded',
       );
       return dp;
     } catch (err) {
-      // Undo only what this call made: the links and map pins it created, and the pins it set aside.
-      for (const pin of [...madeLinkPins, ...madeMapPins]) unlinkQuiet(pin);
+      // Undo only what this call made: the map pins it created, and the pins it set aside.
+      for (const pin of madeMapPins) unlinkQuiet(pin);
       restoreSetAside(setAside, opts.log);
-      for (const fd of linkFds) closeSync(fd);
       for (const obj of objects) bpf.closeObject(obj);
       throw err;
     }
@@ -259,11 +253,13 @@ export class EbpfDatapath implements Datapath {
   }
 
   /** The new programs take over the links now that their maps hold the model; the old maps go with the old programs. */
-  private takeOverLinks(attach: () => number[]): void {
-    this.linkFds.push(...attach());
+  private takeOverLinks(attach: () => TakenOver): void {
+    const { linkFds, newLinks, removedLinks } = attach();
+    this.linkFds.push(...linkFds);
     this.pendingLinks = undefined;
+    const replacedMaps = this.setAside.map((s) => s.name);
     for (const { fd } of this.setAside.splice(0)) closeSync(fd);
-    this.log.info({}, 'programs with the new maps took over the links');
+    this.log.info({ newLinks, removedLinks, replacedMaps }, 'the first sync landed: this agent\'s programs took over the links');
   }
 
   close(): void {
@@ -369,6 +365,13 @@ function attachOrAdopt(spec: LinkSpec, progFd: number, log: Logger, linkFds: num
   } finally {
     if (targetFd !== undefined) closeSync(targetFd);
   }
+}
+
+/** What the first sync's link takeover did: the links it holds, how many it made, and the stale link pins it removed. */
+interface TakenOver {
+  linkFds: number[];
+  newLinks: number;
+  removedLinks: string[];
 }
 
 /** A pinned map this build cannot reuse, unpinned and held open until the new programs take over. */

@@ -4,9 +4,9 @@
  * each) lands whole, reads back byte for byte, and a restarted datapath
  * that adopts the pinned maps finds nothing to write. A pinned map of
  * another shape (an older build's struct, another --map-sizes) is replaced,
- * with the other control-plane tables, and the new programs take over the
- * links only once the first sync has filled them. The programs are loaded into the lab's own bpffs and attached
- * to the lab's cgroup only.
+ * with the other control-plane tables. A datapath's programs take over the
+ * links only once its first sync has landed. The programs are loaded into
+ * the lab's own bpffs and attached to the lab's cgroup only.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { compile } from '../../src/compile/compile.js';
 import { EbpfDatapath, linkPinPath, readPinnedTables, removePins, TableFullError } from '../../src/datapath/ebpf.js';
-import { mapDelete, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
+import { linkInfo, mapDelete, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
 import { backendValue, frontendKey, frontendValue, slotKey, u32Key } from '../../src/contract/codecs.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
 import { createLab, type Lab } from '../../src/lab/lab.js';
@@ -137,6 +137,43 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
         );
       } finally {
         resized.close();
+      }
+    } finally {
+      removePins(bpffs, lab.cgroupPath);
+    }
+  });
+
+  test('programs take over the links only when the first sync lands: until then the previous ones keep serving', () => {
+    const bpffs = `${lab.bpffsPath}/takeover`;
+    const pin = linkPinPath(bpffs, 'kpx_connect4');
+    const programOnLink = () => {
+      const fd = objGet(pin);
+      try {
+        return linkInfo(fd).progId;
+      } finally {
+        closeSync(fd);
+      }
+    };
+    const small: Model = { ...model(0), servicePorts: model(0).servicePorts.slice(0, 10) };
+    try {
+      const first = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
+      const firstProgram = first.programId('kpx_connect4');
+      try {
+        assert.equal(existsSync(pin), false, 'nothing attached before the maps are filled');
+        first.sync(wholeModel(small));
+        assert.equal(programOnLink(), firstProgram);
+      } finally {
+        first.close();
+      }
+      // The restart of an agent (or one killed mid-upgrade): its programs are loaded, the maps may not be filled yet.
+      const restarted = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
+      try {
+        assert.notEqual(restarted.programId('kpx_connect4'), firstProgram);
+        assert.equal(programOnLink(), firstProgram, 'the previous program serves until the first sync lands');
+        restarted.sync(wholeModel(small));
+        assert.equal(programOnLink(), restarted.programId('kpx_connect4'));
+      } finally {
+        restarted.close();
       }
     } finally {
       removePins(bpffs, lab.cgroupPath);
