@@ -108,12 +108,15 @@ static __always_inline bool kpx_ct_backend_gone(const struct kpx_ct *ct)
 	return !be || be->addr != ct->daddr || be->port != ct->dport;
 }
 
-/* The address this node sends from towards dst. */
-static __always_inline int kpx_source_for(void *ctx, __u32 ifindex, __be32 dst, __be32 *src)
+/* Routes a new flow's first packet towards fwd->daddr: the address this
+ * node sends from becomes fwd->saddr, and the next hop is kept in fwd (the
+ * flow's entry is written with it, so no packet of the flow looks it up
+ * again until the entry is refreshed). */
+static __always_inline int kpx_route_new_flow(void *ctx, __u32 ifindex, struct kpx_ct *fwd)
 {
 	struct bpf_fib_lookup fib = {
 		.family = KPX_AF_INET,
-		.ipv4_dst = dst,
+		.ipv4_dst = fwd->daddr,
 		.ifindex = ifindex,
 	};
 	long ret;
@@ -121,7 +124,10 @@ static __always_inline int kpx_source_for(void *ctx, __u32 ifindex, __be32 dst, 
 	ret = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
-	*src = fib.ipv4_src;
+	fwd->saddr = fib.ipv4_src;
+	fwd->fib_ifindex = fib.ifindex;
+	fwd->fib_nexthop = fib.ipv4_dst;
+	fwd->fib = KPX_FIB_NEXTHOP;
 	return 0;
 }
 
@@ -229,7 +235,7 @@ kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct
 
 		bpf_map_update_elem(&kpx_ct, &rkey, &reply, BPF_ANY);
 	} else {
-		if (kpx_source_for(ctx, ifindex, be->addr, &fwd.saddr) < 0)
+		if (kpx_route_new_flow(ctx, ifindex, &fwd) < 0)
 			return KPX_DROP;
 		fwd.flags = KPX_CT_REDIRECT;
 		reply.flags |= KPX_CT_REDIRECT;

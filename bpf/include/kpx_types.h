@@ -135,9 +135,11 @@ struct kpx_sock_peer {
 #define KPX_CT_CLOSING 4  /* a FIN or RST was seen: short timeout */
 
 /* kpx_ct.fib: how much of a redirected flow's last FIB result its entry
- * holds. An established flow then costs no FIB lookup per packet (about
- * half of its cost at tc and XDP); the result is dropped each time
- * last_seen_ns is refreshed, so a route or neighbour change reaches a
+ * holds (a forward entry is written with the next hop its first packet was
+ * routed by; XDP adds the Ethernet addresses, a reply entry gets its own
+ * from its first packet). An established flow then costs no FIB lookup per
+ * packet (about half of its cost at tc and XDP); the result is dropped each
+ * time last_seen_ns is refreshed, so a route or neighbour change reaches a
  * tracked flow within a second. */
 #define KPX_FIB_NONE 0	  /* nothing: look it up */
 #define KPX_FIB_NEXTHOP 1 /* fib_ifindex and fib_nexthop, as tc's bpf_redirect_neigh takes them */
