@@ -52,6 +52,16 @@ function bytes(tables: ReturnType<typeof readPinnedTables>): Record<string, stri
   );
 }
 
+/** Something read from a pinned object through a short-lived fd. */
+function readPinned<T>(pin: string, read: (fd: number) => T): T {
+  const fd = objGet(pin);
+  try {
+    return read(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 describe('ebpf tables in the kernel, larger than one read batch', { skip: missingKernelPrerequisite() }, () => {
   let lab: Lab;
   before(async () => {
@@ -92,14 +102,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
   test('a pinned map of another shape is replaced; the new programs attach once the first sync has filled it', () => {
     const bpffs = `${lab.bpffsPath}/upgrade`;
     const slotsPin = `${bpffs}/kpx_slots`;
-    const valueSize = () => {
-      const fd = objGet(slotsPin);
-      try {
-        return mapShape(fd).valueSize;
-      } finally {
-        closeSync(fd);
-      }
-    };
+    const valueSize = () => readPinned(slotsPin, (fd) => mapShape(fd).valueSize);
     const small = model(0).servicePorts.slice(0, 10);
     const smallModel: Model = { ...model(0), servicePorts: small };
     const first = EbpfDatapath.open({ bpffs, log });
@@ -128,9 +131,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       const resized = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, mapSizes: { kpx_slots: 2048 }, log });
       try {
         resized.sync(wholeModel(smallModel));
-        const fd = objGet(slotsPin);
-        assert.equal(mapShape(fd).maxEntries, 2048);
-        closeSync(fd);
+        assert.equal(readPinned(slotsPin, (fd) => mapShape(fd).maxEntries), 2048);
         assert.deepEqual(
           listServicePorts(readPinnedTables(bpffs)).map((l) => l.backends.length),
           small.map(() => 3),
@@ -146,14 +147,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
   test('programs take over the links only when the first sync lands: until then the previous ones keep serving', () => {
     const bpffs = `${lab.bpffsPath}/takeover`;
     const pin = linkPinPath(bpffs, 'kpx_connect4');
-    const programOnLink = () => {
-      const fd = objGet(pin);
-      try {
-        return linkInfo(fd).progId;
-      } finally {
-        closeSync(fd);
-      }
-    };
+    const programOnLink = () => readPinned(pin, (fd) => linkInfo(fd).progId);
     const small: Model = { ...model(0), servicePorts: model(0).servicePorts.slice(0, 10) };
     try {
       const first = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
