@@ -86,15 +86,21 @@ static __always_inline void kpx_ct_touch(struct kpx_ct *ct, const struct kpx_pkt
 }
 
 /* Keeps the FIB result in `from` (the caller's copy of the entry) in the
- * flow's entry. The state goes last: it vouches for the members before it. */
+ * flow's entry, unless the LRU gave that element to another flow since it
+ * was found. The state is stored last (a compiler barrier keeps it there);
+ * a reader on another CPU may still copy a half-written result during the
+ * rare rewrite, which costs that one packet. */
 static __always_inline void kpx_ct_keep_fib(struct kpx_ct *ct, const struct kpx_ct *from, __u8 state)
 {
+	if (ct->saddr != from->saddr || ct->daddr != from->daddr || ct->sport != from->sport || ct->dport != from->dport)
+		return;
 	ct->fib_ifindex = from->fib_ifindex;
 	ct->fib_nexthop = from->fib_nexthop;
 	if (state == KPX_FIB_L2) {
 		__builtin_memcpy(ct->fib_dmac, from->fib_dmac, sizeof(ct->fib_dmac));
 		__builtin_memcpy(ct->fib_smac, from->fib_smac, sizeof(ct->fib_smac));
 	}
+	asm volatile("" ::: "memory");
 	ct->fib = state;
 }
 
