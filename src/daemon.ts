@@ -47,7 +47,12 @@ export interface Agent {
   stop(): void;
 }
 
-export async function startAgent(config: AgentConfig, log: Logger): Promise<Agent> {
+/**
+ * Starts the agent. onFatal is called when it had to stop on its own (a
+ * failure no retry can mend), once its handles are released: the caller
+ * exits non-zero, as when the agent fails to start.
+ */
+export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err: Error) => void): Promise<Agent> {
   // A forced iptables mode needs no probe (it loads some 30 throwaway programs).
   const report = config.mode === 'iptables' ? { missing: [], checked: [] } : probeKernel({ override: config.probeOverride });
   const choice = chooseMode(config.mode, report);
@@ -100,6 +105,11 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
     { ...DEFAULT_SYNCER_OPTIONS, minSyncIntervalMs: config.minSyncIntervalMs },
     onApplied,
     collectAfterSync,
+    (err) => {
+      source.close();
+      datapath.close();
+      onFatal(err);
+    },
   );
   try {
     await source.start(() => syncer.request());

@@ -118,6 +118,7 @@ await yargs(hideBin(process.argv))
           mapSizes: parseMapSizes(argv['map-sizes']),
         },
         log,
+        () => process.exit(1),
       );
       const stop = (signal: string) => {
         log.info({ signal }, 'stopping; the dataplane stays in place');

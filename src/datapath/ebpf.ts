@@ -19,7 +19,7 @@ import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
 import { MAP_TYPE } from './probe.js';
-import type { Datapath, SyncResult } from './types.js';
+import { FatalDatapathError, type Datapath, type SyncResult } from './types.js';
 
 /** The committed objects, found relative to this module in src/ and in dist/. */
 export const BPF_DIR = fileURLToPath(new URL('../../' + (import.meta.url.includes('/dist/') ? '../' : '') + 'bpf/', import.meta.url));
@@ -52,6 +52,9 @@ export interface EbpfOptions {
 }
 
 export class TableFullError extends Error {}
+
+/** The first sync landed, but this agent's programs could not take over the links (the previous ones keep serving). */
+export class LinkTakeoverError extends FatalDatapathError {}
 
 /** What a pinned link must be attached to for a restarted agent to keep it. */
 type LinkTarget =
@@ -99,7 +102,6 @@ export class EbpfDatapath implements Datapath {
   static open(opts: EbpfOptions): EbpfDatapath {
     mkdirSync(opts.bpffs, { recursive: true });
     const objects: bpf.BpfObjectPtr[] = [];
-    const linkFds: number[] = [];
     const madeMapPins: string[] = [];
     const setAside: SetAsidePin[] = [];
     try {
@@ -126,19 +128,26 @@ export class EbpfDatapath implements Datapath {
       // or from the old ones if a map was replaced, so an agent that dies
       // before its maps are filled never leaves programs on half-filled maps.
       const attachAfterFirstSync = (): TakenOver => {
+        const linkFds: number[] = [];
         const made: string[] = [];
+        const swapped: SwappedLink[] = [];
         try {
           for (const spec of wanted) {
-            const pin = attachOrAdopt(spec, bpf.programFd(programs.get(spec.program)), opts.log, linkFds);
+            const pin = attachOrAdopt(spec, bpf.programFd(programs.get(spec.program)), opts.log, linkFds, swapped);
             if (pin) made.push(pin);
           }
           const removed = sweepLinkPins(opts.bpffs, new Set(wanted.map((l) => l.pin)));
-          return { linkFds: linkFds.splice(0), newLinks: made.length, removedLinks: removed };
+          return { linkFds, newLinks: made.length, removedLinks: removed };
         } catch (err) {
-          // Links this attempt created go with their pins and fds (an unpinned link is released with its last fd).
+          // Undo this attempt: links it created go with their pins and fds
+          // (an unpinned link is released with its last fd), links it swapped
+          // get their previous programs back.
           for (const pin of made) unlinkQuiet(pin);
-          for (const fd of linkFds.splice(0)) closeSync(fd);
+          for (const link of swapped) swapBack(link, opts.log);
+          for (const fd of linkFds) closeSync(fd);
           throw err;
+        } finally {
+          for (const { previousProgramFd } of swapped) closeSync(previousProgramFd);
         }
       };
       const mapFds = {} as Record<TableName, number>;
@@ -254,7 +263,13 @@ export class EbpfDatapath implements Datapath {
 
   /** The new programs take over the links now that their maps hold the model; the old maps go with the old programs. */
   private takeOverLinks(attach: () => TakenOver): void {
-    const { linkFds, newLinks, removedLinks } = attach();
+    let taken: TakenOver;
+    try {
+      taken = attach();
+    } catch (err) {
+      throw new LinkTakeoverError(`the first sync landed, but the programs could not take over the links: ${(err as Error).message}`, { cause: err });
+    }
+    const { linkFds, newLinks, removedLinks } = taken;
     this.linkFds.push(...linkFds);
     this.pendingLinks = undefined;
     const replacedMaps = this.setAside.map((s) => s.name);
@@ -337,15 +352,37 @@ function linkMatches(info: bpf.LinkInfo, target: LinkTarget): boolean {
 }
 
 /**
- * Attaches a program through a pinned link, or swaps it into the link a
- * previous agent pinned for the same target, so traffic never sees a gap.
- * Returns the pin it created.
+ * A pinned link whose program this agent swapped for its own, and an fd of
+ * the program it had: taken before the swap, as the link may have been that
+ * program's last holder. Kept until the takeover is done, to go back to if
+ * it fails.
  */
-function attachOrAdopt(spec: LinkSpec, progFd: number, log: Logger, linkFds: number[]): string | undefined {
+interface SwappedLink {
+  linkFd: number;
+  previousProgramFd: number;
+}
+
+function swapBack({ linkFd, previousProgramFd }: SwappedLink, log: Logger): void {
+  try {
+    bpf.linkUpdate(linkFd, previousProgramFd);
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'could not give a link its previous program back');
+  }
+}
+
+/**
+ * Attaches a program through a pinned link, or swaps it into the link a
+ * previous agent pinned for the same target (noted in swapped), so traffic
+ * never sees a gap. Returns the pin it created.
+ */
+function attachOrAdopt(spec: LinkSpec, progFd: number, log: Logger, linkFds: number[], swapped: SwappedLink[]): string | undefined {
   if (existsSync(spec.pin)) {
     const linkFd = bpf.objGet(spec.pin);
     linkFds.push(linkFd);
-    if (linkMatches(bpf.linkInfo(linkFd), spec.target)) {
+    const info = bpf.linkInfo(linkFd);
+    if (linkMatches(info, spec.target)) {
+      const previousProgramFd = bpf.programFdById(info.progId);
+      swapped.push({ linkFd, previousProgramFd });
       bpf.linkUpdate(linkFd, progFd);
       return undefined;
     }

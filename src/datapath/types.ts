@@ -8,13 +8,21 @@ export interface SyncResult {
   full: boolean;
 }
 
+/**
+ * A failure no retry can mend (e.g. the kernel refuses to attach a program
+ * to an interface): the agent stops, so that it shows as failing and a
+ * supervisor restarts it, as it would if it had failed to start.
+ */
+export class FatalDatapathError extends Error {}
+
 /** What the reconciler drives: one per mode, the only code that touches the kernel. */
 export interface Datapath {
   readonly mode: 'ebpf' | 'iptables';
   /**
    * Makes the kernel hold exactly what the model says: from the update's
    * delta when it follows what this datapath last applied, else from the
-   * whole model. Throws and keeps the last good state on failure.
+   * whole model. Throws and keeps the last good state on failure; a
+   * FatalDatapathError says retrying will not help.
    */
   sync(update: ModelUpdate): SyncResult;
   /** Forgets what it believes is applied and reads it back from the kernel (drift, partial failures). */

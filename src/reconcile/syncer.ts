@@ -5,7 +5,7 @@
  * repair drift.
  */
 import type { Logger } from 'pino';
-import type { Datapath } from '../datapath/types.js';
+import { FatalDatapathError, type Datapath } from '../datapath/types.js';
 import type { ModelUpdate, Rejected } from '../model/types.js';
 
 export interface SyncerOptions {
@@ -45,6 +45,8 @@ export class Syncer {
     private readonly onApplied: (appliedAtMs: number) => void = () => {},
     /** Called after every successful sync, saying whether it was a full one: the agent collects garbage there (src/heap.ts). */
     private readonly afterSync: (full: boolean) => void = () => {},
+    /** Called once, after the syncer has stopped, when the datapath says retrying cannot help (FatalDatapathError). */
+    private readonly onFatal: (err: Error) => void = () => {},
   ) {
     this.retryDelay = opts.retryMinMs;
   }
@@ -88,6 +90,12 @@ export class Syncer {
       this.log[level]({ ...result, servicePorts: update.servicePortCount, ms: +ms.toFixed(3) }, 'synced');
       this.afterSync(result.full);
     } catch (err) {
+      if (err instanceof FatalDatapathError) {
+        this.log.fatal({ err: err.message }, 'the datapath cannot go on; stopping');
+        this.stop();
+        this.onFatal(err);
+        return;
+      }
       this.log.error({ err: (err as Error).message, retryInMs: this.retryDelay }, 'sync failed; the previous state stays in place');
       if (!this.stopped) this.scheduled = setTimeout(() => this.run(), this.retryDelay);
       this.retryDelay = Math.min(this.retryDelay * 2, this.opts.retryMaxMs);

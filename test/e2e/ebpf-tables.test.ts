@@ -14,7 +14,7 @@ import { closeSync, existsSync, unlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { compile } from '../../src/compile/compile.js';
-import { EbpfDatapath, linkPinPath, readPinnedTables, removePins, TableFullError } from '../../src/datapath/ebpf.js';
+import { EbpfDatapath, LinkTakeoverError, linkPinPath, readPinnedTables, removePins, TableFullError } from '../../src/datapath/ebpf.js';
 import { linkInfo, mapDelete, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
 import { backendValue, frontendKey, frontendValue, slotKey, u32Key } from '../../src/contract/codecs.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
@@ -170,6 +170,37 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
         restarted.close();
       }
     } finally {
+      removePins(bpffs, lab.cgroupPath);
+    }
+  });
+
+  test('programs that cannot take over every link give the swapped ones back; the sync landed and says it cannot go on', () => {
+    const bpffs = `${lab.bpffsPath}/takeover-fails`;
+    const programOn = (program: string) => readPinned(linkPinPath(bpffs, program), (fd) => linkInfo(fd).progId);
+    const small: Model = { ...model(0), servicePorts: model(0).servicePorts.slice(0, 10) };
+    try {
+      const first = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
+      first.sync(wholeModel(small));
+      const before = ['kpx_connect4', 'kpx_getpeername4'].map(programOn);
+      first.close();
+      // The last link pin is not a link any more (a map pinned there): taking it over fails after the others were swapped.
+      unlinkSync(linkPinPath(bpffs, 'kpx_post_bind4'));
+      execFileSync('bpftool', ['map', 'create', linkPinPath(bpffs, 'kpx_post_bind4'), 'type', 'array', 'key', '4', 'value', '4', 'entries', '1', 'name', 'not_a_link']);
+      const next = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
+      try {
+        const changed: Model = { ...small, servicePorts: model(1).servicePorts.slice(0, 10) };
+        assert.throws(() => next.sync(wholeModel(changed)), (err: Error) => err instanceof LinkTakeoverError && /could not take over the links/.test(err.message));
+        assert.deepEqual(['kpx_connect4', 'kpx_getpeername4'].map(programOn), before, 'the swapped links have their previous programs back');
+        assert.deepEqual(
+          listServicePorts(readPinnedTables(bpffs)).map((l) => l.backends.map((b) => b.address)),
+          changed.servicePorts.map((sp) => sp.backends.map((b) => b.address)),
+          'the sync itself landed',
+        );
+      } finally {
+        next.close();
+      }
+    } finally {
+      unlinkSync(linkPinPath(bpffs, 'kpx_post_bind4'));
       removePins(bpffs, lab.cgroupPath);
     }
   });

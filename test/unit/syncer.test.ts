@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import type { Datapath, SyncResult } from '../../src/datapath/types.js';
+import { FatalDatapathError, type Datapath, type SyncResult } from '../../src/datapath/types.js';
 import { networkProgrammingLatencies } from '../../src/metrics/programming-latency.js';
 import { wholeModel } from '../../src/model/incremental.js';
 import type { Model } from '../../src/model/types.js';
@@ -106,5 +106,27 @@ test('afterSync runs after each sync that landed, saying which started over', as
   }
   assert.equal(dp.syncs, 4);
   assert.deepEqual(after, [true, false, false, false], 'incremental syncs are reported as such');
+  syncer.stop();
+});
+
+test('a failure the datapath calls fatal is not retried: the syncer stops and says so, once', async () => {
+  let attempts = 0;
+  const fatal: Datapath = {
+    mode: 'ebpf',
+    sync(): SyncResult {
+      attempts++;
+      throw new FatalDatapathError('cannot attach');
+    },
+    reread() {},
+    close() {},
+  };
+  const reported: Error[] = [];
+  const syncer = new Syncer(() => wholeModel(EMPTY), fatal, silent, { ...OPTS, minSyncIntervalMs: 0 }, undefined, undefined, (err) => reported.push(err));
+  syncer.start();
+  await sleep(60);
+  syncer.request();
+  await sleep(60);
+  assert.equal(attempts, 1, 'no retry, and no sync on a later request');
+  assert.deepEqual(reported.map((e) => e.message), ['cannot attach']);
   syncer.stop();
 });
