@@ -85,7 +85,7 @@ export const scenario: Scenario = async (quick) => {
     connection: 'connect, write 4 bytes, read 4 bytes, the server closes first, close; fresh ephemeral port each time; client TCP timestamps without per-destination offset (tcp_timestamps=2)',
     extraServices: 'one UDP Service besides the N TCP ones (for socket-program-cost), after them in KUBE-SERVICES',
     statistic:
-      'median over runs of connections/s, p50 and p99 per run; runs interleave the targets. Ratio to direct: the median over runs r of (the target\'s conn/s in run r) / (conn/s straight to the backend with ebpf installed, in run r), so each ratio compares runs seconds apart (this VM drifts by more than the program costs); its min-max is the spread of those per-run ratios',
+      'median over runs of connections/s, p50 and p99 per run; runs interleave the targets. Ratio to direct, ebpf rows: the median over runs r of (the target\'s conn/s in run r) / (conn/s straight to the backend in run r), runs seconds apart (this VM drifts by more than the program costs), with the min-max of those per-run ratios; iptables rows (run minutes later): their median conn/s over the ebpf direct median',
   });
   const measured: Measured[] = [];
   const bed = await createServiceLab();
@@ -131,18 +131,26 @@ async function checkKubeServicesOrder(bed: ServiceLab, services: number, targets
 
 function report(result: BenchResult, sizes: number[], measured: Measured[]): void {
   const directOf = (services: number) => measured.find((m) => m.services === services && m.mode === 'ebpf' && m.target.index === undefined)!;
-  const runRatios = (m: Measured) => m.perRun.map((c, r) => c / directOf(m.services).perRun[r]!);
-  const ratioOf = (m: Measured) => spread(runRatios(m)).median;
-  result.rows = measured.map((m): Row => ({
-    services: m.services,
-    installed: m.mode,
-    to: m.target.to,
-    'conn/s': m.connectionsPerSecond,
-    'p50 µs': m.p50Us,
-    'p99 µs': m.p99Us,
-    'ratio to direct': +ratioOf(m).toFixed(3),
-    'ratio min-max': `${spread(runRatios(m)).min.toFixed(3)}-${spread(runRatios(m)).max.toFixed(3)}`,
-  }));
+  // Same mode as the direct runs: paired run by run (seconds apart). iptables runs are minutes from them: the ratio of medians.
+  const runRatios = (m: Measured) => (m.mode === 'ebpf' ? m.perRun.map((c, r) => c / directOf(m.services).perRun[r]!) : undefined);
+  const ratioOf = (m: Measured) => {
+    const paired = runRatios(m);
+    return paired ? spread(paired).median : m.connectionsPerSecond / directOf(m.services).connectionsPerSecond;
+  };
+  result.rows = measured.map((m): Row => {
+    const paired = runRatios(m);
+    const pairedSpread = paired && spread(paired);
+    return {
+      services: m.services,
+      installed: m.mode,
+      to: m.target.to,
+      'conn/s': m.connectionsPerSecond,
+      'p50 µs': m.p50Us,
+      'p99 µs': m.p99Us,
+      'ratio to direct': +ratioOf(m).toFixed(3),
+      'ratio min-max': pairedSpread ? `${pairedSpread.min.toFixed(3)}-${pairedSpread.max.toFixed(3)}` : '',
+    };
+  });
 
   // N = 1 has one Service, both first and last: it is a point of both lines.
   const pick = (mode: Mode, which: 'first' | 'last' | 'backend') =>

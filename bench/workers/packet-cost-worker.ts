@@ -233,7 +233,7 @@ class Worker {
       backend_id: backendId,
       last_seen_ns: process.hrtime.bigint(), // CLOCK_MONOTONIC, the clock of bpf_ktime_get_coarse_ns() (at a tick's precision)
       flags,
-      // No FIB result: the first packet looks it up and keeps it, as a flow's second packet does.
+      // No FIB result: the first packet of the run looks it up and keeps it, as a refreshed entry's does; the rest use it.
       fib: CT_FIB.none,
       fib_ifindex: 0,
       fib_nexthop: '0.0.0.0',
