@@ -83,6 +83,16 @@ export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_sock_peer', 'kpx_ct', 
 
 export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...KERNEL_OWNED_MAPS];
 
+/**
+ * Kernel-owned hash maps whose entries an upgrade carries into the map that
+ * replaces them, with the value sizes of earlier builds that are a prefix of
+ * today's struct: members were only appended, and a new member's zero means
+ * "not known yet" (kpx_ct: 32 bytes before the kept FIB result). An entry is
+ * copied zero-extended; one of the same size (a resize) as it is. A struct
+ * changed any other way must not be listed: its entries start over.
+ */
+export const CARRIED_OVER: Partial<Record<(typeof KERNEL_OWNED_MAPS)[number], readonly number[]>> = { kpx_ct: [32] };
+
 export interface Entry {
   key: Buffer;
   value: Buffer;

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
 import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
-import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
+import { ALL_MAPS, CARRIED_OVER, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
@@ -263,6 +263,8 @@ export class EbpfDatapath implements Datapath {
 
   /** The new programs take over the links now that their maps hold the model; the old maps go with the old programs. */
   private takeOverLinks(attach: () => TakenOver): void {
+    // Right before the swap, so the old programs' flows are copied as late as they can be.
+    for (const aside of this.setAside) this.carryOver(aside);
     let taken: TakenOver;
     try {
       taken = attach();
@@ -275,6 +277,28 @@ export class EbpfDatapath implements Datapath {
     const replacedMaps = this.setAside.map((s) => s.name);
     for (const { fd } of this.setAside.splice(0)) closeSync(fd);
     this.log.info({ newLinks, removedLinks, replacedMaps }, 'the first sync landed: this agent\'s programs took over the links');
+  }
+
+  /** Copies a replaced kernel-owned map's entries into its replacement, where CARRIED_OVER allows; a failure only costs them. */
+  private carryOver({ name, fd }: SetAsidePin): void {
+    const map = this.objects.map((obj) => bpf.objectMaps(obj).get(name)).find((m) => m !== undefined);
+    if (!map) return;
+    const newFd = bpf.mapFd(map);
+    const old = bpf.mapShape(fd);
+    const now = bpf.mapShape(newFd);
+    if (!carriesOver(name, old, now)) return;
+    let carried = 0;
+    try {
+      for (const batch of bpf.mapEntryBatches(fd, old.keySize, old.valueSize)) {
+        const values = Buffer.alloc(batch.count * now.valueSize);
+        for (let i = 0; i < batch.count; i++) batch.values.copy(values, i * now.valueSize, i * old.valueSize, (i + 1) * old.valueSize);
+        bpf.mapUpdateBatch(newFd, batch.keys, values, batch.count);
+        carried += batch.count;
+      }
+      this.log.info({ map: name, entries: carried }, 'entries of the replaced map carried over');
+    } catch (err) {
+      this.log.warn({ map: name, carried, err: (err as Error).message }, 'could not carry over the replaced map\'s entries; the rest start over');
+    }
   }
 
   close(): void {
@@ -455,13 +479,27 @@ function setAsideMismatchedPins(maps: Map<string, bpf.BpfMapPtr>, bpffs: string,
     setAside.push({ name, pin, fd: bpf.objGet(pin) });
     unlinkSync(pin);
     const why = shapes === undefined ? 'replaced with the other control-plane tables' : 'differs from this build: replaced';
+    const kernelOwned = (KERNEL_OWNED_MAPS as readonly string[]).includes(name);
     log.warn(
       { map: name, ...shapes },
-      (KERNEL_OWNED_MAPS as readonly string[]).includes(name)
-        ? `pinned map ${why}, and what it held (flows, socket mappings, counters) starts over`
-        : `pinned map ${why}; the old programs serve from it until the first sync fills the new one`,
+      !kernelOwned
+        ? `pinned map ${why}; the old programs serve from it until the first sync fills the new one`
+        : shapes && carriesOver(name, shapes.pinned, shapes.declared)
+          ? `pinned map ${why}; its entries are carried over when this agent's programs take over`
+          : `pinned map ${why}, and what it held (flows, socket mappings, counters) starts over`,
     );
   }
+}
+
+/** Whether a replaced map's entries go into its replacement: the same kind of map and key, and a value CARRIED_OVER says is a prefix. */
+function carriesOver(name: string, pinned: bpf.MapShape, declared: bpf.MapShape): boolean {
+  const prefixSizes = CARRIED_OVER[name as keyof typeof CARRIED_OVER];
+  return (
+    prefixSizes !== undefined &&
+    pinned.type === declared.type &&
+    pinned.keySize === declared.keySize &&
+    (pinned.valueSize === declared.valueSize || prefixSizes.includes(pinned.valueSize))
+  );
 }
 
 /** Puts set-aside maps back on their pins (in place of any new map there), each on its own: one failure stops none of the others. */

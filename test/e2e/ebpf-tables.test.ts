@@ -15,8 +15,8 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { compile } from '../../src/compile/compile.js';
 import { EbpfDatapath, LinkTakeoverError, linkPinPath, readPinnedTables, removePins, TableFullError } from '../../src/datapath/ebpf.js';
-import { linkInfo, mapDelete, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
-import { backendValue, frontendKey, frontendValue, slotKey, u32Key } from '../../src/contract/codecs.js';
+import { linkInfo, mapDelete, mapLookup, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
+import { CT_FIB, CT_FLAGS, backendValue, ctKey, ctValue, frontendKey, frontendValue, slotKey, u32Key, type CtValue } from '../../src/contract/codecs.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
 import { createLab, type Lab } from '../../src/lab/lab.js';
 import { wholeModel } from '../../src/model/incremental.js';
@@ -201,6 +201,49 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       }
     } finally {
       unlinkSync(linkPinPath(bpffs, 'kpx_post_bind4'));
+      removePins(bpffs, lab.cgroupPath);
+    }
+  });
+
+  test('an upgrade carries tracked flows over into the grown kpx_ct, zero-extended, when its programs take over', () => {
+    const bpffs = `${lab.bpffsPath}/carry`;
+    const ctPin = `${bpffs}/kpx_ct`;
+    const small: Model = { ...model(0), servicePorts: model(0).servicePorts.slice(0, 10) };
+    const key = ctKey.encode({ saddr: '192.0.2.7', daddr: '172.18.0.2', sport: 40000, dport: 30080, proto: 6 });
+    const flow: CtValue = {
+      saddr: '172.18.0.2',
+      daddr: '10.244.2.7',
+      sport: 61234,
+      dport: 8443,
+      backend_id: 3,
+      last_seen_ns: 123_456_789n,
+      flags: CT_FLAGS.redirect,
+      fib: CT_FIB.none,
+      fib_ifindex: 0,
+      fib_nexthop: '0.0.0.0',
+      fib_dmac: '00:00:00:00:00:00',
+      fib_smac: '00:00:00:00:00:00',
+    };
+    try {
+      const first = EbpfDatapath.open({ bpffs, log });
+      first.sync(wholeModel(small));
+      first.close();
+      // The build before the kept FIB result: 32-byte values, one tracked flow in them.
+      unlinkSync(ctPin);
+      execFileSync('bpftool', ['map', 'create', ctPin, 'type', 'lru_hash', 'key', '16', 'value', '32', 'entries', '1024', 'name', 'kpx_ct']);
+      readPinned(ctPin, (fd) => mapUpdate(fd, key, ctValue.encode(flow).subarray(0, 32)));
+
+      const upgraded = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
+      try {
+        assert.equal(readPinned(ctPin, (fd) => mapLookup(fd, key, ctValue.size)), undefined, 'the new kpx_ct starts empty');
+        upgraded.sync(wholeModel(small));
+        const carried = readPinned(ctPin, (fd) => mapLookup(fd, key, ctValue.size));
+        assert.ok(carried, 'the flow is in the new kpx_ct once the programs took over');
+        assert.deepEqual(ctValue.decode(carried), flow);
+      } finally {
+        upgraded.close();
+      }
+    } finally {
       removePins(bpffs, lab.cgroupPath);
     }
   });
