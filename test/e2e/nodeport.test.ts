@@ -9,6 +9,9 @@ import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { closeSync } from 'node:fs';
+import { CT_FIB, ctKey, ctValue } from '../../src/contract/codecs.js';
+import { mapEntryBatches, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
 import type { ListedServicePort } from '../../src/inspect/listing.js';
 import { kpxArgv, startLabAgent } from '../../src/lab/agent.js';
 import { createLab, PROBE_SCRIPT, WIRE_CIDR, type ClusterLab, type LabProcess, type NodeSpec } from '../../src/lab/lab.js';
@@ -325,6 +328,39 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       assertAllAnswered(results, 'exchanges on the long-lived connection');
       assert.ok(results.filter((r) => r.at > changedAt + 200).length >= 3, `exchanges continued after the change: ${results.length} in all`);
     });
+
+    if (mode === 'ebpf') {
+      test('a tracked flow goes where its kpx_ct entry says until the entry is refreshed, then where the FIB says', async () => {
+        const stream = lab.spawn(EXTERNAL.name, [process.execPath, PROBE_SCRIPT, 'stream', NODE_A, '30900', '--interval', '20']);
+        assert.equal(await stream.waitFor(/^connected/, 3000), 'connected pod-b2');
+        await new Promise((r) => setTimeout(r, 100));
+        // The flow's forward entry on node-a, given a next hop and a MAC nobody has, stamped now: its next refresh is a second away.
+        const ctFd = objGet(join(lab.node('node-a').bpffsPath, 'kpx_ct'));
+        let poisonedAt: number;
+        try {
+          const forward = mapEntryBatches(ctFd, ctKey.size, ctValue.size)
+            .flatMap((b) => Array.from({ length: b.count }, (_, i) => ({ key: b.keys.subarray(i * ctKey.size, (i + 1) * ctKey.size), value: ctValue.decode(b.values, i * ctValue.size) })))
+            .find(({ key }) => {
+              const k = ctKey.decode(key);
+              return k.saddr === EXTERNAL.address && k.daddr === NODE_A && k.dport === 30900;
+            });
+          assert.ok(forward, 'the stream is tracked on node-a');
+          assert.notEqual(forward.value.fib, CT_FIB.none, 'its entry holds the next hop its packets took');
+          poisonedAt = Date.now();
+          mapUpdate(ctFd, forward.key, ctValue.encode({ ...forward.value, fib_nexthop: '172.18.0.250', fib_dmac: '02:6b:70:00:00:fa', last_seen_ns: process.hrtime.bigint() }));
+        } finally {
+          closeSync(ctFd);
+        }
+        await new Promise((r) => setTimeout(r, 2500));
+        await stream.close();
+        const { results } = parseProbeOutput(stream.stdout());
+        assertAllAnswered(results, 'exchanges on the stream');
+        const after = results.filter((r) => r.at >= poisonedAt);
+        const gaps = after.slice(1).map((r, i) => r.at - after[i]!.at);
+        assert.ok(Math.max(...gaps) >= 600, `the flow stalled while its entry sent it nowhere (longest gap ${Math.max(...gaps)} ms)`);
+        assert.ok(after.filter((r) => r.at > poisonedAt + 1600).length >= 3, 'and went on once the refresh looked the route up again');
+      });
+    }
 
     test("a connection through a NodePort survives a restart of the entry node's agent", async () => {
       const stream = lab.spawn(EXTERNAL.name, [process.execPath, PROBE_SCRIPT, 'stream', NODE_A, '30900', '--interval', '20']);
