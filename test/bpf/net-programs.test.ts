@@ -510,6 +510,32 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
       assert.equal(bed.ct(key)!.fib_dmac, NODE_B.mac);
     });
 
+    test("a reply entry and a UDP flow's entry keep their own FIB result from their first packet that follows them", remote, () => {
+      const bogus = '02:6b:70:00:00:98';
+      // TCP: the backend's reply, back to the client through the SNAT port.
+      const syn = fromClient({ sport: 40047, dst: NODE_ETH0.ip, dport: API.nodePort });
+      const snatPort = parseFrame(run('kpx_xdp', tcpFrame(syn), 'eth0', XDP_ACT.TX)).tcp!.sport;
+      const replyKey = { saddr: API.pod, daddr: NODE_ETH0.ip, sport: API.podPort, dport: snatPort, proto: IPPROTO.TCP };
+      const reply = (seq: number): Buffer =>
+        tcpFrame({ ethSrc: NODE_B.mac, ethDst: NODE_ETH0.mac, src: API.pod, dst: NODE_ETH0.ip, sport: API.podPort, dport: snatPort, flags: ['syn', 'ack'], seq, ttl: 63 });
+      assert.equal(bed.ct(replyKey)!.fib, CT_FIB.none, 'a reply entry is written before any lookup towards the client');
+      assert.equal(parseFrame(run('kpx_xdp', reply(1), 'eth0', XDP_ACT.TX)).ethDst, CLIENT.mac);
+      const keptReply = bed.ct(replyKey)!;
+      assert.deepEqual([keptReply.fib, keptReply.fib_nexthop, keptReply.fib_dmac], [CT_FIB.l2, CLIENT.ip, CLIENT.mac]);
+      bed.setCt(replyKey, { ...keptReply, fib_dmac: bogus });
+      assert.equal(parseFrame(run('kpx_xdp', reply(2), 'eth0', XDP_ACT.TX)).ethDst, bogus, 'the reply follows its entry');
+
+      // UDP: the same for a datagram flow's forward entry.
+      const udpKey = { saddr: CLIENT.ip, daddr: NODE_ETH0.ip, sport: 40048, dport: API.udpNodePort, proto: IPPROTO.UDP };
+      const datagram = () => udpFrame(udpFromClient({ sport: 40048, dst: NODE_ETH0.ip, dport: API.udpNodePort }));
+      run('kpx_xdp', datagram(), 'eth0', XDP_ACT.TX);
+      assert.equal(parseFrame(run('kpx_xdp', datagram(), 'eth0', XDP_ACT.TX)).ethDst, NODE_B.mac);
+      const keptUdp = bed.ct(udpKey)!;
+      assert.equal(keptUdp.fib, CT_FIB.l2);
+      bed.setCt(udpKey, { ...keptUdp, fib_dmac: bogus });
+      assert.equal(parseFrame(run('kpx_xdp', datagram(), 'eth0', XDP_ACT.TX)).ethDst, bogus, 'the datagram follows its entry');
+    });
+
     test('remote backend behind another interface: XDP_REDIRECT, SNAT to that interface; the reply redirects back', remote, () => {
       const syn = fromClient({ sport: 40041, dst: NODE_ETH0.ip, dport: FAR.nodePort });
       const out = run('kpx_xdp', tcpFrame(syn), 'eth0', XDP_ACT.REDIRECT);
