@@ -9,26 +9,10 @@ import { kpxArgv } from '../../src/lab/agent.js';
 import { createLab, PROBE_SCRIPT, type Lab } from '../../src/lab/lab.js';
 import { countBodies, parseProbeOutput } from '../../src/lab/probe-results.js';
 import { missingKernelPrerequisite } from '../fixtures/tools.js';
-
+import { webServiceList } from '../fixtures/web-service.js';
 
 const NO_SOCKET_HOOKS = JSON.stringify({ missing: ['attach type cgroup/connect4'] });
 
-const WEB = [
-  {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: 'web', namespace: 'default' },
-    spec: { clusterIP: '10.96.0.80', ports: [{ name: 'p', port: 80 }] },
-  },
-  {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: 'web-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
-    addressType: 'IPv4',
-    ports: [{ name: 'p', port: 80, protocol: 'TCP' }],
-    endpoints: [{ addresses: ['10.244.0.11'] }],
-  },
-];
 
 describe('--mode auto, ebpf and iptables pick the datapath from the kernel probe', { skip: missingKernelPrerequisite() }, () => {
   let lab: Lab;
@@ -45,7 +29,7 @@ describe('--mode auto, ebpf and iptables pick the datapath from the kernel probe
   before(async () => {
     lab = await createLab({ pods: [{ name: 'pod-a', address: '10.244.0.11' }] });
     await lab.startNameServers([{ host: 'pod-a', tcp: [80] }]);
-    await writeFile(join(lab.manifestsDir, 'web.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: WEB }));
+    await writeFile(join(lab.manifestsDir, 'web.json'), JSON.stringify(webServiceList('10.96.0.80', '10.244.0.11')));
   });
 
   after(async () => {
