@@ -106,11 +106,16 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
     onApplied,
     collectAfterSync,
     (err) => {
-      source.close();
-      datapath.close();
+      release();
       onFatal(err);
     },
   );
+  /** Stops watching and syncing and lets go of the kernel handles; the dataplane stays. */
+  const release = () => {
+    source.close();
+    syncer.stop();
+    datapath.close();
+  };
   try {
     await source.start(() => syncer.request());
   } catch (err) {
@@ -121,11 +126,7 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   syncer.start();
   log.info({ mode: datapath.mode, node: config.nodeName, source: src.kind }, 'agent running');
   return {
-    stop() {
-      source.close();
-      syncer.stop();
-      datapath.close();
-    },
+    stop: release,
   };
 }
 
