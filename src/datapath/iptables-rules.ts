@@ -285,28 +285,38 @@ function sameRules(a: readonly string[] | undefined, b: readonly string[]): bool
   return a !== undefined && a.length === b.length && a.every((r, i) => r === b[i]);
 }
 
+/** The chains one restore input declares and writes, and those it deletes, per table. */
+interface TableChanges {
+  written: Array<[string, readonly string[]]>;
+  stale: string[];
+}
+
 /**
- * The `iptables-restore --noflush` input for one table. A declared chain
- * (":CHAIN - [0:0]") is created or flushed, so the input declares and
- * rewrites: every top-level chain (the ones every service port's rules hang
- * from, so a stale jump cannot survive), every per-service chain that is new
- * or whose rules changed, and every per-service chain no longer wanted, which
- * is then deleted with -X once nothing refers to it. Unchanged per-service
- * chains are left out. `previous` is what the last good sync applied;
- * undefined (after a start or a failure) rewrites every chain and takes the
- * chains to delete from `existing`, the table's current chain names. A
- * top-level chain that is no longer wanted (KUBE-FIREWALL, when 127.0.0.1
- * stops answering NodePorts) is left as it is: kubelet may own its rule.
+ * What a sync changes in one table. A declared chain (":CHAIN - [0:0]") is
+ * created or flushed, so a restore declares and rewrites: every top-level
+ * chain (the ones every service port's rules hang from, so a stale jump
+ * cannot survive), every per-service chain that is new or whose rules
+ * changed, and every per-service chain no longer wanted, which is then
+ * deleted with -X once nothing refers to it. Unchanged per-service chains
+ * are left out. `previous` is what the last good sync applied; undefined
+ * (after a start or a failure) rewrites every chain and takes the chains to
+ * delete from `existing`, the table's current chain names. A top-level
+ * chain that is no longer wanted (KUBE-FIREWALL, when 127.0.0.1 stops
+ * answering NodePorts) is left as it is: kubelet may own its rule.
  */
-export function restorePayload(
-  table: IptablesTable,
+function tableChanges(
   previous: ReadonlyMap<string, readonly string[]> | undefined,
   next: ReadonlyMap<string, readonly string[]>,
   existing: readonly string[],
-): string {
+): TableChanges {
   const written = [...next].filter(([chain, rules]) => !isServiceChain(chain) || !previous || !sameRules(previous.get(chain), rules));
   const candidates = previous ? [...previous.keys()] : existing;
   const stale = [...new Set(candidates)].filter((chain) => isServiceChain(chain) && !next.has(chain)).sort();
+  return { written, stale };
+}
+
+/** One table's part of a restore input: declarations, rules, deletions. */
+function tableSection(table: IptablesTable, written: ReadonlyArray<[string, readonly string[]]>, stale: readonly string[]): string[] {
   return [
     `*${table}`,
     ...written.map(([chain]) => `:${chain} - [0:0]`),
@@ -314,6 +324,86 @@ export function restorePayload(
     ...written.flatMap(([, rules]) => rules),
     ...stale.map((chain) => `-X ${chain}`),
     'COMMIT',
-    '',
-  ].join('\n');
+  ];
+}
+
+/**
+ * Where a per-service chain sits in kube-proxy's structure: a chain only
+ * jumps to chains of a lower level (KUBE-FW- to KUBE-EXT-, KUBE-EXT- to
+ * KUBE-SVC- or KUBE-SVL-, those to KUBE-SEP-) or to top-level chains.
+ */
+function serviceChainLevel(chain: string): number {
+  if (chain.startsWith('KUBE-SEP-')) return 0;
+  if (chain.startsWith('KUBE-SVC-') || chain.startsWith('KUBE-SVL-')) return 1;
+  if (chain.startsWith('KUBE-EXT-')) return 2;
+  return 3;
+}
+
+function jumpsToServiceChain(rules: readonly string[]): boolean {
+  return rules.some((r) => SERVICE_CHAIN_PREFIXES.some((prefix) => r.includes(` -j ${prefix}`)));
+}
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * The restore inputs of one sync, applied in order. Up to
+ * `maxServiceChains` per-service chains to write or delete, one input, one
+ * transaction, as kube-proxy does. Beyond, staged inputs of at most that
+ * many per-service chains each: iptables-nft 1.8.9 keeps the chains an
+ * input names in a sorted list, walked once per rule (quadratic in the
+ * input: one input at 2,000 Services × 10 endpoints takes 66 s), and the
+ * kernel checks the whole table at every commit (linear in the table). The
+ * order keeps every jump on a chain that exists and is whole:
+ *   1. top-level chains of a table that jump to no per-service chain
+ *      (KUBE-MARK-MASQ, which KUBE-SEP- chains use);
+ *   2. new and changed per-service chains, level by level from KUBE-SEP-
+ *      up, each after the chains it jumps to;
+ *   3. every other top-level chain, all tables in one transaction: the
+ *      switch of every Service to its new chains;
+ *   4. the chains no longer wanted, from the top level down, each once
+ *      nothing jumps to it any more.
+ * A packet meets each Service's old rules or its new ones, as with one
+ * transaction; only different Services may switch at different moments.
+ */
+export function restorePlan(
+  previous: RenderedRules | undefined,
+  next: RenderedRules,
+  existing: Readonly<Record<IptablesTable, readonly string[]>>,
+  maxServiceChains: number,
+): string[] {
+  const tables: IptablesTable[] = ['filter', 'nat'];
+  const changes = new Map(tables.map((t) => [t, tableChanges(previous?.[t], next[t], existing[t])]));
+  let serviceChains = 0;
+  for (const { written, stale } of changes.values()) serviceChains += stale.length + written.filter(([c]) => isServiceChain(c)).length;
+  if (serviceChains <= maxServiceChains) {
+    return [tables.flatMap((t) => tableSection(t, changes.get(t)!.written, changes.get(t)!.stale)).concat('').join('\n')];
+  }
+  const staged: string[] = [];
+  const stage = (table: IptablesTable, written: ReadonlyArray<[string, readonly string[]]>, stale: readonly string[]) => {
+    if (written.length + stale.length > 0) staged.push([...tableSection(table, written, stale), ''].join('\n'));
+  };
+  const byLevel = <T>(items: readonly T[], chain: (item: T) => string, level: number) => items.filter((i) => serviceChainLevel(chain(i)) === level);
+  const last: string[] = [];
+  for (const table of tables) {
+    const { written } = changes.get(table)!;
+    const topLevel = written.filter(([c]) => !isServiceChain(c));
+    const hasServiceChains = written.length > topLevel.length;
+    const leaves = hasServiceChains ? topLevel.filter(([, rules]) => !jumpsToServiceChain(rules)) : [];
+    stage(table, leaves, []);
+    for (let level = 0; level <= 3; level++) {
+      for (const part of chunks(byLevel(written, ([c]) => c, level), maxServiceChains)) stage(table, part, []);
+    }
+    last.push(...tableSection(table, topLevel.filter((entry) => !leaves.includes(entry)), []));
+  }
+  staged.push([...last, ''].join('\n'));
+  for (const table of tables) {
+    for (let level = 3; level >= 0; level--) {
+      for (const part of chunks(byLevel(changes.get(table)!.stale, (c) => c, level), maxServiceChains)) stage(table, [], part);
+    }
+  }
+  return staged;
 }

@@ -6,7 +6,8 @@ import {
   externalChainName,
   randomProbability,
   renderRules,
-  restorePayload,
+  restorePlan,
+  type RenderedRules,
   serviceChainName,
   servicePortName,
 } from '../../src/datapath/iptables-rules.js';
@@ -358,7 +359,7 @@ test('BUILTIN_JUMPS: upstream iptablesJumpChains then kubelet\'s KUBE-FIREWALL j
   }
 });
 
-// restorePayload
+// restorePlan
 
 const A = ref('ns', 'a', 'http');
 const B = ref('ns', 'b', 'http');
@@ -375,16 +376,25 @@ function declared(payload: string): string[] {
     .map((l) => l.slice(1).split(' ')[0]!);
 }
 
+/** The one input of a plan small enough for one transaction, cut to one table's section. */
+function section(table: 'nat' | 'filter', previous: RenderedRules | undefined, next: RenderedRules, existingNat: string[] = []): string {
+  const plan = restorePlan(previous, next, { filter: [], nat: existingNat }, Infinity);
+  assert.equal(plan.length, 1);
+  const input = plan[0]!;
+  return table === 'nat' ? input.slice(input.indexOf('*nat')) : input.slice(0, input.indexOf('*nat'));
+}
+
 function deleted(payload: string): string[] {
   return lines(payload)
     .filter((l) => l.startsWith('-X '))
     .map((l) => l.slice(3));
 }
 
-test('restorePayload: first sync declares every chain and deletes the stale kube-proxy chains it finds', () => {
-  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)])])).nat;
+test('restorePlan: first sync declares every chain and deletes the stale kube-proxy chains it finds', () => {
+  const rendered = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)])]));
+  const next = rendered.nat;
   const stale = serviceChainName(ref('old', 'svc', ''));
-  const payload = restorePayload('nat', undefined, next, [
+  const payload = section('nat', undefined, rendered, [
     'PREROUTING',
     'DOCKER',
     'KUBE-MARK-DROP',
@@ -406,22 +416,22 @@ test('restorePayload: first sync declares every chain and deletes the stale kube
   ]);
 });
 
-test('restorePayload: one endpoint change rewrites only that service port\'s chains and the top-level ones', () => {
-  const previous = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])])).nat;
-  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.2', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])])).nat;
+test('restorePlan: one endpoint change rewrites only that service port\'s chains and the top-level ones', () => {
+  const previous = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])]));
+  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.2', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])]));
   const oldSep = endpointChainName(A, '10.0.0.1:8080');
   const newSep = endpointChainName(A, '10.0.0.2:8080');
-  const payload = restorePayload('nat', previous, next, []);
+  const payload = section('nat', previous, next);
   assert.deepEqual(declared(payload), ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', serviceChainName(A), newSep, oldSep]);
   assert.deepEqual(deleted(payload), [oldSep]);
   assert.ok(!payload.includes(serviceChainName(B) + ' -'), 'B\'s chain is not rewritten');
   assert.ok(payload.includes(`-A KUBE-SERVICES -m comment --comment "ns/b:http cluster IP"`), 'B keeps its KUBE-SERVICES rule');
 });
 
-test('restorePayload: a removed service port\'s chains are flushed, then deleted after the rules', () => {
-  const previous = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])])).nat;
-  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)])])).nat;
-  const payload = restorePayload('nat', previous, next, []);
+test('restorePlan: a removed service port\'s chains are flushed, then deleted after the rules', () => {
+  const previous = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)]), sp(B, [frontendB], [be('10.0.0.9', 8080)])]));
+  const next = renderRules(model([sp(A, [frontendA], [be('10.0.0.1', 8080)])]));
+  const payload = section('nat', previous, next);
   const gone = [endpointChainName(B, '10.0.0.9:8080'), serviceChainName(B)];
   assert.deepEqual(declared(payload), ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', ...gone]);
   assert.deepEqual(deleted(payload), gone);
@@ -431,21 +441,121 @@ test('restorePayload: a removed service port\'s chains are flushed, then deleted
   assert.equal(at.at(-2), 'COMMIT');
 });
 
-test('restorePayload: nothing changed, only the top-level chains; filter table too', () => {
+test('restorePlan: nothing changed, only the top-level chains; filter table too', () => {
   const m = model([sp(A, [frontendA], [be('10.0.0.1', 8080)])], ['127.0.0.1']);
   const rendered = renderRules(m);
   const again = renderRules(m);
-  assert.deepEqual(declared(restorePayload('nat', rendered.nat, again.nat, [])), ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ']);
-  const filter = restorePayload('filter', rendered.filter, again.filter, []);
+  assert.deepEqual(declared(section('nat', rendered, again)), ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ']);
+  const filter = section('filter', rendered, again);
   assert.equal(filter.split('\n')[0], '*filter');
   assert.deepEqual(declared(filter), ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', 'KUBE-FIREWALL']);
   assert.deepEqual(deleted(filter), []);
 });
 
-test('restorePayload: KUBE-FIREWALL no longer wanted is left alone (kubelet may own its rule)', () => {
-  const before = renderRules(model([], ['127.0.0.1'])).filter;
-  const after = renderRules(model([], ['10.0.0.1'])).filter;
-  const payload = restorePayload('filter', before, after, []);
+test('restorePlan: KUBE-FIREWALL no longer wanted is left alone (kubelet may own its rule)', () => {
+  const before = renderRules(model([], ['127.0.0.1']));
+  const after = renderRules(model([], ['10.0.0.1']));
+  const payload = section('filter', before, after);
   assert.ok(!declared(payload).includes('KUBE-FIREWALL'));
   assert.deepEqual(deleted(payload), []);
+});
+
+// restorePlan in stages
+
+type ChainState = Map<string, string[]>;
+
+/** The chain a rule jumps to, when it is one of kpx's (KUBE-*). */
+function jumpTarget(rule: string): string | undefined {
+  return / -j (KUBE-[A-Z0-9-]+)/.exec(rule)?.[1];
+}
+
+/**
+ * Applies one restore input to `state` (per table: chain -> rules) as
+ * iptables-restore --noflush does, and fails where it would: a jump to a
+ * chain that does not exist at commit, or -X of a chain something jumps to.
+ */
+function applyInput(state: Record<'nat' | 'filter', ChainState>, input: string): void {
+  let table: ChainState | undefined;
+  for (const line of input.split('\n')) {
+    if (line.startsWith('*')) table = state[line.slice(1) as 'nat' | 'filter'];
+    else if (line.startsWith(':')) table!.set(line.slice(1).split(' ')[0]!, []);
+    else if (line.startsWith('-A ')) {
+      const chain = line.split(' ')[1]!;
+      assert.ok(table!.has(chain), `-A to missing chain ${chain}`);
+      table!.get(chain)!.push(line);
+    } else if (line.startsWith('-X ')) {
+      const chain = line.slice(3);
+      for (const rules of table!.values()) assert.ok(!rules.some((r) => jumpTarget(r) === chain), `-X ${chain} while a rule jumps to it`);
+      table!.delete(chain);
+    } else if (line === 'COMMIT') {
+      for (const rules of table!.values()) {
+        for (const r of rules) {
+          const target = jumpTarget(r);
+          if (target) assert.ok(table!.has(target), `after COMMIT, ${r} jumps to a missing chain`);
+        }
+      }
+    }
+  }
+}
+
+function stateOf(rendered: RenderedRules): Record<'nat' | 'filter', ChainState> {
+  const copy = (m: ReadonlyMap<string, readonly string[]>) => new Map([...m].map(([c, rules]) => [c, [...rules]]));
+  return { nat: copy(rendered.nat), filter: copy(rendered.filter) };
+}
+
+/** n service ports with 3 endpoints each; every third also has a NodePort (a KUBE-EXT- chain); endpoint addresses shift with `generation`. */
+function manyServices(n: number, generation = 0, from = 0): ServicePort[] {
+  return Array.from({ length: n }, (_, k) => {
+    const i = from + k;
+    const frontends: Frontend[] = [{ kind: 'ClusterIP', address: `10.96.${i >> 8}.${i & 255}`, port: 80 }];
+    if (i % 3 === 0) frontends.push({ kind: 'NodePort', address: '0.0.0.0', port: 30000 + i });
+    const shift = i % 2 === 0 ? generation : 0;
+    return sp(ref('ns', `svc-${i}`, 'http'), frontends, [1, 2, 3].map((e) => be(`10.1.${(i + shift) & 255}.${e}`, 8080)));
+  });
+}
+
+function countServiceChains(input: string): number {
+  return input.split('\n').filter((l) => /^:KUBE-(SVC|SVL|SEP|EXT|FW)-/.test(l)).length;
+}
+
+test('restorePlan: a first sync past the limit goes in stages that never jump to a missing chain, and ends as one transaction would', () => {
+  const next = renderRules(model(manyServices(20), ['10.0.0.1']));
+  const staleSvc = serviceChainName(ref('old', 'gone', ''));
+  const staleSep = endpointChainName(ref('old', 'gone', ''), '10.9.9.9:80');
+  const state = stateOf({ filter: new Map(), nat: new Map() });
+  state.nat.set('KUBE-SERVICES', [`-A KUBE-SERVICES -d 10.96.9.9/32 -j ${staleSvc}`]);
+  state.nat.set('KUBE-MARK-MASQ', []);
+  state.nat.set(staleSvc, [`-A ${staleSvc} -j ${staleSep}`]);
+  state.nat.set(staleSep, [`-A ${staleSep} -j KUBE-MARK-MASQ`]);
+  const plan = restorePlan(undefined, next, { filter: [], nat: [...state.nat.keys()] }, 7);
+  assert.ok(plan.length > 5, `${plan.length} inputs`);
+  for (const input of plan) {
+    assert.ok(countServiceChains(input) <= 7, input);
+    applyInput(state, input);
+  }
+  assert.deepEqual(state, stateOf(next));
+});
+
+test('restorePlan: an update past the limit (Services gone, new, endpoints moved) ends where it should, each stage whole', () => {
+  const previous = renderRules(model(manyServices(30, 0), ['10.0.0.1']));
+  const next = renderRules(model([...manyServices(20, 1), ...manyServices(10, 0, 40)], ['10.0.0.1']));
+  const state = stateOf(previous);
+  const plan = restorePlan(previous, next, { filter: [], nat: [] }, 5);
+  assert.ok(plan.length > 5, `${plan.length} inputs`);
+  for (const input of plan) {
+    assert.ok(countServiceChains(input) <= 5, input);
+    applyInput(state, input);
+  }
+  assert.deepEqual(state, stateOf(next));
+});
+
+test('restorePlan: within the limit, one input with both tables', () => {
+  const previous = renderRules(model(manyServices(30, 0)));
+  const next = renderRules(model(manyServices(30, 0).map((s, i) => (i === 4 ? sp(s.ref, s.frontends, [be('10.2.0.1', 8080)]) : s))));
+  const plan = restorePlan(previous, next, { filter: [], nat: [] }, 5);
+  assert.equal(plan.length, 1);
+  assert.match(plan[0]!, /^\*filter\n[^]*COMMIT\n\*nat\n[^]*COMMIT\n$/);
+  const state = stateOf(previous);
+  applyInput(state, plan[0]!);
+  assert.deepEqual(state, stateOf(next));
 });
