@@ -20,15 +20,8 @@ import {
 } from './lib/service-lab.js';
 
 const FULL = { sizes: [1, 1000, 10_000], runs: 5, seconds: 1 };
-// 300, not 1,000: iptables mode's first sync at 1,000 alone takes 7-12 s here.
+// 300, not 1,000: keeps a quick run under two minutes.
 const QUICK = { sizes: [1, 300], runs: 3, seconds: 0.2 };
-/**
- * iptables mode stops here: the agent's first sync is one iptables-restore,
- * and with the nf_tables backend 2,000 Services (62,040 rules) already took
- * 67 s on the 2-core bench machine, 10,000 did not finish in 180 s. That is
- * kept out of a 4-minute benchmark; the sync times are in the notes.
- */
-const IPTABLES_MAX_SERVICES = 1000;
 const MODES: Mode[] = ['ebpf', 'iptables'];
 const TARGET_RATIO = 0.98;
 
@@ -80,7 +73,7 @@ export const scenario: Scenario = async (quick) => {
     endpointsPerService: ENDPOINTS_PER_SERVICE,
     runs: plan.runs,
     secondsPerRun: plan.seconds,
-    iptablesServices: plan.sizes.filter((n) => n <= IPTABLES_MAX_SERVICES),
+    iptablesServices: plan.sizes,
     cpuPinning: `client and server pinned to CPU ${BENCH_CPU} (taskset)`,
     connection: 'connect, write 4 bytes, read 4 bytes, the server closes first, close; fresh ephemeral port each time; client TCP timestamps without per-destination offset (tcp_timestamps=2)',
     extraServices: 'one UDP Service besides the N TCP ones (for socket-program-cost), after them in KUBE-SERVICES',
@@ -92,8 +85,7 @@ export const scenario: Scenario = async (quick) => {
   try {
     for (const services of plan.sizes) {
       await writeServices(bed.lab, services);
-      if (services > IPTABLES_MAX_SERVICES) result.notes.push(`iptables not run at ${services.toLocaleString('en-US')} Services: its first sync takes minutes (see IPTABLES_MAX_SERVICES)`);
-      for (const mode of MODES.filter((m) => m === 'ebpf' || services <= IPTABLES_MAX_SERVICES)) {
+      for (const mode of MODES) {
         const syncSeconds = await installServices(bed, mode);
         result.notes.push(`agent start to first sync, ${mode}, ${services.toLocaleString('en-US')} Services: ${syncSeconds.toFixed(2)} s`);
         const targets = targetsOf(services);
