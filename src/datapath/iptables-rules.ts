@@ -178,6 +178,99 @@ class TableBuilder {
   }
 }
 
+/** What one service port adds: its rules in the top-level chains and its own chains, in first-use order. */
+interface ServicePortRules {
+  natServices: string[];
+  natNodePorts: string[];
+  filterServices: string[];
+  filterExternal: string[];
+  chains: Array<[string, string[]]>;
+}
+
+/**
+ * A service port's rules depend on it and on whether the whole model is
+ * past LARGE_CLUSTER_ENDPOINTS. The model cache hands back the same object
+ * for an unchanged service port, so a sync renders only what changed, and
+ * an unchanged chain is the same array as in the previous rendering.
+ */
+const renderedServicePorts = new WeakMap<ServicePort, { large: boolean; rules: ServicePortRules }>();
+
+function renderServicePort(sp: ServicePort, large: boolean): ServicePortRules {
+  const known = renderedServicePorts.get(sp);
+  if (known && known.large === large) return known.rules;
+  const rules: ServicePortRules = { natServices: [], natNodePorts: [], filterServices: [], filterExternal: [], chains: [] };
+  renderedServicePorts.set(sp, { large, rules });
+  const endpointComment = large ? () => [] : comment;
+  const name = servicePortName(sp.ref);
+  const proto = protocolMatch(sp.ref);
+  const svcChain = serviceChainName(sp.ref);
+  const extChain = externalChainName(sp.ref);
+  const clusterIPs = frontendsOf(sp, 'ClusterIP');
+  const externalIPs = frontendsOf(sp, 'ExternalIP');
+  const loadBalancerIPs = frontendsOf(sp, 'LoadBalancer');
+  const nodePorts = frontendsOf(sp, 'NodePort');
+
+  if (sp.backends.length === 0) {
+    // No nat chain at all; the filter table refuses new connections with ICMP port unreachable (REJECT's default).
+    const noEndpoints = comment(`${name} has no endpoints`);
+    for (const f of clusterIPs) rules.filterServices.push(rule(KUBE_SERVICES, ...noEndpoints, ...proto, '-d', f.address, '--dport', String(f.port), '-j', 'REJECT'));
+    for (const f of [...externalIPs, ...loadBalancerIPs]) {
+      rules.filterExternal.push(rule(KUBE_EXTERNAL_SERVICES, ...noEndpoints, ...proto, '-d', f.address, '--dport', String(f.port), '-j', 'REJECT'));
+    }
+    // upstream matches every local address here, whatever --nodeport-addresses says.
+    for (const f of nodePorts) {
+      rules.filterExternal.push(
+        rule(KUBE_EXTERNAL_SERVICES, ...noEndpoints, '-m', 'addrtype', '--dst-type', 'LOCAL', ...proto, '--dport', String(f.port), '-j', 'REJECT'),
+      );
+    }
+    return rules;
+  }
+
+  for (const f of clusterIPs) {
+    rules.natServices.push(rule(KUBE_SERVICES, ...comment(`${name} cluster IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', svcChain));
+  }
+  for (const f of externalIPs) {
+    rules.natServices.push(rule(KUBE_SERVICES, ...comment(`${name} external IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', extChain));
+  }
+  for (const f of loadBalancerIPs) {
+    rules.natServices.push(rule(KUBE_SERVICES, ...comment(`${name} loadbalancer IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', extChain));
+  }
+  for (const f of nodePorts) rules.natNodePorts.push(rule(KUBE_NODEPORTS, ...comment(name), ...proto, '--dport', String(f.port), '-j', extChain));
+
+  if (externalIPs.length + loadBalancerIPs.length + nodePorts.length > 0) {
+    // External traffic may be sent to another node: masquerade so the reply comes back through this one (Cluster traffic policy).
+    rules.chains.push([
+      extChain,
+      [rule(extChain, ...comment(`masquerade traffic for ${name} external destinations`), '-j', KUBE_MARK_MASQ), rule(extChain, '-j', svcChain)],
+    ]);
+  }
+
+  // No "cluster IP ... ! -s <cluster-cidr> -j KUBE-MARK-MASQ" rule first: kube-proxy writes it only with a
+  // local-traffic detector (--cluster-cidr) or --masquerade-all, and kpx has neither yet.
+  const n = sp.backends.length;
+  rules.chains.push([
+    svcChain,
+    sp.backends.map((b, i) => {
+      const sepChain = endpointChainName(sp.ref, endpointString(b));
+      // Each rule but the last takes 1/(remaining) of what reaches it, so every endpoint gets 1/n overall.
+      const statistic = i < n - 1 ? ['-m', 'statistic', '--mode', 'random', '--probability', randomProbability(n - i)] : [];
+      return rule(svcChain, ...endpointComment(`${name} -> ${endpointString(b)}`), ...statistic, '-j', sepChain);
+    }),
+  ]);
+  for (const b of sp.backends) {
+    const sepChain = endpointChainName(sp.ref, endpointString(b));
+    rules.chains.push([
+      sepChain,
+      [
+        // Hairpin: a pod that reaches itself through the Service must see the reply come from the Service, not from itself.
+        rule(sepChain, ...endpointComment(name), '-s', b.address, '-j', KUBE_MARK_MASQ),
+        rule(sepChain, ...endpointComment(name), ...proto, '-j', 'DNAT', '--to-destination', endpointString(b)),
+      ],
+    ]);
+  }
+  return rules;
+}
+
 /** Everything kpx programs in nat and filter for this model. Same model, same output. */
 export function renderRules(model: Model): RenderedRules {
   // upstream's chain-line order for the chains written on every sync.
@@ -201,64 +294,18 @@ export function renderRules(model: Model): RenderedRules {
   }
 
   const totalEndpoints = model.servicePorts.reduce((n, sp) => n + sp.backends.length, 0);
-  const endpointComment = totalEndpoints > LARGE_CLUSTER_ENDPOINTS ? () => [] : comment;
-
+  const large = totalEndpoints > LARGE_CLUSTER_ENDPOINTS;
+  const natServices = nat.chains.get(KUBE_SERVICES)!;
+  const natNodePorts = nat.chains.get(KUBE_NODEPORTS)!;
+  const filterServices = filter.chains.get(KUBE_SERVICES)!;
+  const filterExternal = filter.chains.get(KUBE_EXTERNAL_SERVICES)!;
   for (const sp of model.servicePorts) {
-    const name = servicePortName(sp.ref);
-    const proto = protocolMatch(sp.ref);
-    const svcChain = serviceChainName(sp.ref);
-    const extChain = externalChainName(sp.ref);
-    const clusterIPs = frontendsOf(sp, 'ClusterIP');
-    const externalIPs = frontendsOf(sp, 'ExternalIP');
-    const loadBalancerIPs = frontendsOf(sp, 'LoadBalancer');
-    const nodePorts = frontendsOf(sp, 'NodePort');
-
-    if (sp.backends.length === 0) {
-      // No nat chain at all; the filter table refuses new connections with ICMP port unreachable (REJECT's default).
-      const noEndpoints = comment(`${name} has no endpoints`);
-      for (const f of clusterIPs) filter.add(KUBE_SERVICES, ...noEndpoints, ...proto, '-d', f.address, '--dport', String(f.port), '-j', 'REJECT');
-      for (const f of [...externalIPs, ...loadBalancerIPs]) {
-        filter.add(KUBE_EXTERNAL_SERVICES, ...noEndpoints, ...proto, '-d', f.address, '--dport', String(f.port), '-j', 'REJECT');
-      }
-      // upstream matches every local address here, whatever --nodeport-addresses says.
-      for (const f of nodePorts) {
-        filter.add(KUBE_EXTERNAL_SERVICES, ...noEndpoints, '-m', 'addrtype', '--dst-type', 'LOCAL', ...proto, '--dport', String(f.port), '-j', 'REJECT');
-      }
-      continue;
-    }
-
-    for (const f of clusterIPs) {
-      nat.add(KUBE_SERVICES, ...comment(`${name} cluster IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', svcChain);
-    }
-    for (const f of externalIPs) {
-      nat.add(KUBE_SERVICES, ...comment(`${name} external IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', extChain);
-    }
-    for (const f of loadBalancerIPs) {
-      nat.add(KUBE_SERVICES, ...comment(`${name} loadbalancer IP`), ...proto, '-d', f.address, '--dport', String(f.port), '-j', extChain);
-    }
-    for (const f of nodePorts) nat.add(KUBE_NODEPORTS, ...comment(name), ...proto, '--dport', String(f.port), '-j', extChain);
-
-    if (externalIPs.length + loadBalancerIPs.length + nodePorts.length > 0) {
-      // External traffic may be sent to another node: masquerade so the reply comes back through this one (Cluster traffic policy).
-      nat.add(extChain, ...comment(`masquerade traffic for ${name} external destinations`), '-j', KUBE_MARK_MASQ);
-      nat.add(extChain, '-j', svcChain);
-    }
-
-    // No "cluster IP ... ! -s <cluster-cidr> -j KUBE-MARK-MASQ" rule first: kube-proxy writes it only with a
-    // local-traffic detector (--cluster-cidr) or --masquerade-all, and kpx has neither yet.
-    const n = sp.backends.length;
-    sp.backends.forEach((b, i) => {
-      const sepChain = endpointChainName(sp.ref, endpointString(b));
-      // Each rule but the last takes 1/(remaining) of what reaches it, so every endpoint gets 1/n overall.
-      const statistic = i < n - 1 ? ['-m', 'statistic', '--mode', 'random', '--probability', randomProbability(n - i)] : [];
-      nat.add(svcChain, ...endpointComment(`${name} -> ${endpointString(b)}`), ...statistic, '-j', sepChain);
-    });
-    for (const b of sp.backends) {
-      const sepChain = endpointChainName(sp.ref, endpointString(b));
-      // Hairpin: a pod that reaches itself through the Service must see the reply come from the Service, not from itself.
-      nat.add(sepChain, ...endpointComment(name), '-s', b.address, '-j', KUBE_MARK_MASQ);
-      nat.add(sepChain, ...endpointComment(name), ...proto, '-j', 'DNAT', '--to-destination', endpointString(b));
-    }
+    const rules = renderServicePort(sp, large);
+    for (const r of rules.natServices) natServices.push(r);
+    for (const r of rules.natNodePorts) natNodePorts.push(r);
+    for (const r of rules.filterServices) filterServices.push(r);
+    for (const r of rules.filterExternal) filterExternal.push(r);
+    for (const [chain, chainRules] of rules.chains) nat.chains.set(chain, chainRules);
   }
 
   // Last in KUBE-SERVICES, so a Service address on a node address wins over a NodePort. One jump per address is
@@ -282,6 +329,7 @@ function isServiceChain(chain: string): boolean {
 }
 
 function sameRules(a: readonly string[] | undefined, b: readonly string[]): boolean {
+  if (a === b) return true;
   return a !== undefined && a.length === b.length && a.every((r, i) => r === b[i]);
 }
 

@@ -115,15 +115,22 @@ function targetOf(args: readonly string[]): string {
   return args[at + 1]!;
 }
 
-/** Rules added and removed, by rule text, across both tables. */
+/** Rules added and removed, by rule text, across both tables; a chain whose rules are the same array as before costs nothing. */
 function countChanges(previous: RenderedRules | undefined, next: RenderedRules): Omit<SyncResult, 'full'> {
   let written = 0;
   let removed = 0;
   for (const table of TABLES) {
-    const before = new Set([...(previous?.[table].values() ?? [])].flat());
-    const after = new Set([...next[table].values()].flat());
-    for (const rule of after) if (!before.has(rule)) written++;
-    for (const rule of before) if (!after.has(rule)) removed++;
+    const before = previous?.[table] ?? new Map<string, string[]>();
+    const after = next[table];
+    for (const [chain, rules] of after) {
+      const old = before.get(chain);
+      if (old === rules) continue;
+      const oldSet = new Set(old);
+      const newSet = new Set(rules);
+      for (const rule of newSet) if (!oldSet.has(rule)) written++;
+      for (const rule of oldSet) if (!newSet.has(rule)) removed++;
+    }
+    for (const [chain, rules] of before) if (!after.has(chain)) removed += new Set(rules).size;
   }
   return { written, removed };
 }

@@ -559,3 +559,24 @@ test('restorePlan: within the limit, one input with both tables', () => {
   applyInput(state, plan[0]!);
   assert.deepEqual(state, stateOf(next));
 });
+
+test('renderRules: an unchanged service port (same object) keeps its chain arrays; the output is what a fresh render gives', () => {
+  const ports = manyServices(6);
+  const first = renderRules(model(ports));
+  const changed = [...ports];
+  changed[2] = sp(ports[2]!.ref, ports[2]!.frontends, [be('10.3.0.1', 8080)]);
+  const second = renderRules(model(changed));
+  assert.equal(second.nat.get(serviceChainName(ports[1]!.ref)), first.nat.get(serviceChainName(ports[1]!.ref)), 'same array');
+  assert.notEqual(second.nat.get(serviceChainName(ports[2]!.ref)), first.nat.get(serviceChainName(ports[2]!.ref)));
+  const fresh = renderRules(model(structuredClone(changed)));
+  assert.deepEqual(second, fresh);
+});
+
+test('renderRules: past 1,000 endpoints in all the per-endpoint comments go, for service ports rendered before too', () => {
+  const ports = manyServices(3);
+  const small = renderRules(model(ports));
+  assert.match(small.nat.get(serviceChainName(ports[0]!.ref))![0]!, /--comment/);
+  const large = renderRules(model([...ports, ...manyServices(400, 0, 10)]));
+  assert.doesNotMatch(large.nat.get(serviceChainName(ports[0]!.ref))![0]!, /--comment/);
+  assert.deepEqual(large, renderRules(model(structuredClone([...ports, ...manyServices(400, 0, 10)]))));
+});
