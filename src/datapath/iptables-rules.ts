@@ -271,6 +271,11 @@ function renderServicePort(sp: ServicePort, large: boolean): ServicePortRules {
   return rules;
 }
 
+/** kube-proxy's "large cluster mode": no per-endpoint comments, no periodic full syncs. */
+export function isLargeCluster(model: Model): boolean {
+  return model.servicePorts.reduce((n, sp) => n + sp.backends.length, 0) > LARGE_CLUSTER_ENDPOINTS;
+}
+
 /** Everything kpx programs in nat and filter for this model. Same model, same output. */
 export function renderRules(model: Model): RenderedRules {
   // upstream's chain-line order for the chains written on every sync.
@@ -293,8 +298,7 @@ export function renderRules(model: Model): RenderedRules {
     );
   }
 
-  const totalEndpoints = model.servicePorts.reduce((n, sp) => n + sp.backends.length, 0);
-  const large = totalEndpoints > LARGE_CLUSTER_ENDPOINTS;
+  const large = isLargeCluster(model);
   const natServices = nat.chains.get(KUBE_SERVICES)!;
   const natNodePorts = nat.chains.get(KUBE_NODEPORTS)!;
   const filterServices = filter.chains.get(KUBE_SERVICES)!;

@@ -1,11 +1,12 @@
 /**
- * The iptables datapath applying a sync in stages (restorePlan), against
- * the real iptables-restore, in a network namespace made for the test:
+ * The iptables datapath against the real iptables-restore, in a network
+ * namespace made for the test. A sync applied in stages (restorePlan):
  * every stage is accepted (iptables refuses a jump to a missing chain and
  * the deletion of a chain something jumps to), and the rules in the end
- * are exactly those one transaction leaves. The root namespace's rules are
- * never read or written: the datapath's commands are wrappers that enter
- * the test's namespace.
+ * are exactly those one transaction leaves. The periodic resync rewrites
+ * every chain, except in kube-proxy's large-cluster mode. The root
+ * namespace's rules are never read or written: the datapath's commands are
+ * wrappers that enter the test's namespace.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { IptablesDatapath, type IptablesCommands } from '../../src/datapath/iptables.js';
+import { serviceChainName } from '../../src/datapath/iptables-rules.js';
 import { wholeModel } from '../../src/model/incremental.js';
 import type { Frontend, Model, ServicePort } from '../../src/model/types.js';
 import { findTool } from '../fixtures/tools.js';
@@ -104,4 +106,33 @@ test('iptables datapath: a first sync and an update in stages are accepted and l
   });
   assert.match(staged, /-A KUBE-SERVICES .*ns\/svc-69:http cluster IP/);
   assert.doesNotMatch(staged, /svc-39:http/, 'a Service gone from the model leaves no rule');
+});
+
+test('iptables datapath: a resync rewrites every chain, but not past 1,000 endpoints (kube-proxy\'s large-cluster mode)', { skip: missingPrerequisite() }, async () => {
+  await withNetns(async (ns) => {
+    const drifted = (m: Model) => {
+      const chain = serviceChainName(m.servicePorts[1]!.ref);
+      execFileSync(ns.commands.iptables, ['-w', '-t', 'nat', '-F', chain]);
+      return () => ns.rules().includes(`-A ${chain} `);
+    };
+    const small = model(services(40));
+    const datapath = new IptablesDatapath({ log, commands: ns.commands, maxChainsPerRestore: 8 });
+    datapath.sync(wholeModel(small));
+    const repaired = drifted(small);
+    assert.equal(repaired(), false, 'the chain was flushed behind the datapath\'s back');
+    datapath.sync(wholeModel(small));
+    assert.equal(repaired(), false, 'a sync without resync leaves unchanged chains alone');
+    datapath.reread();
+    assert.equal(datapath.sync(wholeModel(small)).full, true);
+    assert.equal(repaired(), true, 'the resync repaired it');
+
+    const large = model(services(400));
+    datapath.sync(wholeModel(large));
+    const stillFlushed = drifted(large);
+    datapath.reread();
+    const before = ns.restores();
+    assert.equal(datapath.sync(wholeModel(large)).full, false);
+    assert.equal(ns.restores() - before, 1, 'one input: the top-level chains');
+    assert.equal(stillFlushed(), false, 'large-cluster mode: no full rewrite on resync');
+  });
 });
