@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { CT_FIB, CT_FLAGS, IPPROTO, backendValue, ctKey, ctValue, u32Key, type CtKey, type CtValue } from '../../src/contract/codecs.js';
 import { readPinnedTables } from '../../src/datapath/ebpf.js';
 import * as bpf from '../../src/datapath/libbpf.js';
+import { PROG_TYPE } from '../../src/datapath/probe.js';
 import { possibleCpus, readStats, type Stats } from '../../src/datapath/stats.js';
 import { CLIENT, NODE_B, NODE_ETH0, programContext, type NetProgram } from '../../test/fixtures/bpf-test-bed.js';
 import { tcpFrame, udpFrame } from '../../test/fixtures/packets.js';
@@ -40,8 +41,6 @@ import {
   type WorkerOutput,
 } from './packet-cost-plan.js';
 
-const BPF_PROG_TYPE_SCHED_CLS = 3;
-const BPF_PROG_TYPE_XDP = 6;
 /** Established frames carry data, as most of a flow's packets do; SYNs carry none. */
 const PAYLOAD = Buffer.alloc(100, 0x61);
 const TTL_MAX = 255;
@@ -56,15 +55,6 @@ interface Tuple {
   dst: string;
   sport: number;
   dport: number;
-}
-
-/** `r0 = verdict; exit`: a program that costs nothing, to subtract the test run's own overhead. */
-function emptyProgram(progType: number, attachType: number, verdict: number): number {
-  const insns = Buffer.alloc(16);
-  insns.writeUInt8(0xb7, 0); // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
-  insns.writeInt32LE(verdict, 4);
-  insns.writeUInt8(0x95, 8); // BPF_JMP | BPF_EXIT
-  return bpf.loadProgram(progType, attachType, insns);
 }
 
 /** A deterministic choice of Services for the new flows (xorshift32), the same in every run. */
@@ -91,8 +81,8 @@ class Worker {
     this.stats = bpf.objGet(join(input.bpffs, 'kpx_stats'));
     for (const [name, id] of Object.entries(input.programIds) as Array<[NetProgram, number]>) this.programs.set(name, bpf.programFdById(id));
     this.empty = {
-      tc: emptyProgram(BPF_PROG_TYPE_SCHED_CLS, 0, TC.OK),
-      xdp: emptyProgram(BPF_PROG_TYPE_XDP, bpf.ATTACH.xdp, XDP.PASS),
+      tc: bpf.loadConstantProgram(PROG_TYPE.sched_cls, 0, TC.OK),
+      xdp: bpf.loadConstantProgram(PROG_TYPE.xdp, bpf.ATTACH.xdp, XDP.PASS),
     };
     // The backends whose address is the NodePort address: the pong Services' endpoints.
     this.pongBackends = new Map();

@@ -426,6 +426,15 @@ export interface TestRunResult {
  */
 const TEST_RUN_OPTS_SIZE = 80;
 
+/** `r0 = value; exit`: a program that does nothing, to measure what running one costs. */
+export function loadConstantProgram(progType: number, expectedAttachType: number, value: number): number {
+  const insns = Buffer.alloc(16);
+  insns.writeUInt8(0xb7, 0); // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
+  insns.writeInt32LE(value, 4);
+  insns.writeUInt8(0x95, 8); // BPF_JMP | BPF_EXIT
+  return loadProgram(progType, expectedAttachType, insns);
+}
+
 /** Runs a loaded program on a frame in the kernel (BPF_PROG_TEST_RUN), in the caller's network namespace. */
 export function testRun(progFd: number, opts: TestRunOptions): TestRunResult {
   const live = ((opts.flags ?? 0) & TEST_RUN_XDP_LIVE_FRAMES) !== 0;

@@ -19,14 +19,14 @@ export type RequestedMode = 'auto' | 'ebpf' | 'iptables';
 export type ModeChoice = { mode: 'ebpf' | 'iptables'; reason: string } | { error: string };
 
 /** enum bpf_prog_type values of the programs kpx loads. */
-const PROG_TYPE = { sched_cls: 3, xdp: 6, cgroup_sock: 9, cgroup_sock_addr: 18 } as const;
+export const PROG_TYPE = { sched_cls: 3, xdp: 6, cgroup_sock: 9, cgroup_sock_addr: 18 } as const;
 export type ProgTypeName = keyof typeof PROG_TYPE;
 
 /** enum bpf_map_type values of kpx_maps.h. */
 export const MAP_TYPE = { hash: 1, array: 2, lru_hash: 9, sk_storage: 24 } as const; // sk_storage: Linux 5.2
 
 /** enum bpf_attach_type values of kpx_sock.o's programs. */
-const SOCK_ATTACH = { connect4: 10, post_bind4: 12, sendmsg4: 14, recvmsg4: 19, getpeername4: 29 } as const;
+export const SOCK_ATTACH = { connect4: 10, post_bind4: 12, sendmsg4: 14, recvmsg4: 19, getpeername4: 29 } as const;
 
 /** The SEC() names of kpx_sock.o, with their program type and attach type. */
 const SOCKET_ATTACH_TYPES: ReadonlyArray<{ section: string; progType: ProgTypeName; attachType: number }> = [
