@@ -104,7 +104,7 @@ export const scenario: Scenario = async (quick) => {
       'the worker runs with the agent\'s Node flags (bin/node-flags) and, after each sync, collects garbage as the agent does between events (src/heap.ts): a full collection after the full sync ("full gc ms"), a young one when the young generation is half full ("young gcs", the longest in "young gc max ms"). Those pauses are not in a change\'s latency: a change that arrives during one waits for it.',
     );
     result.notes.push(
-      'iptables mode renders kube-proxy\'s chains and applies them with iptables-restore (nft backend of this machine): one transaction per sync as kube-proxy does, or, when more per-service chains change than about the square root of the chains in the table, ordered stages of that many (restorePlan). One transaction at 2,000 Services took 66 s, since iptables-nft 1.8.9 walks a sorted list of the input\'s chain names for every rule.',
+      'iptables mode renders kube-proxy\'s chains and applies them with iptables-restore (nft backend of this machine): one input per sync as kube-proxy does, or, when more per-service chains change than about the square root of the chains in the table, ordered stages of that many (restorePlan). One input at 2,000 Services took 66 s, since iptables-nft 1.8.9 walks a sorted list of the input\'s chain names for every rule.',
     );
   } finally {
     await lab.close();

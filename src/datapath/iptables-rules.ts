@@ -16,8 +16,8 @@ export type IptablesTable = 'nat' | 'filter';
 
 /** Each kpx-owned chain of a table, in the order kube-proxy writes them, with its rules as iptables-restore lines ("-A CHAIN ..."). */
 export interface RenderedRules {
-  nat: Map<string, string[]>;
-  filter: Map<string, string[]>;
+  nat: ReadonlyMap<string, readonly string[]>;
+  filter: ReadonlyMap<string, readonly string[]>;
 }
 
 /** A rule in a built-in chain, ensured with `iptables -t TABLE -C/-I CHAIN ...args`; its target chain must exist first. */
@@ -38,7 +38,8 @@ const KUBE_PROXY_FIREWALL = 'KUBE-PROXY-FIREWALL';
 const KUBE_FIREWALL = 'KUBE-FIREWALL';
 
 /** Per-service-port chain prefixes (upstream's isServiceChainName): chains with these names come and go with Services. */
-const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-SEP-', 'KUBE-FW-', 'KUBE-EXT-'] as const;
+/** KUBE-XLB- is KUBE-SVL-'s name before kube-proxy 1.24: a node taken over from one may still hold such chains. */
+const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-SEP-', 'KUBE-FW-', 'KUBE-EXT-', 'KUBE-XLB-'] as const;
 
 /** kube-proxy's default --iptables-masquerade-bit 14, printed with Go's %#08x. */
 const MASQUERADE_MARK = '0x4000';
@@ -190,7 +191,8 @@ interface ServicePortRules {
 /**
  * A service port's rules depend on it and on whether the whole model is
  * past LARGE_CLUSTER_ENDPOINTS. The model cache hands back the same object
- * for an unchanged service port, so a sync renders only what changed, and
+ * for an unchanged service port, so a sync of the agent's watch renders
+ * only what changed (a manifest folder, rebuilt whole, renders it all), and
  * an unchanged chain is the same array as in the previous rendering.
  */
 const renderedServicePorts = new WeakMap<ServicePort, { large: boolean; rules: ServicePortRules }>();
@@ -198,8 +200,13 @@ const renderedServicePorts = new WeakMap<ServicePort, { large: boolean; rules: S
 function renderServicePort(sp: ServicePort, large: boolean): ServicePortRules {
   const known = renderedServicePorts.get(sp);
   if (known && known.large === large) return known.rules;
-  const rules: ServicePortRules = { natServices: [], natNodePorts: [], filterServices: [], filterExternal: [], chains: [] };
+  const rules = buildServicePortRules(sp, large);
   renderedServicePorts.set(sp, { large, rules });
+  return rules;
+}
+
+function buildServicePortRules(sp: ServicePort, large: boolean): ServicePortRules {
+  const rules: ServicePortRules = { natServices: [], natNodePorts: [], filterServices: [], filterExternal: [], chains: [] };
   const endpointComment = large ? () => [] : comment;
   const name = servicePortName(sp.ref);
   const proto = protocolMatch(sp.ref);
@@ -381,14 +388,21 @@ function tableSection(table: IptablesTable, written: ReadonlyArray<[string, read
 
 /**
  * Where a per-service chain sits in kube-proxy's structure: a chain only
- * jumps to chains of a lower level (KUBE-FW- to KUBE-EXT-, KUBE-EXT- to
- * KUBE-SVC- or KUBE-SVL-, those to KUBE-SEP-) or to top-level chains.
+ * jumps to chains of a lower level (KUBE-FW- to KUBE-EXT- or KUBE-XLB-,
+ * those to KUBE-SVC- or KUBE-SVL-, those to KUBE-SEP-) or to top-level
+ * chains.
  */
+const SERVICE_CHAIN_LEVELS: ReadonlyArray<readonly (typeof SERVICE_CHAIN_PREFIXES)[number][]> = [
+  ['KUBE-SEP-'],
+  ['KUBE-SVC-', 'KUBE-SVL-'],
+  ['KUBE-EXT-', 'KUBE-XLB-'],
+  ['KUBE-FW-'],
+];
+
 function serviceChainLevel(chain: string): number {
-  if (chain.startsWith('KUBE-SEP-')) return 0;
-  if (chain.startsWith('KUBE-SVC-') || chain.startsWith('KUBE-SVL-')) return 1;
-  if (chain.startsWith('KUBE-EXT-')) return 2;
-  return 3;
+  const level = SERVICE_CHAIN_LEVELS.findIndex((prefixes) => prefixes.some((prefix) => chain.startsWith(prefix)));
+  if (level < 0) throw new Error(`not a per-service chain: ${chain}`);
+  return level;
 }
 
 function jumpsToServiceChain(rules: readonly string[]): boolean {
@@ -402,60 +416,74 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
 }
 
 /**
+ * One iptables-restore input of a sync. `deletes` is what it deletes (and
+ * nothing else) when it comes after the switch; undefined for the others,
+ * whose failure leaves kpx not knowing what the tables hold.
+ */
+export interface RestoreStep {
+  input: string;
+  deletes?: Readonly<Record<IptablesTable, readonly string[]>>;
+}
+
+/**
  * The restore inputs of one sync, applied in order. Up to
- * `maxServiceChains` per-service chains to write or delete, one input, one
- * transaction, as kube-proxy does. Beyond, staged inputs of at most that
- * many per-service chains each: iptables-nft 1.8.9 keeps the chains an
- * input names in a sorted list, walked once per rule (quadratic in the
- * input: one input at 2,000 Services × 10 endpoints takes 66 s), and the
- * kernel checks the whole table at every commit (linear in the table). The
- * order keeps every jump on a chain that exists and is whole:
- *   1. top-level chains of a table that jump to no per-service chain
+ * `maxServiceChains` per-service chains to write or delete, one input (one
+ * commit per table, filter then nat), as kube-proxy does. Beyond, staged
+ * inputs of at most that many per-service chains each: iptables-nft 1.8.9
+ * keeps the chain names an input uses in a sorted list walked for every
+ * rule, so one input is quadratic (2,000 Services × 10 endpoints: 66-83 s),
+ * and the kernel checks the whole table at every commit (linear). The order
+ * keeps every jump on a chain that exists:
+ *   1. nat's top-level chains that jump to no per-service chain
  *      (KUBE-MARK-MASQ, which KUBE-SEP- chains use);
  *   2. new and changed per-service chains, level by level from KUBE-SEP-
  *      up, each after the chains it jumps to;
- *   3. every other top-level chain, all tables in one transaction: the
- *      switch of every Service to its new chains;
+ *   3. the switch: every other top-level chain, filter then nat;
  *   4. the chains no longer wanted, from the top level down, each once
  *      nothing jumps to it any more.
- * A packet meets each Service's old rules or its new ones, as with one
- * transaction; only different Services may switch at different moments.
+ * New Services appear and removed ones go at the switch (filter's
+ * no-endpoint REJECTs and nat's jumps within one input). A Service whose
+ * own chain changed is served through it from its stage on, under its old
+ * top-level rules until the switch.
  */
 export function restorePlan(
   previous: RenderedRules | undefined,
   next: RenderedRules,
   existing: Readonly<Record<IptablesTable, readonly string[]>>,
   maxServiceChains: number,
-): string[] {
+): RestoreStep[] {
   const tables: IptablesTable[] = ['filter', 'nat'];
   const changes = new Map(tables.map((t) => [t, tableChanges(previous?.[t], next[t], existing[t])]));
+  const perService = (t: IptablesTable) => changes.get(t)!.written.filter(([c]) => isServiceChain(c));
   let serviceChains = 0;
-  for (const { written, stale } of changes.values()) serviceChains += stale.length + written.filter(([c]) => isServiceChain(c)).length;
+  for (const t of tables) serviceChains += changes.get(t)!.stale.length + perService(t).length;
   if (serviceChains <= maxServiceChains) {
-    return [tables.flatMap((t) => tableSection(t, changes.get(t)!.written, changes.get(t)!.stale)).concat('').join('\n')];
+    return [{ input: tables.flatMap((t) => tableSection(t, changes.get(t)!.written, changes.get(t)!.stale)).concat('').join('\n') }];
   }
-  const staged: string[] = [];
-  const stage = (table: IptablesTable, written: ReadonlyArray<[string, readonly string[]]>, stale: readonly string[]) => {
-    if (written.length + stale.length > 0) staged.push([...tableSection(table, written, stale), ''].join('\n'));
-  };
-  const byLevel = <T>(items: readonly T[], chain: (item: T) => string, level: number) => items.filter((i) => serviceChainLevel(chain(i)) === level);
-  const last: string[] = [];
+  const steps: RestoreStep[] = [];
+  const input = (table: IptablesTable, written: ReadonlyArray<[string, readonly string[]]>, stale: readonly string[]) =>
+    [...tableSection(table, written, stale), ''].join('\n');
+  const byLevel = (chains: readonly string[], level: number) => chains.filter((c) => serviceChainLevel(c) === level);
+  const switchInput: string[] = [];
   for (const table of tables) {
     const { written } = changes.get(table)!;
     const topLevel = written.filter(([c]) => !isServiceChain(c));
-    const hasServiceChains = written.length > topLevel.length;
-    const leaves = hasServiceChains ? topLevel.filter(([, rules]) => !jumpsToServiceChain(rules)) : [];
-    stage(table, leaves, []);
-    for (let level = 0; level <= 3; level++) {
-      for (const part of chunks(byLevel(written, ([c]) => c, level), maxServiceChains)) stage(table, part, []);
+    const chains = perService(table);
+    const leaves = chains.length > 0 ? topLevel.filter(([, rules]) => !jumpsToServiceChain(rules)) : [];
+    if (leaves.length > 0) steps.push({ input: input(table, leaves, []) });
+    for (let level = 0; level < SERVICE_CHAIN_LEVELS.length; level++) {
+      const atLevel = new Set(byLevel(chains.map(([c]) => c), level));
+      for (const part of chunks(chains.filter(([c]) => atLevel.has(c)), maxServiceChains)) steps.push({ input: input(table, part, []) });
     }
-    last.push(...tableSection(table, topLevel.filter((entry) => !leaves.includes(entry)), []));
+    switchInput.push(...tableSection(table, topLevel.filter((entry) => !leaves.includes(entry)), []));
   }
-  staged.push([...last, ''].join('\n'));
+  steps.push({ input: [...switchInput, ''].join('\n') });
   for (const table of tables) {
-    for (let level = 3; level >= 0; level--) {
-      for (const part of chunks(byLevel(changes.get(table)!.stale, (c) => c, level), maxServiceChains)) stage(table, [], part);
+    for (let level = SERVICE_CHAIN_LEVELS.length - 1; level >= 0; level--) {
+      for (const part of chunks(byLevel(changes.get(table)!.stale, level), maxServiceChains)) {
+        steps.push({ input: input(table, [], part), deletes: { filter: [], nat: [], [table]: part } });
+      }
     }
   }
-  return staged;
+  return steps;
 }

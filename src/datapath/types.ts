@@ -25,7 +25,7 @@ export interface Datapath {
    * FatalDatapathError says retrying will not help.
    */
   sync(update: ModelUpdate): SyncResult;
-  /** Forgets what it believes is applied and reads it back from the kernel (drift, partial failures). */
+  /** The periodic resync: the next sync repairs what changed behind the agent's back (each datapath says how far). */
   reread(): void;
   /** Releases the agent's handles; the dataplane stays in the kernel. */
   close(): void;

@@ -55,13 +55,14 @@ interface Netns {
 /** A namespace of this test's own and iptables commands that run in it, all removed afterwards whatever happens. */
 async function withNetns(body: (ns: Netns) => Promise<void>): Promise<void> {
   const name = `kpxst${randomBytes(3).toString('hex')}`;
-  const dir = mkdtempSync(join(tmpdir(), 'kpx-stages-'));
   execFileSync('ip', ['netns', 'add', name]);
+  let dir: string | undefined;
   try {
+    dir = mkdtempSync(join(tmpdir(), 'kpx-stages-'));
     const log = join(dir, 'restores');
     writeFileSync(log, '');
     const wrapper = (tool: string, extra = '') => {
-      const path = join(dir, tool);
+      const path = join(dir!, tool);
       writeFileSync(path, `#!/bin/sh\n${extra}exec nsenter --net=/run/netns/${name} -- ${tool} "$@"\n`);
       chmodSync(path, 0o755);
       return path;
@@ -80,7 +81,7 @@ async function withNetns(body: (ns: Netns) => Promise<void>): Promise<void> {
     });
   } finally {
     execFileSync('ip', ['netns', 'del', name]);
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -108,9 +109,10 @@ test('iptables datapath: a first sync and an update in stages are accepted and l
   assert.doesNotMatch(staged, /svc-39:http/, 'a Service gone from the model leaves no rule');
 });
 
-test('iptables datapath: a resync rewrites every chain, but not past 1,000 endpoints (kube-proxy\'s large-cluster mode)', { skip: missingPrerequisite() }, async () => {
+test('iptables datapath: a resync rewrites every chain; past 1,000 endpoints (kube-proxy\'s large-cluster mode) once per full-sync period', { skip: missingPrerequisite() }, async () => {
   await withNetns(async (ns) => {
-    const drifted = (m: Model) => {
+    /** Flushes one of the model's service chains behind the datapath's back; says whether it has its rules again. */
+    const flushBehindTheBack = (m: Model) => {
       const chain = serviceChainName(m.servicePorts[1]!.ref);
       execFileSync(ns.commands.iptables, ['-w', '-t', 'nat', '-F', chain]);
       return () => ns.rules().includes(`-A ${chain} `);
@@ -118,8 +120,7 @@ test('iptables datapath: a resync rewrites every chain, but not past 1,000 endpo
     const small = model(services(40));
     const datapath = new IptablesDatapath({ log, commands: ns.commands, maxChainsPerRestore: 8 });
     datapath.sync(wholeModel(small));
-    const repaired = drifted(small);
-    assert.equal(repaired(), false, 'the chain was flushed behind the datapath\'s back');
+    let repaired = flushBehindTheBack(small);
     datapath.sync(wholeModel(small));
     assert.equal(repaired(), false, 'a sync without resync leaves unchanged chains alone');
     datapath.reread();
@@ -128,11 +129,42 @@ test('iptables datapath: a resync rewrites every chain, but not past 1,000 endpo
 
     const large = model(services(400));
     datapath.sync(wholeModel(large));
-    const stillFlushed = drifted(large);
+    repaired = flushBehindTheBack(large);
     datapath.reread();
     const before = ns.restores();
     assert.equal(datapath.sync(wholeModel(large)).full, false);
     assert.equal(ns.restores() - before, 1, 'one input: the top-level chains');
-    assert.equal(stillFlushed(), false, 'large-cluster mode: no full rewrite on resync');
+    assert.equal(repaired(), false, 'large-cluster mode: no full rewrite within the period');
+
+    const due = new IptablesDatapath({ log, commands: ns.commands, maxChainsPerRestore: 8, fullSyncPeriodMs: 0 });
+    due.sync(wholeModel(large));
+    repaired = flushBehindTheBack(large);
+    due.reread();
+    assert.equal(due.sync(wholeModel(large)).full, true);
+    assert.equal(repaired(), true, 'large-cluster mode: a full rewrite once the period is over');
+  });
+});
+
+test('iptables datapath: a chain it cannot delete fails the sync after the switch; the next ones only retry that deletion', { skip: missingPrerequisite() }, async () => {
+  await withNetns(async (ns) => {
+    const first = model(services(40));
+    const second = model(services(20));
+    const datapath = new IptablesDatapath({ log, commands: ns.commands, maxChainsPerRestore: 8 });
+    datapath.sync(wholeModel(first));
+    const fullSyncRestores = ns.restores();
+    // Another owner's rule jumps to a chain kpx is about to delete.
+    const held = serviceChainName(first.servicePorts[30]!.ref);
+    execFileSync(ns.commands.iptables, ['-w', '-t', 'nat', '-N', 'OTHER-OWNER']);
+    execFileSync(ns.commands.iptables, ['-w', '-t', 'nat', '-A', 'OTHER-OWNER', '-j', held]);
+    assert.throws(() => datapath.sync(wholeModel(second)), /iptables-restore --noflush failed/);
+    assert.doesNotMatch(ns.rules(), /svc-39:http cluster IP/, 'the switch landed: the removed Services are gone from KUBE-SERVICES');
+    const before = ns.restores();
+    assert.throws(() => datapath.sync(wholeModel(second)));
+    const retry = ns.restores() - before;
+    assert.ok(retry <= 3 && retry < fullSyncRestores / 5, `the retry (${retry} inputs) is the switch and the deletions up to the failing one, not a full rewrite (${fullSyncRestores})`);
+    execFileSync(ns.commands.iptables, ['-w', '-t', 'nat', '-F', 'OTHER-OWNER']);
+    const result = datapath.sync(wholeModel(second));
+    assert.equal(result.full, false);
+    assert.doesNotMatch(ns.rules(), new RegExp(`:${held} `), 'deleted once nothing else jumps to it');
   });
 });

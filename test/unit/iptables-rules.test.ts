@@ -8,6 +8,7 @@ import {
   renderRules,
   restorePlan,
   type RenderedRules,
+  type RestoreStep,
   serviceChainName,
   servicePortName,
 } from '../../src/datapath/iptables-rules.js';
@@ -380,7 +381,7 @@ function declared(payload: string): string[] {
 function section(table: 'nat' | 'filter', previous: RenderedRules | undefined, next: RenderedRules, existingNat: string[] = []): string {
   const plan = restorePlan(previous, next, { filter: [], nat: existingNat }, Infinity);
   assert.equal(plan.length, 1);
-  const input = plan[0]!;
+  const input = plan[0]!.input;
   return table === 'nat' ? input.slice(input.indexOf('*nat')) : input.slice(0, input.indexOf('*nat'));
 }
 
@@ -486,6 +487,7 @@ function applyInput(state: Record<'nat' | 'filter', ChainState>, input: string):
     } else if (line.startsWith('-X ')) {
       const chain = line.slice(3);
       for (const rules of table!.values()) assert.ok(!rules.some((r) => jumpTarget(r) === chain), `-X ${chain} while a rule jumps to it`);
+      assert.deepEqual(table!.get(chain), [], `-X ${chain}, which still has rules`);
       table!.delete(chain);
     } else if (line === 'COMMIT') {
       for (const rules of table!.values()) {
@@ -515,37 +517,65 @@ function manyServices(n: number, generation = 0, from = 0): ServicePort[] {
 }
 
 function countServiceChains(input: string): number {
-  return input.split('\n').filter((l) => /^:KUBE-(SVC|SVL|SEP|EXT|FW)-/.test(l)).length;
+  return input.split('\n').filter((l) => /^:KUBE-(SVC|SVL|SEP|EXT|FW|XLB)-/.test(l)).length;
 }
 
-test('restorePlan: a first sync past the limit goes in stages that never jump to a missing chain, and ends as one transaction would', () => {
-  const next = renderRules(model(manyServices(20), ['10.0.0.1']));
-  const staleSvc = serviceChainName(ref('old', 'gone', ''));
-  const staleSep = endpointChainName(ref('old', 'gone', ''), '10.9.9.9:80');
-  const state = stateOf({ filter: new Map(), nat: new Map() });
-  state.nat.set('KUBE-SERVICES', [`-A KUBE-SERVICES -d 10.96.9.9/32 -j ${staleSvc}`]);
-  state.nat.set('KUBE-MARK-MASQ', []);
-  state.nat.set(staleSvc, [`-A ${staleSvc} -j ${staleSep}`]);
-  state.nat.set(staleSep, [`-A ${staleSep} -j KUBE-MARK-MASQ`]);
-  const plan = restorePlan(undefined, next, { filter: [], nat: [...state.nat.keys()] }, 7);
-  assert.ok(plan.length > 5, `${plan.length} inputs`);
-  for (const input of plan) {
-    assert.ok(countServiceChains(input) <= 7, input);
-    applyInput(state, input);
-  }
-  assert.deepEqual(state, stateOf(next));
-});
+/** Applies a staged plan step by step, checking what only the steps after the switch may do and that top-level chains change only at the start and at the switch. */
+function applyPlan(state: Record<'nat' | 'filter', ChainState>, plan: RestoreStep[], max: number): void {
+  const switchAt = plan.findIndex((step) => /^:KUBE-SERVICES /m.test(step.input) && /\*nat/.test(step.input));
+  assert.ok(switchAt > 0, 'a switch input that writes nat KUBE-SERVICES');
+  plan.forEach((step, i) => {
+    assert.ok(countServiceChains(step.input) <= max, step.input);
+    const topLevel = declaredIn(step.input).filter((c) => !/^KUBE-(SVC|SVL|SEP|EXT|FW|XLB)-/.test(c));
+    if (i !== switchAt) assert.deepEqual(topLevel.filter((c) => c !== 'KUBE-MARK-MASQ' && c !== 'KUBE-POSTROUTING'), [], `top-level chains outside the switch: ${step.input}`);
+    assert.equal(step.deletes !== undefined, i > switchAt, `only the steps after the switch delete (step ${i})`);
+    if (step.deletes) assert.deepEqual(declaredIn(step.input), [...step.deletes.filter, ...step.deletes.nat]);
+    applyInput(state, step.input);
+  });
+}
 
-test('restorePlan: an update past the limit (Services gone, new, endpoints moved) ends where it should, each stage whole', () => {
+function declaredIn(input: string): string[] {
+  return input
+    .split('\n')
+    .filter((l) => l.startsWith(':'))
+    .map((l) => l.slice(1).split(' ')[0]!);
+}
+
+/** What the datapath's ensureJumps leaves before a first sync: the chains the built-in jumps go to, empty. */
+function afterEnsureJumps(): Record<'nat' | 'filter', ChainState> {
+  const state = stateOf({ filter: new Map(), nat: new Map() });
+  for (const j of BUILTIN_JUMPS) state[j.table].set(j.args.at(-1)!, []);
+  return state;
+}
+
+for (const max of [1, 7]) {
+  test(`restorePlan: a first sync past the limit (${max} per input) goes in stages that never jump to a missing chain, and ends as one input would`, () => {
+    const next = renderRules(model(manyServices(20), ['10.0.0.1']));
+    const staleXlb = `KUBE-XLB-${serviceChainName(ref('old', 'gone', '')).slice('KUBE-SVC-'.length)}`;
+    const staleSvc = serviceChainName(ref('old', 'gone', ''));
+    const staleSep = endpointChainName(ref('old', 'gone', ''), '10.9.9.9:80');
+    const state = afterEnsureJumps();
+    state.nat.set('KUBE-SERVICES', [`-A KUBE-SERVICES -d 10.96.9.9/32 -j ${staleXlb}`]);
+    state.nat.set('KUBE-MARK-MASQ', []);
+    state.nat.set(staleXlb, [`-A ${staleXlb} -j ${staleSvc}`, `-A ${staleXlb} -j ${staleSep}`]);
+    state.nat.set(staleSvc, [`-A ${staleSvc} -j ${staleSep}`]);
+    state.nat.set(staleSep, [`-A ${staleSep} -j KUBE-MARK-MASQ`]);
+    const plan = restorePlan(undefined, next, { filter: [...state.filter.keys()], nat: [...state.nat.keys()] }, max);
+    assert.ok(plan.length > 5, `${plan.length} inputs`);
+    applyPlan(state, plan, max);
+    const expected = stateOf(next);
+    for (const t of ['nat', 'filter'] as const) for (const [chain, rules] of state[t]) if (!expected[t].has(chain)) expected[t].set(chain, rules);
+    assert.deepEqual(state, expected, 'next, plus the empty chains of built-in jumps kpx does not render (KUBE-FIREWALL)');
+  });
+}
+
+test('restorePlan: an update past the limit (Services gone, new, endpoints moved) ends where it should, never jumping to a missing chain', () => {
   const previous = renderRules(model(manyServices(30, 0), ['10.0.0.1']));
   const next = renderRules(model([...manyServices(20, 1), ...manyServices(10, 0, 40)], ['10.0.0.1']));
   const state = stateOf(previous);
   const plan = restorePlan(previous, next, { filter: [], nat: [] }, 5);
   assert.ok(plan.length > 5, `${plan.length} inputs`);
-  for (const input of plan) {
-    assert.ok(countServiceChains(input) <= 5, input);
-    applyInput(state, input);
-  }
+  applyPlan(state, plan, 5);
   assert.deepEqual(state, stateOf(next));
 });
 
@@ -554,9 +584,9 @@ test('restorePlan: within the limit, one input with both tables', () => {
   const next = renderRules(model(manyServices(30, 0).map((s, i) => (i === 4 ? sp(s.ref, s.frontends, [be('10.2.0.1', 8080)]) : s))));
   const plan = restorePlan(previous, next, { filter: [], nat: [] }, 5);
   assert.equal(plan.length, 1);
-  assert.match(plan[0]!, /^\*filter\n[^]*COMMIT\n\*nat\n[^]*COMMIT\n$/);
+  assert.match(plan[0]!.input, /^\*filter\n[^]*COMMIT\n\*nat\n[^]*COMMIT\n$/);
   const state = stateOf(previous);
-  applyInput(state, plan[0]!);
+  applyInput(state, plan[0]!.input);
   assert.deepEqual(state, stateOf(next));
 });
 
