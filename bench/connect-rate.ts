@@ -13,7 +13,7 @@
  * the direct run with ebpf installed, the closest to no proxy at all.
  */
 import { newResult, runIfMain, spread, type BenchResult, type Panel, type Row, type Scenario, type Series } from './lib/report.js';
-import { clusterIP } from './lib/cluster.js';
+import { clusterIP, kubeServicesIndexes } from './lib/cluster.js';
 import {
   BENCH_CPU, createServiceLab, DIRECT, ENDPOINTS_PER_SERVICE, installServices, kubeServicesOrder, runTcp, serverTcpCounters, serviceDestination,
   writeServices, type Destination, type Mode, type ServiceLab, type TcpRun,
@@ -36,10 +36,13 @@ interface Target {
 function targetsOf(services: number): Target[] {
   const targets: Target[] = [{ to: 'backend', destination: DIRECT }];
   if (services === 1) return [...targets, { to: 'first = last Service', index: 0, destination: serviceDestination(0) }];
+  // First and last as iptables mode walks KUBE-SERVICES; ebpf mode has no order.
+  const order = kubeServicesIndexes(services);
+  const [first, last] = [order[0]!, order[order.length - 1]!];
   return [
     ...targets,
-    { to: 'first Service', index: 0, destination: serviceDestination(0) },
-    { to: 'last Service', index: services - 1, destination: serviceDestination(services - 1) },
+    { to: 'first Service', index: first, destination: serviceDestination(first) },
+    { to: 'last Service', index: last, destination: serviceDestination(last) },
   ];
 }
 
@@ -113,8 +116,9 @@ export const scenario: Scenario = async (quick) => {
 async function checkKubeServicesOrder(bed: ServiceLab, services: number, targets: Target[], notes: string[]): Promise<void> {
   const order = await kubeServicesOrder(bed.lab);
   const tcpOrder = order.filter((address) => address !== clusterIP(services));
-  const positions = targets.filter((t) => t.index !== undefined).map((t) => `${t.to} at ${order.indexOf(clusterIP(t.index!)) + 1}`);
-  const asExpected = tcpOrder[0] === clusterIP(0) && tcpOrder[tcpOrder.length - 1] === clusterIP(services - 1);
+  const serviceTargets = targets.filter((t) => t.index !== undefined);
+  const positions = serviceTargets.map((t) => `${t.to} at ${order.indexOf(clusterIP(t.index!)) + 1}`);
+  const asExpected = tcpOrder[0] === clusterIP(serviceTargets[0]!.index!) && tcpOrder[tcpOrder.length - 1] === clusterIP(serviceTargets.at(-1)!.index!);
   notes.push(
     `KUBE-SERVICES, ${services.toLocaleString('en-US')} Services: ${order.length} ClusterIP jumps; ${positions.join(', ')}` +
       (asExpected ? '' : ` — NOT the first and last TCP Service (first ${tcpOrder[0]}, last ${tcpOrder[tcpOrder.length - 1]})`),

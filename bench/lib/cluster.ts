@@ -1,11 +1,11 @@
 /**
  * Synthetic clusters for benchmarks: N Services of one TCP port, each with
  * its EndpointSlice of E endpoints, as an API server would hand them over
- * (ClusterIPs set). Names sort in index order (svc-000000, ...), so Service
- * 0 is the first kube-proxy's chains list and Service N-1 the last.
+ * (ClusterIPs set). Names sort in index order (svc-000000, ...).
  */
 import type { EndpointSlice, Origin, Service } from '../../src/k8s/types.js';
 import type { ObjectSnapshot } from '../../src/k8s/types.js';
+import { serviceChainName } from '../../src/datapath/iptables-rules.js';
 import type { ModelOptions } from '../../src/model/types.js';
 
 export const NAMESPACE = 'bench';
@@ -28,6 +28,13 @@ export function endpointIP(i: number, j: number): string {
 
 export function serviceName(i: number): string {
   return `svc-${String(i).padStart(6, '0')}`;
+}
+
+/** The indexes of Services 0..n-1 (TCP) in the order of their jumps in iptables mode's KUBE-SERVICES: by their chain's name, descending. */
+export function kubeServicesIndexes(n: number): number[] {
+  const chain = (i: number) => serviceChainName({ namespace: NAMESPACE, name: serviceName(i), portName: 'http', protocol: 'TCP' });
+  const names = Array.from({ length: n }, (_, i) => chain(i));
+  return names.map((_, i) => i).sort((a, b) => (names[a]! < names[b]! ? 1 : names[a]! > names[b]! ? -1 : 0));
 }
 
 export interface Endpoint {

@@ -278,10 +278,11 @@ test('multi-port: each named port, and each protocol of one name, has its own ch
   const dns = (portName: string, protocol: 'TCP' | 'UDP', port: number) =>
     sp(ref('kube-system', 'kube-dns', portName, protocol), [{ kind: 'ClusterIP', address: '10.96.0.10', port }], [be('10.244.0.2', port)]);
   const rendered = renderRules(model([dns('dns', 'TCP', 53), dns('dns', 'UDP', 53), dns('metrics', 'TCP', 9153)]));
+  // By target chain, descending (the order iptables-nft restores fastest).
   assert.deepEqual(rendered.nat.get('KUBE-SERVICES'), [
-    '-A KUBE-SERVICES -m comment --comment "kube-system/kube-dns:dns cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 53 -j KUBE-SVC-GSKZ6TUW5BJ344DK',
     '-A KUBE-SERVICES -m comment --comment "kube-system/kube-dns:dns cluster IP" -m udp -p udp -d 10.96.0.10 --dport 53 -j KUBE-SVC-TCOU7JCQXEZGVUNU',
     '-A KUBE-SERVICES -m comment --comment "kube-system/kube-dns:metrics cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 9153 -j KUBE-SVC-JD5MR3NA4I4DYORP',
+    '-A KUBE-SERVICES -m comment --comment "kube-system/kube-dns:dns cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 53 -j KUBE-SVC-GSKZ6TUW5BJ344DK',
   ]);
   const perService = [...rendered.nat.keys()].filter((c) => /^KUBE-(SVC|SEP)-/.test(c));
   assert.equal(perService.length, 6);
@@ -609,4 +610,17 @@ test('renderRules: past 1,000 endpoints in all the per-endpoint comments go, for
   const large = renderRules(model([...ports, ...manyServices(400, 0, 10)]));
   assert.doesNotMatch(large.nat.get(serviceChainName(ports[0]!.ref))![0]!, /--comment/);
   assert.deepEqual(large, renderRules(model(structuredClone([...ports, ...manyServices(400, 0, 10)]))));
+});
+
+test('KUBE-SERVICES and KUBE-NODEPORTS jumps go by target chain, descending; the node-address jumps stay last', () => {
+  const rendered = renderRules(model(manyServices(30), ['10.0.0.1', '10.0.0.2']));
+  const target = (r: string) => / -j (\S+)$/.exec(r)![1]!;
+  const services = rendered.nat.get('KUBE-SERVICES')!;
+  const jumps = services.slice(0, -2).map(target);
+  assert.equal(jumps.length, 30);
+  assert.deepEqual(jumps, [...jumps].sort().reverse());
+  assert.deepEqual(services.slice(-2).map(target), ['KUBE-NODEPORTS', 'KUBE-NODEPORTS']);
+  const nodePorts = rendered.nat.get('KUBE-NODEPORTS')!.map(target);
+  assert.equal(nodePorts.length, 10);
+  assert.deepEqual(nodePorts, [...nodePorts].sort().reverse());
 });
