@@ -13,7 +13,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { kpxArgv } from '../../src/lab/agent.js';
 import { createLab, type Lab, type LabProcess } from '../../src/lab/lab.js';
-import { clusterIP, endpointSlice, service, SERVICE_PORT, TARGET_PORT, type ClusterSpec, type Endpoint } from './cluster.js';
+import { clusterIP, endpointSlice, kubeServicesIndexes, service, SERVICE_PORT, TARGET_PORT, type ClusterSpec, type Endpoint } from './cluster.js';
 import { buildNative } from './native.js';
 
 export const ENDPOINTS_PER_SERVICE = 10;
@@ -90,10 +90,13 @@ export async function createServiceLab(): Promise<ServiceLab> {
 }
 
 function clusterSpec(services: number, protocol: 'TCP' | 'UDP'): ClusterSpec {
+  // The Services benchmarks connect to: the first and last by index, and the first and last KUBE-SERVICES lists.
+  const order = kubeServicesIndexes(services);
+  const served = new Set([0, services - 1, order[0], order.at(-1)]);
   return {
     services,
     endpointsPerService: ENDPOINTS_PER_SERVICE,
-    endpointsOf: (i) => (i === 0 || i === services - 1 || protocol === 'UDP' ? SERVER_ENDPOINTS : undefined),
+    endpointsOf: (i) => (served.has(i) || protocol === 'UDP' ? SERVER_ENDPOINTS : undefined),
     protocol,
   };
 }
