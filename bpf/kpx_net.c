@@ -35,26 +35,13 @@ static __always_inline __u16 kpx_csum_apply(__u16 check, __u32 diff)
 	return ~sum;
 }
 
-/* From the TTL to the destination ports: without IP options one block. */
-struct kpx_headers_tail {
-	__u8 ttl;
-	__u8 proto;
-	__u16 check;
-	__be32 saddr;
-	__be32 daddr;
-	__be16 sport;
-	__be16 dport;
-};
-
-#define KPX_IP_TAIL_LEN offsetof(struct kpx_headers_tail, sport)
-
-/* Rewrites the addresses, ports and TTL of an skb to `out` and `ttl`. The IP
- * header is stored with its checksum computed here: a full checksum whatever
- * the skb's state, and the header's sum does not change. The L4 checksum
- * goes through the helper, which knows CHECKSUM_PARTIAL (only the
- * pseudo-header part is folded in) and CHECKSUM_COMPLETE (skb->csum follows
- * the pseudo-header change), in two calls: addresses are pseudo-header,
- * ports are data. */
+/* Rewrites the addresses, ports and TTL of an skb to `out` and `ttl`, in
+ * place (kpx_skb_parse made the headers linear). The IP header is stored
+ * with its checksum computed here: a full checksum whatever the skb's
+ * state, and the header's sum does not change. The L4 checksum goes through
+ * the helper, which knows CHECKSUM_PARTIAL (only the pseudo-header part is
+ * folded in) and CHECKSUM_COMPLETE (skb->csum follows the pseudo-header
+ * change), in two calls: addresses are pseudo-header, ports are data. */
 static __always_inline int kpx_skb_rewrite(struct __sk_buff *skb, const struct kpx_pkt *p, const struct kpx_ct *out, __u8 ttl)
 {
 	const struct kpx_ct_key *in = &p->tuple;
@@ -62,23 +49,19 @@ static __always_inline int kpx_skb_rewrite(struct __sk_buff *skb, const struct k
 	__u32 addr_diff = kpx_csum_diff32(in->saddr, out->saddr) + kpx_csum_diff32(in->daddr, out->daddr);
 	__u32 ttl_diff = kpx_csum_diff16(bpf_htons((__u16)p->ttl << 8 | in->proto), bpf_htons((__u16)ttl << 8 | in->proto));
 	__u32 port_diff = kpx_csum_diff16(in->sport, out->sport) + kpx_csum_diff16(in->dport, out->dport);
-	struct kpx_headers_tail tail = {
-		.ttl = ttl,
-		.proto = in->proto,
-		.check = kpx_csum_apply(p->ip_check, addr_diff + ttl_diff),
-		.saddr = out->saddr,
-		.daddr = out->daddr,
-		.sport = out->sport,
-		.dport = out->dport,
-	};
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + KPX_IP_OFF;
+	__be16 *ports = data + (p->l4_off & 0xff);
 
-	if (p->l4_off == KPX_IP_TTL_OFF + KPX_IP_TAIL_LEN) {
-		if (bpf_skb_store_bytes(skb, KPX_IP_TTL_OFF, &tail, sizeof(tail), 0))
-			return -1;
-	} else if (bpf_skb_store_bytes(skb, KPX_IP_TTL_OFF, &tail, KPX_IP_TAIL_LEN, 0) ||
-		   bpf_skb_store_bytes(skb, p->l4_off, &tail.sport, 2 * sizeof(tail.sport), 0)) {
-		return -1; /* IP options between the two */
-	}
+	if ((void *)(ip + 1) > data_end || (void *)(ports + 2) > data_end)
+		return -1;
+	ip->ttl = ttl;
+	ip->check = kpx_csum_apply(p->ip_check, addr_diff + ttl_diff);
+	ip->saddr = out->saddr;
+	ip->daddr = out->daddr;
+	ports[0] = out->sport;
+	ports[1] = out->dport;
 	if ((in->saddr != out->saddr || in->daddr != out->daddr) &&
 	    bpf_l4_csum_replace(skb, p->csum_off, 0, addr_diff, l4_flags | BPF_F_PSEUDO_HDR))
 		return -1;
