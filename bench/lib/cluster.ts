@@ -5,7 +5,7 @@
  */
 import type { EndpointSlice, Origin, Service } from '../../src/k8s/types.js';
 import type { ObjectSnapshot } from '../../src/k8s/types.js';
-import { serviceChainName } from '../../src/datapath/iptables-rules.js';
+import { jumpOrder, serviceChainName } from '../../src/datapath/iptables-rules.js';
 import type { ModelOptions } from '../../src/model/types.js';
 
 export const NAMESPACE = 'bench';
@@ -30,11 +30,11 @@ export function serviceName(i: number): string {
   return `svc-${String(i).padStart(6, '0')}`;
 }
 
-/** The indexes of Services 0..n-1 (TCP) in the order of their jumps in iptables mode's KUBE-SERVICES: by their chain's name, descending. */
+/** The indexes of Services 0..n-1 (TCP) in the order of their jumps in iptables mode's KUBE-SERVICES. */
 export function kubeServicesIndexes(n: number): number[] {
   const chain = (i: number) => serviceChainName({ namespace: NAMESPACE, name: serviceName(i), portName: 'http', protocol: 'TCP' });
   const names = Array.from({ length: n }, (_, i) => chain(i));
-  return names.map((_, i) => i).sort((a, b) => (names[a]! < names[b]! ? 1 : names[a]! > names[b]! ? -1 : 0));
+  return names.map((_, i) => i).sort((a, b) => jumpOrder(names[a]!, names[b]!));
 }
 
 export interface Endpoint {

@@ -38,10 +38,6 @@ struct kpx_pkt {
 };
 
 #define KPX_IP_OFF ((__u32)sizeof(struct ethhdr))
-#define KPX_IP_CSUM_OFF (KPX_IP_OFF + offsetof(struct iphdr, check))
-#define KPX_IP_SADDR_OFF (KPX_IP_OFF + offsetof(struct iphdr, saddr))
-#define KPX_IP_DADDR_OFF (KPX_IP_OFF + offsetof(struct iphdr, daddr))
-#define KPX_IP_TTL_OFF (KPX_IP_OFF + offsetof(struct iphdr, ttl))
 
 /* Fills p for an unfragmented TCP or UDP over IPv4 frame. Anything else
  * (ARP, IPv6, ICMP, fragments, which carry no ports past the first) is not

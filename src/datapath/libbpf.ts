@@ -426,13 +426,18 @@ export interface TestRunResult {
  */
 const TEST_RUN_OPTS_SIZE = 80;
 
-/** `r0 = value; exit`: a program that does nothing, to measure what running one costs. */
-export function loadConstantProgram(progType: number, expectedAttachType: number, value: number): number {
+/** The instructions of `r0 = value; exit`: a program that does nothing but answer. */
+export function constantProgram(value: number): Buffer {
   const insns = Buffer.alloc(16);
   insns.writeUInt8(0xb7, 0); // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
   insns.writeInt32LE(value, 4);
   insns.writeUInt8(0x95, 8); // BPF_JMP | BPF_EXIT
-  return loadProgram(progType, expectedAttachType, insns);
+  return insns;
+}
+
+/** Loads constantProgram(value), e.g. to measure what running a program costs. */
+export function loadConstantProgram(progType: number, expectedAttachType: number, value: number): number {
+  return loadProgram(progType, expectedAttachType, constantProgram(value));
 }
 
 /** Runs a loaded program on a frame in the kernel (BPF_PROG_TEST_RUN), in the caller's network namespace. */

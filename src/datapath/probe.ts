@@ -94,12 +94,8 @@ const EACCES = 13;
 const EINVAL = 22;
 const ENODEV = 19;
 
-/** BPF instructions (8 bytes each: opcode, registers, offset, immediate). */
-const MOV_R0_1 = [0xb7, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00];
-const EXIT = [0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
-
 /** `return 1`: valid in every program type kpx uses, and a verdict that lets everything through. */
-const RETURN_ONE = Buffer.from([...MOV_R0_1, ...EXIT]);
+const RETURN_ONE = bpf.constantProgram(1);
 
 /** `call helper; return 1`. */
 function callingHelper(helperId: number): Buffer {
