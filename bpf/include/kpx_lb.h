@@ -3,6 +3,8 @@
 #ifndef KPX_LB_H
 #define KPX_LB_H
 
+#include <stdbool.h>
+#include <bpf/bpf_endian.h>
 #include "kpx_maps.h"
 
 static __always_inline struct kpx_frontend *
@@ -17,17 +19,41 @@ kpx_lookup_frontend(__be32 addr, __be16 port, __u8 proto)
 	return bpf_map_lookup_elem(&kpx_frontends, &key);
 }
 
+/* Multiply-shift: the top 16 bits of addr (as it lies in memory) times
+ * an odd constant, so that neighbouring addresses spread. */
+static __always_inline __u32 kpx_filter_addr_bit(__be32 addr)
+{
+	return (__u32)(addr * (__u32)KPX_FILTER_ADDR_MUL) >> 16;
+}
+
+static __always_inline bool kpx_filter_has(const __u64 *bits, __u32 bit)
+{
+	return bits[(bit >> 6) & (KPX_FILTER_WORDS - 1)] & (1ULL << (bit & 63));
+}
+
 /* The frontend a packet or socket for addr:port reaches: an exact entry
  * (ClusterIP, externalIP, LoadBalancer IP), else the NodePort when addr is
- * one of the node addresses that answer NodePorts. */
+ * one of the node addresses that answer NodePorts, or 0. kpx_filter answers
+ * "none" for most destinations without a hash lookup. */
 static __always_inline struct kpx_frontend *
 kpx_lookup_service(__be32 addr, __be16 port, __u8 proto)
 {
+	__u32 zero = 0;
+	struct kpx_filter *filter = bpf_map_lookup_elem(&kpx_filter, &zero);
 	struct kpx_frontend *fe;
 
-	fe = kpx_lookup_frontend(addr, port, proto);
-	if (fe || !bpf_map_lookup_elem(&kpx_node_addrs, &addr))
-		return fe;
+	if (!filter)
+		return NULL;
+	if (kpx_filter_has(filter->addr_bits, kpx_filter_addr_bit(addr))) {
+		fe = kpx_lookup_frontend(addr, port, proto);
+		if (fe)
+			return fe;
+	}
+	if (!kpx_filter_has(filter->nodeport_bits, bpf_ntohs(port)))
+		return NULL;
+	/* Address 0 (a wildcard bind) is the NodePort's own key. */
+	if (addr != 0 && !bpf_map_lookup_elem(&kpx_node_addrs, &addr))
+		return NULL;
 	return kpx_lookup_frontend(0, port, proto);
 }
 

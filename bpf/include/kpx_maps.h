@@ -71,6 +71,13 @@ struct {
 } kpx_node_addrs SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct kpx_filter);
+	__uint(max_entries, 1);
+} kpx_filter SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct kpx_ct_key);
 	__type(value, struct kpx_ct);

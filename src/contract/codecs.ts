@@ -8,14 +8,15 @@
 import { endianness } from 'node:os';
 import { parseIPv4 } from '../model/cluster-ip.js';
 
-type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'mac' | 'chars';
+/** 'chars': a NUL-terminated string; 'bytes': raw memory, as a Buffer of the member's size. */
+type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'mac' | 'chars' | 'bytes';
 
 interface FieldSpec {
   /** The C member name, as BTF spells it. */
   c: string;
   kind: FieldKind;
   offset: number;
-  /** Bytes; only needed for 'chars', derived for the others. */
+  /** Bytes; only needed for 'chars' and 'bytes', derived for the others. */
   size?: number;
 }
 
@@ -25,7 +26,7 @@ export interface FieldLayout {
   size: number;
 }
 
-const SCALAR_SIZE: Record<Exclude<FieldKind, 'chars'>, number> = {
+const SCALAR_SIZE: Record<Exclude<FieldKind, 'chars' | 'bytes'>, number> = {
   u8: 1,
   u16: 2,
   u32: 4,
@@ -69,6 +70,11 @@ function writeChars(text: string, buf: Buffer, at: number, size: number, member:
   bytes.copy(buf, at);
 }
 
+function writeBytes(bytes: Buffer, buf: Buffer, at: number, size: number, member: string): void {
+  if (bytes.length !== size) throw new Error(`${member} is ${size} bytes, not ${bytes.length}`);
+  bytes.copy(buf, at);
+}
+
 /**
  * A struct's encoder as one straight run of named writes, generated from its
  * members: a full sync encodes a few hundred thousand entries, and a loop
@@ -102,10 +108,12 @@ function compileEncoder(cName: string, specs: readonly (FieldSpec & { size: numb
           return `macToBytes(${x}, buf, ${at});`;
         case 'chars':
           return `writeChars(${x}, buf, ${at}, ${f.size}, ${JSON.stringify(`${cName}.${f.c}`)});`;
+        case 'bytes':
+          return `writeBytes(${x}, buf, ${at}, ${f.size}, ${JSON.stringify(`${cName}.${f.c}`)});`;
       }
     });
-  const make = new Function('ipv4ToBytes', 'macToBytes', 'writeChars', `return function encode(value, buf, base) {\n${lines.join('\n')}\n};`);
-  return make(ipv4ToBytes, macToBytes, writeChars) as Encoder;
+  const make = new Function('ipv4ToBytes', 'macToBytes', 'writeChars', 'writeBytes', `return function encode(value, buf, base) {\n${lines.join('\n')}\n};`);
+  return make(ipv4ToBytes, macToBytes, writeChars, writeBytes) as Encoder;
 }
 
 /**
@@ -123,7 +131,7 @@ export class StructCodec<T extends object> {
     readonly size: number,
     specs: FieldSpec[],
   ) {
-    this.specs = specs.map((s) => ({ ...s, size: s.kind === 'chars' ? (s.size ?? 0) : SCALAR_SIZE[s.kind] }));
+    this.specs = specs.map((s) => ({ ...s, size: s.kind === 'chars' || s.kind === 'bytes' ? (s.size ?? 0) : SCALAR_SIZE[s.kind] }));
     this.fields = this.specs.map(({ c, offset, size }) => ({ c, offset, size }));
     this.encoder = compileEncoder(cName, this.specs);
   }
@@ -173,6 +181,9 @@ export class StructCodec<T extends object> {
           out[f.c] = raw.subarray(0, nul < 0 ? raw.length : nul).toString('utf8');
           break;
         }
+        case 'bytes':
+          out[f.c] = Buffer.from(buf.subarray(at, at + f.size));
+          break;
       }
     }
     return out as T;
@@ -385,6 +396,21 @@ export const sockPeerValue = new StructCodec<SockPeer>('kpx_sock_peer', 16, [
   { c: 'pad2', kind: 'u16', offset: 14 },
 ]);
 
+/** KPX_FILTER_WORDS: each of kpx_filter's bit sets is this many __u64 words. */
+export const FILTER_WORDS = 1024;
+/** KPX_FILTER_ADDR_MUL: the multiplier of kpx_filter_addr_bit. */
+export const FILTER_ADDR_MUL = 0x9e3779b1;
+
+export interface FilterValue {
+  addr_bits: Buffer;
+  nodeport_bits: Buffer;
+}
+/** The one value of kpx_filter: two bit sets of 65,536 bits, __u64 words in host order. */
+export const filterValue = new StructCodec<FilterValue>('kpx_filter', 2 * FILTER_WORDS * 8, [
+  { c: 'addr_bits', kind: 'bytes', offset: 0, size: FILTER_WORDS * 8 },
+  { c: 'nodeport_bits', kind: 'bytes', offset: FILTER_WORDS * 8, size: FILTER_WORDS * 8 },
+]);
+
 /** The int key socket-local storage maps require (the kernel checks the BTF type: a plain int, not a typedef). */
 export const socketFdKey = new StructCodec<{ fd: number }>('int', 4, [{ c: 'fd', kind: 'u32', offset: 0 }]);
 
@@ -400,4 +426,5 @@ export const CONTRACT_STRUCTS = [
   sockPeerValue,
   ctKey,
   ctValue,
+  filterValue,
 ];

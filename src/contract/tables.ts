@@ -81,7 +81,10 @@ export const DELETE_ORDER: readonly TableName[] = ['nodeAddrs', 'frontends', 'sl
  */
 export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_sock_peer', 'kpx_ct', 'kpx_stats'] as const;
 
-export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...KERNEL_OWNED_MAPS];
+/** Maps the control plane writes whole, derived from what it wrote to the tables (contract/filter.ts). */
+export const DERIVED_MAPS = ['kpx_filter'] as const;
+
+export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...DERIVED_MAPS, ...KERNEL_OWNED_MAPS];
 
 /**
  * Kernel-owned hash maps whose entries an upgrade carries into the map that

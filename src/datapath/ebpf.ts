@@ -13,8 +13,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
+import { FrontendFilter } from '../contract/filter.js';
 import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
-import { ALL_MAPS, CARRIED_OVER, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
+import { ALL_MAPS, CARRIED_OVER, DERIVED_MAPS, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
@@ -81,10 +82,18 @@ export class EbpfDatapath implements Datapath {
   private readonly linkFds: number[] = [];
   /** The model update the compiler holds. */
   private compiledSequence = -1;
+  /**
+   * kpx_filter as written, counting the kernel's frontends; none: rebuilt
+   * from kernelTables and written whole by the next sync (the pinned value
+   * may be stale, or the map new).
+   */
+  private filter: FrontendFilter | undefined;
+  private readonly filterKey = Buffer.alloc(4);
 
   private constructor(
     private readonly objects: bpf.BpfObjectPtr[],
     private readonly mapFds: Record<TableName, number>,
+    private readonly filterFd: number,
     private readonly capacity: Record<TableName, number>,
     /** Tables kept in arrays indexed by ID: a delete writes zeros, and an ID must be below the size. */
     private readonly arrays: ReadonlySet<TableName>,
@@ -160,7 +169,8 @@ export class EbpfDatapath implements Datapath {
         if (shape.type === MAP_TYPE.array) arrays.add(table);
       }
       const programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
-      const dp = new EbpfDatapath(objects, mapFds, capacity, arrays, attachAfterFirstSync, setAside, programIds, opts.log);
+      const filterFd = bpf.mapFd(bpf.findMap(objects[0], DERIVED_MAPS[0]));
+      const dp = new EbpfDatapath(objects, mapFds, filterFd, capacity, arrays, attachAfterFirstSync, setAside, programIds, opts.log);
       opts.log.info(
         {
           bpffs: opts.bpffs,
@@ -233,10 +243,18 @@ export class EbpfDatapath implements Datapath {
     let written = 0;
     let removed = 0;
     try {
+      // Without a known filter, held is the kernel's whole content (kernelTables).
+      const known = this.filter;
+      const filter = known ?? FrontendFilter.of(held.frontends);
+      // Cleared so that a failure from here on rebuilds it from what the kernel holds.
+      this.filter = undefined;
+      if (this.countFrontends(filter, ops, desired, held) || !known) this.writeFilter(filter);
       for (const op of ops) {
         if (op.op === 'upsert') written += this.upsert(op, desired, held);
         else removed += this.remove(op, desired, held);
       }
+      if (filter.settle()) this.writeFilter(filter);
+      this.filter = filter;
     } catch (err) {
       // Part of the ops may have landed: trust only what the kernel says,
       // and start a new compiler from the IDs it holds. This one has freed
@@ -259,6 +277,26 @@ export class EbpfDatapath implements Datapath {
    */
   reread(): void {
     this.kernelTables = readTables(this.mapFds);
+    this.filter = undefined;
+  }
+
+  /** Counts the ops' new and deleted frontends into the filter; true when that set a bit. */
+  private countFrontends(filter: FrontendFilter, ops: TableOp[], desired: PackedTables, held: PackedTables): boolean {
+    let set = false;
+    for (const op of ops) {
+      if (op.table !== 'frontends') continue;
+      const from = op.op === 'upsert' ? desired.frontends : held.frontends;
+      for (const slot of op.slots) {
+        const at = slot * from.keySize;
+        if (op.op === 'delete') filter.remove(from.keys, at);
+        else if (held.frontends.slot(TABLES.frontends.keyId(from.keys, at)) === undefined) set = filter.add(from.keys, at) || set;
+      }
+    }
+    return set;
+  }
+
+  private writeFilter(filter: FrontendFilter): void {
+    bpf.mapUpdate(this.filterFd, this.filterKey, filter.value);
   }
 
   /** The new programs take over the links now that their maps hold the model; the old maps go with the old programs. */

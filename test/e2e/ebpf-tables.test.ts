@@ -16,11 +16,11 @@ import { pino } from 'pino';
 import { compile } from '../../src/compile/compile.js';
 import { EbpfDatapath, LinkTakeoverError, linkPinPath, readPinnedTables, removePins, TableFullError } from '../../src/datapath/ebpf.js';
 import { linkInfo, mapDelete, mapLookup, mapShape, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
-import { CT_FIB, CT_FLAGS, backendValue, ctKey, ctValue, frontendKey, frontendValue, slotKey, u32Key, type CtValue } from '../../src/contract/codecs.js';
+import { CT_FIB, CT_FLAGS, backendValue, ctKey, ctValue, filterValue, frontendKey, frontendValue, slotKey, u32Key, type CtValue } from '../../src/contract/codecs.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
 import { createLab, type Lab } from '../../src/lab/lab.js';
 import { wholeModel } from '../../src/model/incremental.js';
-import type { Model, ServicePort } from '../../src/model/types.js';
+import { NODE_PORT_ADDRESS, type Model, type ServicePort } from '../../src/model/types.js';
 import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
 const log = pino({ level: 'silent' });
@@ -50,6 +50,25 @@ function bytes(tables: ReturnType<typeof readPinnedTables>): Record<string, stri
   return Object.fromEntries(
     Object.entries(tables).map(([name, content]) => [name, [...content.values()].map((e) => `${e.key.toString('hex')}=${e.value.toString('hex')}`).sort()]),
   );
+}
+
+/** The numbers of the set bits of a kpx_filter value (addr_bits 0-65535, nodeport_bits 65536-131071), read as a little-endian CPU does. */
+function setBits(value: Buffer): number[] {
+  const bits: number[] = [];
+  value.forEach((byte, i) => {
+    for (let b = 0; b < 8; b++) if (byte & (1 << b)) bits.push(i * 8 + b);
+  });
+  return bits;
+}
+
+/** The bits a filter of these frontends needs, by kpx_filter_addr_bit written out in 64-bit integers. */
+function expectedBits(frontends: ReturnType<typeof readPinnedTables>['frontends']): number[] {
+  const bits = new Set<number>();
+  for (const { key } of frontends.values()) {
+    const addr = BigInt(key.readUInt32LE(0));
+    bits.add(addr === 0n ? 65536 + key.readUInt16BE(4) : Number(((addr * 2654435761n) & 0xffffffffn) >> 16n));
+  }
+  return [...bits].sort((a, b) => a - b);
 }
 
 /** Something read from a pinned object through a short-lived fd. */
@@ -271,6 +290,43 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       assert.deepEqual(bytes(readPinnedTables(bpffs)), expected);
     } finally {
       dp.close();
+      removePins(bpffs);
+    }
+  });
+
+  test('kpx_filter has the bit of every frontend the kernel holds and no other, through changes, drift and a restart', () => {
+    const bpffs = `${lab.bpffsPath}/filter`;
+    const withNodePort = (sp: ServicePort, i: number): ServicePort =>
+      i % 10 === 0 ? { ...sp, frontends: [...sp.frontends, { kind: 'NodePort', address: NODE_PORT_ADDRESS, port: 30000 + i }] } : sp;
+    const of = (from: number, to: number): Model => ({ ...model(0), servicePorts: model(0).servicePorts.slice(from, to).map((sp, i) => withNodePort(sp, from + i)) });
+    const filterIs = (what: string) => {
+      const value = readPinned(`${bpffs}/kpx_filter`, (fd) => mapLookup(fd, u32Key.encode({ id: 0 }), filterValue.size));
+      assert.ok(value, 'kpx_filter has its entry');
+      assert.deepEqual(setBits(value), expectedBits(readPinnedTables(bpffs).frontends), what);
+    };
+    try {
+      const dp = EbpfDatapath.open({ bpffs, log });
+      try {
+        dp.sync(wholeModel(of(0, 100)));
+        filterIs('after the first sync');
+        dp.sync(wholeModel(of(50, 150), 1));
+        filterIs('after half the frontends went and others came');
+        const fe = of(50, 51).servicePorts[0]!.frontends[0]!;
+        readPinned(`${bpffs}/kpx_frontends`, (fd) => mapDelete(fd, frontendKey.encode({ addr: fe.address, port: fe.port, proto: 6 })));
+        dp.reread();
+        dp.sync(wholeModel(of(51, 150), 2));
+        filterIs('after a frontend deleted behind its back, a reread and a sync without it');
+      } finally {
+        dp.close();
+      }
+      const restarted = EbpfDatapath.open({ bpffs, log });
+      try {
+        restarted.sync(wholeModel(of(0, 10)));
+        filterIs('after a restart that adopted the maps');
+      } finally {
+        restarted.close();
+      }
+    } finally {
       removePins(bpffs);
     }
   });

@@ -19,6 +19,9 @@ import {
   CT_FIB,
   CT_FLAGS,
   ctKey,
+  FILTER_ADDR_MUL,
+  FILTER_WORDS,
+  filterValue,
   ctValue,
   KIND,
   NAME_LEN,
@@ -33,7 +36,7 @@ import {
   u64Value,
   type StructCodec,
 } from '../../src/contract/codecs.js';
-import { ALL_MAPS, KERNEL_OWNED_MAPS, TABLES } from '../../src/contract/tables.js';
+import { ALL_MAPS, DERIVED_MAPS, KERNEL_OWNED_MAPS, TABLES } from '../../src/contract/tables.js';
 
 // dist/test/unit/ -> repo root (the tests run from the compiled tree).
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -151,9 +154,16 @@ const KERNEL_OWNED_CODECS: Record<string, { key: StructCodec<object>; value: Str
   kpx_stats: { key: u32Key, value: u64Value },
 };
 
+/** Codecs of the maps the control plane derives from the tables (DERIVED_MAPS). */
+const DERIVED_CODECS: Record<string, { key: StructCodec<object>; value: StructCodec<object> }> = {
+  kpx_filter: { key: u32Key, value: filterValue },
+};
+
 function codecsOfMap(map: string): { key: StructCodec<object>; value: StructCodec<object> } {
   const table = Object.values(TABLES).find((t) => t.map === map);
   if (table) return { key: table.key, value: table.value };
+  const derived = DERIVED_CODECS[map];
+  if (derived) return derived;
   const owned = KERNEL_OWNED_CODECS[map];
   assert.ok(owned, `no codecs known for map ${map}: add it to TABLES or to KERNEL_OWNED_CODECS in this test`);
   return owned;
@@ -164,8 +174,9 @@ test('there are committed BPF objects to check', () => {
   for (const object of ['kpx_sock.o', 'kpx_net.o']) assert.ok(OBJECTS.includes(object), `bpf/${object} missing; objects: ${OBJECTS.join(', ')}`);
 });
 
-test('ALL_MAPS is TABLES plus the kernel-owned maps', () => {
-  assert.deepEqual(ALL_MAPS, ['kpx_frontends', 'kpx_slots', 'kpx_backends', 'kpx_services', 'kpx_node_addrs', ...KERNEL_OWNED_MAPS]);
+test('ALL_MAPS is TABLES plus the derived and kernel-owned maps', () => {
+  assert.deepEqual(ALL_MAPS, ['kpx_frontends', 'kpx_slots', 'kpx_backends', 'kpx_services', 'kpx_node_addrs', ...DERIVED_MAPS, ...KERNEL_OWNED_MAPS]);
+  assert.deepEqual([...DERIVED_MAPS], Object.keys(DERIVED_CODECS));
   assert.deepEqual([...KERNEL_OWNED_MAPS], Object.keys(KERNEL_OWNED_CODECS));
 });
 
@@ -246,7 +257,7 @@ test('header parsing finds the expected defines', () => {
   assert.equal(defines.has('KPX_TYPES_H'), false, 'the include guard is not a numeric define');
 });
 
-test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_FLAGS, CT_FIB, NAME_LEN, PORT_NAME_LEN', () => {
+test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_FLAGS, CT_FIB, NAME_LEN, PORT_NAME_LEN, FILTER_*', () => {
   const defines = headerDefines();
   const groups: Array<[string, Record<string, number>]> = [
     ['KPX_KIND_', KIND],
@@ -271,6 +282,9 @@ test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_
   assert.equal(NAME_LEN, defines.get('KPX_NAME_LEN'), 'NAME_LEN');
   assert.equal(PORT_NAME_LEN, defines.get('KPX_PORT_NAME_LEN'), 'PORT_NAME_LEN');
   checked.add('KPX_NAME_LEN').add('KPX_PORT_NAME_LEN');
+  assert.equal(FILTER_WORDS, defines.get('KPX_FILTER_WORDS'), 'FILTER_WORDS');
+  assert.equal(FILTER_ADDR_MUL, defines.get('KPX_FILTER_ADDR_MUL'), 'FILTER_ADDR_MUL');
+  checked.add('KPX_FILTER_WORDS').add('KPX_FILTER_ADDR_MUL');
   const unchecked = [...defines.keys()].filter((d) => !checked.has(d));
   assert.deepEqual(unchecked, [], 'numeric defines in kpx_types.h with no mirror checked by this test');
 });

@@ -14,6 +14,7 @@ import {
   backendValue,
   ctKey,
   ctValue,
+  filterValue,
   frontendKey,
   frontendValue,
   nodeAddrKey,
@@ -92,6 +93,11 @@ test('every codec round-trips', () => {
     fib_smac: 'fe:ff:ff:ff:ff:0a',
   });
   assert.throws(() => ctValue.encode({ ...ctValue.decode(Buffer.alloc(ctValue.size)), fib_dmac: '02:00:ac:12:00' }), /not an Ethernet address/);
+  const bits = Buffer.alloc(filterValue.size / 2);
+  bits[0] = 1;
+  bits[bits.length - 1] = 0x80;
+  roundTrip(filterValue, { addr_bits: bits, nodeport_bits: Buffer.alloc(bits.length, 0x5a) });
+  assert.throws(() => filterValue.encode({ addr_bits: bits.subarray(1), nodeport_bits: bits }), /kpx_filter.addr_bits is 8192 bytes, not 8191/);
 });
 
 test('CONTRACT_STRUCTS lists every struct codec once', () => {
@@ -109,6 +115,7 @@ test('CONTRACT_STRUCTS lists every struct codec once', () => {
       'kpx_sock_peer',
       'kpx_ct_key',
       'kpx_ct',
+      'kpx_filter',
     ],
   );
 });
