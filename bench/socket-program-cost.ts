@@ -79,6 +79,12 @@ export const scenario: Scenario = async (quick) => {
         translates: true,
         run: async () => (await runUdp(bed, udpServiceDestination(plan.services), plan.seconds)).datagrams,
       },
+      {
+        program: 'kpx_sendmsg4',
+        traffic: 'UDP sendto the backend (no frontend)',
+        translates: false,
+        run: async () => (await runUdp(bed, { addresses: [DIRECT.addresses[0]!], port: DIRECT.port }, plan.seconds)).datagrams,
+      },
     ];
     const fds = new Map<string, number>();
     const emptyFds = new Map<string, number>();

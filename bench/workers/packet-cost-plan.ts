@@ -94,8 +94,8 @@ export function benchCluster(services: number, endpointsPerService: number): Ben
   };
 }
 
-/** The counter of kpx_stats a path must move, once per program run. */
-export type PathCounter = 'newFlow' | 'forward' | 'reply' | 'localReply';
+/** The counter of kpx_stats a path must move, once per program run; none: no counter may move (not kpx's packet). */
+export type PathCounter = 'newFlow' | 'forward' | 'reply' | 'localReply' | 'none';
 
 export interface PathCase {
   program: NetProgram;
@@ -108,8 +108,8 @@ export interface PathCase {
    */
   method: 'new-flow' | 'ping-pong' | 'same-frame';
   protocol: 'TCP' | 'UDP';
-  /** remote backend, local backend, or the reply of a remote backend (hand-made flow). */
-  flow: 'remote' | 'local' | 'reply';
+  /** remote backend, local backend, the reply of a remote backend (hand-made flow), or no Service at all. */
+  flow: 'remote' | 'local' | 'reply' | 'none';
   /**
    * New flows: to a NodePort Service drawn at random for each (their table
    * entries mostly cold in the caches), rather than all to the measured one.
@@ -131,6 +131,8 @@ export const CASES: PathCase[] = [
   { program: 'kpx_tc_ingress', path: 'UDP established', method: 'ping-pong', protocol: 'UDP', flow: 'remote', counter: 'forward', verdict: TC.REDIRECT },
   { program: 'kpx_tc_ingress', path: 'TCP established, local backend', method: 'ping-pong', protocol: 'TCP', flow: 'local', counter: 'forward', verdict: TC.OK },
   { program: 'kpx_tc_egress', path: 'TCP reply, local backend', method: 'ping-pong', protocol: 'TCP', flow: 'local', counter: 'localReply', verdict: TC.OK },
+  { program: 'kpx_tc_ingress', path: 'TCP to the node, no Service', method: 'same-frame', protocol: 'TCP', flow: 'none', counter: 'none', verdict: TC.OK },
+  { program: 'kpx_tc_egress', path: 'TCP from the node, no Service', method: 'same-frame', protocol: 'TCP', flow: 'none', counter: 'none', verdict: TC.OK },
   { program: 'kpx_xdp', path: 'TCP SYN, new flow, random Service', method: 'new-flow', protocol: 'TCP', flow: 'remote', spread: true, counter: 'newFlow', verdict: XDP.TX },
   { program: 'kpx_xdp', path: 'TCP SYN, new flow, one Service', method: 'new-flow', protocol: 'TCP', flow: 'remote', counter: 'newFlow', verdict: XDP.TX },
   { program: 'kpx_xdp', path: 'TCP established', method: 'ping-pong', protocol: 'TCP', flow: 'remote', counter: 'forward', verdict: XDP.TX },
@@ -138,6 +140,7 @@ export const CASES: PathCase[] = [
   { program: 'kpx_xdp', path: 'UDP new flow', method: 'new-flow', protocol: 'UDP', flow: 'remote', counter: 'newFlow', verdict: XDP.TX },
   { program: 'kpx_xdp', path: 'UDP established', method: 'ping-pong', protocol: 'UDP', flow: 'remote', counter: 'forward', verdict: XDP.TX },
   { program: 'kpx_xdp', path: 'TCP established, local backend (to tc)', method: 'same-frame', protocol: 'TCP', flow: 'local', counter: 'forward', verdict: XDP.PASS },
+  { program: 'kpx_xdp', path: 'TCP to the node, no Service', method: 'same-frame', protocol: 'TCP', flow: 'none', counter: 'none', verdict: XDP.PASS },
 ];
 
 export interface WorkerInput {

@@ -49,6 +49,8 @@ const NEW_FLOW_SPORT = 10000;
 const ESTABLISHED_SPORT = 50000;
 /** The SNAT port of the hand-made reply flows. */
 const REPLY_SNAT_PORT = 61000;
+/** A port of the node that no Service answers on. */
+const NO_SERVICE_PORT = 22;
 
 interface Tuple {
   src: string;
@@ -177,6 +179,13 @@ class Worker {
    * remote and local backends, by hand for the replies of remote backends.
    */
   private seedFlow(c: PathCase, sport: number): Buffer {
+    if (c.flow === 'none') {
+      // To the node's address at a port no Service has (ssh), or back from it; nothing to seed.
+      const toNode: Tuple = { src: CLIENT.ip, dst: NODE_PORT_ADDRESS.ip, sport, dport: NO_SERVICE_PORT };
+      return c.program === 'kpx_tc_egress'
+        ? this.frame(c.protocol, reverse(toNode), { from: 'backend', ttl: TTL_MAX })
+        : this.frame(c.protocol, toNode, { from: 'client', ttl: TTL_MAX });
+    }
     const proto = IPPROTO[c.protocol];
     const dport = c.flow === 'local' ? LOCAL_NODE_PORT : c.protocol === 'UDP' ? UDP_NODE_PORT : this.input.tcpNodePort;
     const client: Tuple = { src: CLIENT.ip, dst: NODE_PORT_ADDRESS.ip, sport, dport };
@@ -259,13 +268,13 @@ class Worker {
     return readStats(this.stats, this.cpus);
   }
 
-  /** The case's counter rose by exactly `runs` and no other moved: every run took the path. */
+  /** The case's counter rose by exactly `runs` and no other moved (none at all for 'none'): every run took the path. */
   private checkCounters(c: PathCase, before: Stats, runs: number): string | undefined {
     const after = this.readStats();
     const moved = (Object.keys(after) as Array<keyof Stats>).filter((name) => after[name] !== before[name]);
     const wrong = moved.filter((name) => name !== c.counter).map((name) => `${name} +${after[name] - before[name]}`);
-    const counted = after[c.counter] - before[c.counter];
-    if (counted === BigInt(runs) && wrong.length === 0) return undefined;
+    const counted = c.counter === 'none' ? 0n : after[c.counter] - before[c.counter];
+    if (counted === (c.counter === 'none' ? 0n : BigInt(runs)) && wrong.length === 0) return undefined;
     return `kpx_stats: ${c.counter} +${counted} for ${runs} runs${wrong.length > 0 ? `, ${wrong.join(', ')}` : ''}`;
   }
 }
