@@ -40,10 +40,10 @@ static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const st
 /* An unconnected UDP socket may send to several Services: one LRU entry per
  * socket and backend. Most sendto()s repeat the last mapping, and a lookup
  * costs far less than a write. */
-static __always_inline void kpx_remember_sendto(struct bpf_sock_addr *ctx, const struct kpx_slot *slot, __be32 addr, __be16 port)
+static __always_inline void kpx_remember_sendto(__u64 cookie, const struct kpx_slot *slot, __be32 addr, __be16 port)
 {
 	struct kpx_sock_revnat_key rkey = {
-		.cookie = bpf_get_socket_cookie(ctx),
+		.cookie = cookie,
 		.backend_addr = slot->addr,
 		.backend_port = slot->port,
 	};
@@ -56,6 +56,16 @@ static __always_inline void kpx_remember_sendto(struct bpf_sock_addr *ctx, const
 	if (known && known->addr == addr && known->port == port)
 		return;
 	bpf_map_update_elem(&kpx_sock_revnat, &rkey, &rval, BPF_ANY);
+}
+
+/* The backend choice of an unconnected socket's sendto(): fixed per socket,
+ * so all its datagrams to a Service reach one backend while the Service's
+ * endpoints stay the same, as one conntrack flow does under kube-proxy (a
+ * protocol of several datagrams, such as QUIC from an unconnected socket,
+ * needs that). The cookie's bits are mixed, since cookies count up. */
+static __always_inline __u32 kpx_socket_pick(__u64 cookie)
+{
+	return (__u32)((cookie * 0x9e3779b97f4a7c15ULL) >> 32);
 }
 
 /* Rewrites ctx to a backend of the frontend it addresses, if any. */
@@ -86,12 +96,21 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx, bool connec
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
-	slot = kpx_select_slot(fe);
-	if (!slot)
-		return SYS_PROCEED;
-	/* Socket storage can only fail to allocate: the LRU still answers. */
-	if (!connecting || kpx_remember_peer(ctx, slot, addr, port) < 0)
-		kpx_remember_sendto(ctx, slot, addr, port);
+	if (connecting) {
+		slot = kpx_select_slot(fe, bpf_get_prandom_u32());
+		if (!slot)
+			return SYS_PROCEED;
+		/* Socket storage can only fail to allocate: the LRU still answers. */
+		if (kpx_remember_peer(ctx, slot, addr, port) < 0)
+			kpx_remember_sendto(bpf_get_socket_cookie(ctx), slot, addr, port);
+	} else {
+		__u64 cookie = bpf_get_socket_cookie(ctx);
+
+		slot = kpx_select_slot(fe, kpx_socket_pick(cookie));
+		if (!slot)
+			return SYS_PROCEED;
+		kpx_remember_sendto(cookie, slot, addr, port);
+	}
 
 	ctx->user_ip4 = slot->addr;
 	ctx->user_port = (__u32)slot->port;

@@ -57,29 +57,29 @@ kpx_lookup_service(__be32 addr, __be16 port, __u8 proto)
 	return kpx_lookup_frontend(0, port, proto);
 }
 
-/* Picks one of the frontend's slots with equal weight: the backend's ID and
- * address. NULL when the table is mid-update in a way the write order
- * should make impossible; callers then leave the packet or socket untouched
- * rather than guess. */
-static __always_inline struct kpx_slot *kpx_select_slot(const struct kpx_frontend *fe)
+/* Picks the frontend's slot for `pick`, a uniform 32-bit value (random for
+ * a new connection): the backend's ID and address. NULL when the table is
+ * mid-update in a way the write order should make impossible; callers then
+ * leave the packet or socket untouched rather than guess. */
+static __always_inline struct kpx_slot *kpx_select_slot(const struct kpx_frontend *fe, __u32 pick)
 {
-	/* The high half of random × count: as even as a modulo (both off by at
+	/* The high half of pick × count: as even as a modulo (both off by at
 	 * most count / 2^32) without a division, which is the costliest
 	 * instruction on this path. */
 	struct kpx_slot_key key = {
 		.service_id = fe->service_id,
-		.slot = (__u32)(((__u64)bpf_get_prandom_u32() * fe->backend_count) >> 32),
+		.slot = (__u32)(((__u64)pick * fe->backend_count) >> 32),
 	};
 
 	return bpf_map_lookup_elem(&kpx_slots, &key);
 }
 
-/* As kpx_select_slot, with the whole backend entry (its flags) for the
- * packet programs. */
+/* As kpx_select_slot for a new flow, with the whole backend entry (its
+ * flags) for the packet programs. */
 static __always_inline struct kpx_backend *
 kpx_select_backend(const struct kpx_frontend *fe, __u32 *backend_id)
 {
-	struct kpx_slot *slot = kpx_select_slot(fe);
+	struct kpx_slot *slot = kpx_select_slot(fe, bpf_get_prandom_u32());
 
 	if (!slot)
 		return NULL;

@@ -128,10 +128,15 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
     assert.deepEqual(countPeers(results), { '10.96.0.80:8222': 5 });
   });
 
-  test('UDP sendto() reaches a backend and replies come from clusterIP:port', async () => {
-    // One socket is one conntrack flow in iptables mode (one backend, as with
-    // kube-proxy); the socket programs pick a backend per sendmsg.
-    const results = await probe(['udp', '10.96.0.53', '53', '--count', '40', ...(mode === 'iptables' ? ['--fresh'] : [])]);
+  test('UDP sendto() from one socket reaches one backend, as one kube-proxy conntrack flow does; replies come from clusterIP:port', async () => {
+    const results = await probe(['udp', '10.96.0.53', '53', '--count', '40']);
+    assert.ok(results.every((r) => r.ok), JSON.stringify(countBodies(results)));
+    assert.equal(Object.keys(countBodies(results)).length, 1, JSON.stringify(countBodies(results)));
+    assert.deepEqual(countPeers(results), { '10.96.0.53:53': 40 });
+  });
+
+  test('UDP sendto() from a new socket each time spreads over the backends', async () => {
+    const results = await probe(['udp', '10.96.0.53', '53', '--count', '40', '--fresh']);
     assert.ok(results.every((r) => r.ok), JSON.stringify(countBodies(results)));
     assert.deepEqual(Object.keys(countBodies(results)).sort(), ['pod-a', 'pod-b']);
     assert.deepEqual(countPeers(results), { '10.96.0.53:53': 40 });
