@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A need=(
   [clang]=clang [llvm-strip]=llvm [bpftool]=bpftool [ip]=iproute2
   [iptables]=iptables [nsenter]=util-linux [curl]=curl [ethtool]=ethtool
+  [conntrack]=conntrack
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -8,8 +8,9 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { ModelUpdate } from '../model/types.js';
+import type { Model, ModelUpdate } from '../model/types.js';
 import { BUILTIN_JUMPS, isLargeCluster, renderRules, restorePlan, type RenderedRules, type RestoreStep } from './iptables-rules.js';
+import { conntrackDeleteArgs, staleUdpFlows } from './udp-flows.js';
 import type { Datapath, SyncResult } from './types.js';
 
 const TABLES = ['filter', 'nat'] as const;
@@ -30,6 +31,8 @@ export interface IptablesOptions {
   maxChainsPerRestore?: number;
   /** In large-cluster mode, a resync rewrites every chain only if the last full rewrite is this old; kube-proxy's FullSyncPeriod, 1 h. */
   fullSyncPeriodMs?: number;
+  /** conntrack-tools' command, which clears the UDP flows a sync leaves pointing the wrong way (udp-flows.ts). */
+  conntrack?: string;
 }
 
 const FULL_SYNC_PERIOD_MS = 3_600_000;
@@ -54,6 +57,9 @@ export class IptablesDatapath implements Datapath {
   private resyncRequested = false;
   private lastFullSync = -Infinity;
   private readonly commands: IptablesCommands;
+  /** The model of the last good sync: its UDP flows are what the next one may have to clear. */
+  private appliedModel: Model | undefined;
+  private conntrackMissing = false;
 
   constructor(private readonly opts: IptablesOptions) {
     this.commands = opts.commands ?? DEFAULT_IPTABLES;
@@ -86,7 +92,34 @@ export class IptablesDatapath implements Datapath {
     }
     this.applied = next;
     if (!previous) this.lastFullSync = now;
+    if (this.appliedModel) this.clearStaleUdpFlows(this.appliedModel, model);
+    this.appliedModel = model;
     return { ...countChanges(previous, next), full: !previous };
+  }
+
+  /**
+   * After the rules changed, as kube-proxy does: without it a UDP client
+   * that keeps sending keeps reaching an endpoint its Service dropped. A
+   * failure costs only those flows (they end when idle), so it is logged.
+   */
+  private clearStaleUdpFlows(previous: Model, model: Model): void {
+    if (this.conntrackMissing) return;
+    const command = this.opts.conntrack ?? 'conntrack';
+    for (const filter of staleUdpFlows(previous, model)) {
+      const args = conntrackDeleteArgs(filter);
+      const run = spawnSync(command, args, { encoding: 'utf8' });
+      if (run.error && (run.error as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.conntrackMissing = true;
+        this.opts.log.warn({ command }, 'conntrack not found: UDP flows to endpoints a Service dropped go on until they idle out (install conntrack-tools)');
+        return;
+      }
+      // Exit 1 with "0 flow entries" is a filter that matched nothing.
+      if (run.status === 0 || / 0 flow entries/.test(run.stderr)) {
+        this.opts.log.debug({ args, result: run.stderr.trim() }, 'conntrack');
+        continue;
+      }
+      this.opts.log.warn({ args, err: run.error?.message ?? run.stderr.trim() }, 'could not clear stale UDP flows');
+    }
   }
 
   /**

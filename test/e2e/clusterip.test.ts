@@ -221,6 +221,31 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
     assert.deepEqual(countBodies(await probe(['http', address, '80', '--count', '3'])), { 'pod-b': 3 });
   });
 
+  for (const connected of [false, true]) {
+    test(`a UDP client that keeps sending${connected ? ' on a connected socket' : ''} moves to a new endpoint when its own is dropped, as kube-proxy's conntrack cleanup makes it`, {
+      skip: connected && mode === 'ebpf' && 'a connected UDP socket keeps the backend connect() gave it: no program runs on its send()s',
+    }, async () => {
+      const file = `udp-move-${connected ? 'connected' : 'sendto'}.json`;
+      const address = connected ? '10.96.0.55' : '10.96.0.54';
+      const manifest = (endpoint: string) => [service('udp-move', address, [{ name: 'p', port: 53, protocol: 'UDP', targetPort: 5353 }]), slice('udp-move', 'm', 5353, [[endpoint]], 'UDP')];
+      await writeManifest(file, manifest('10.244.0.11'));
+      await kernelReflects('the UDP Service on pod-a', () => find('udp-move')?.backends[0]?.address === '10.244.0.11');
+      try {
+        // Every 50 ms for 3 s from one socket; pod-a stays up and would answer whatever still reaches it.
+        const sending = probe(['udp', address, '53', '--count', '60', '--interval', '50', ...(connected ? ['--connected'] : [])]);
+        await new Promise((r) => setTimeout(r, 700));
+        await writeManifest(file, manifest('10.244.0.12'));
+        await kernelReflects('the UDP Service moved to pod-b', () => find('udp-move')?.backends[0]?.address === '10.244.0.12');
+        const results = await sending;
+        assert.ok(results.every((r) => r.ok), JSON.stringify(countBodies(results)));
+        assert.equal(results[0]?.body, 'pod-a', 'the flow started on pod-a');
+        assert.deepEqual(countBodies(results.slice(-20)), { 'pod-b': 20 }, `the last second went to pod-b; all: ${results.map((r) => r.body).join(' ')}`);
+      } finally {
+        await rm(join(lab.manifestsDir, file));
+      }
+    });
+  }
+
   test('files added, changed and removed reach the kernel quickly', async (t) => {
     const add = performance.now();
     await writeManifest('churn.json', [service('churn', '10.96.0.95', [{ name: 'p', port: 80 }]), slice('churn', 'c', 80, [['10.244.0.11']])]);
