@@ -157,11 +157,9 @@ int kpx_tc_egress(struct __sk_buff *skb)
 
 	if (kpx_skb_parse(skb, &p) < 0)
 		return TC_ACT_OK;
+	ct = bpf_map_lookup_elem(&kpx_ct, &p.tuple);
 	/* Only local backends' replies leave here untranslated: every other
 	 * translated packet was rewritten where it came in. */
-	if (!kpx_local_backend_may_send(p.tuple.saddr))
-		return TC_ACT_OK;
-	ct = bpf_map_lookup_elem(&kpx_ct, &p.tuple);
 	if (!ct || (ct->flags & (KPX_CT_REPLY | KPX_CT_REDIRECT)) != KPX_CT_REPLY)
 		return TC_ACT_OK;
 	kpx_ct_touch(ct, &p, bpf_ktime_get_coarse_ns());

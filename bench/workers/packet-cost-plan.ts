@@ -46,8 +46,7 @@ const TCP_NODE_PORTS = LOCAL_NODE_PORT - NODE_PORT_MIN;
  * UDP NodePort Service, one whose endpoint runs on this node, and the
  * "pong" Services of the ping-pong flows (their endpoint is the NodePort
  * address at a measured NodePort, so the pong half of a forward flow
- * passes the backend check; the local flow's is on this node, so its pong
- * half passes tc egress's filter).
+ * passes the backend check).
  */
 export interface BenchCluster {
   snapshot: ObjectSnapshot;
@@ -77,10 +76,9 @@ export function benchCluster(services: number, endpointsPerService: number): Ben
       [
         [tcpNodePort, 'TCP'],
         [UDP_NODE_PORT, 'UDP'],
+        [LOCAL_NODE_PORT, 'TCP'],
       ] as const
     ).map(([port, protocol]): ClusterSpec => ({ services: 1, endpointsPerService: 1, protocol, endpointsOf: () => [{ ip: NODE_PORT_ADDRESS.ip, port }] })),
-    // The local flow's pong runs at tc egress, which only looks at packets from backends on this node.
-    { services: 1, endpointsPerService: 1, endpointsOf: () => [{ ip: NODE_PORT_ADDRESS.ip, port: LOCAL_NODE_PORT, nodeName: NODE_NAME }] },
   ];
   // Helpers take the indexes after the TCP Services, so their synthetic endpoints are addresses of their own.
   helpers.forEach((spec, k) => {

@@ -180,9 +180,8 @@ class Worker {
    */
   private seedFlow(c: PathCase, sport: number): Buffer {
     if (c.flow === 'none') {
-      // To a node address at a port no Service has (ssh), or back from it; nothing to seed. At egress from
-      // SNAT_ADDRESS: NODE_PORT_ADDRESS is a local pong backend here (see benchCluster), and this traffic is no backend's.
-      const toNode: Tuple = { src: CLIENT.ip, dst: c.program === 'kpx_tc_egress' ? SNAT_ADDRESS.ip : NODE_PORT_ADDRESS.ip, sport, dport: NO_SERVICE_PORT };
+      // To the node's address at a port no Service has (ssh), or back from it; nothing to seed.
+      const toNode: Tuple = { src: CLIENT.ip, dst: NODE_PORT_ADDRESS.ip, sport, dport: NO_SERVICE_PORT };
       return c.program === 'kpx_tc_egress'
         ? this.frame(c.protocol, reverse(toNode), { from: 'backend', ttl: TTL_MAX })
         : this.frame(c.protocol, toNode, { from: 'client', ttl: TTL_MAX });

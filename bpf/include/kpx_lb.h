@@ -31,15 +31,6 @@ static __always_inline bool kpx_filter_has(const __u64 *bits, __u32 bit)
 	return bits[(bit >> 6) & (KPX_FILTER_WORDS - 1)] & (1ULL << (bit & 63));
 }
 
-/* Whether addr may be a backend on this node (kpx_filter). */
-static __always_inline bool kpx_local_backend_may_send(__be32 addr)
-{
-	__u32 zero = 0;
-	struct kpx_filter *filter = bpf_map_lookup_elem(&kpx_filter, &zero);
-
-	return filter && kpx_filter_has(filter->local_backend_bits, kpx_filter_addr_bit(addr));
-}
-
 /* The frontend a packet or socket for addr:port reaches: an exact entry
  * (ClusterIP, externalIP, LoadBalancer IP), else the NodePort when addr is
  * one of the node addresses that answer NodePorts, or 0. kpx_filter answers

@@ -126,23 +126,19 @@ struct kpx_sock_peer {
  * a packet or socket for <addr>:<port> reaches it when addr is listed here.
  * The value is always 1: presence is the fact. */
 
-/* kpx_filter: one entry (key 0), the traffic that may be kpx's. Most
- * connects, datagrams and packets that reach a kpx program are for no
- * Service at all; bit tests turn them away where the frontend and node
- * address lookups (hash maps, cold for such traffic) took about 300 ns of a
- * connect here, and a conntrack lookup some 25 ns of every packet leaving
- * the node. A set bit means "look it up": bit kpx_filter_addr_bit(addr) of
- * addr_bits for every frontend with an address, bit <port> (host order) of
- * nodeport_bits for every NodePort, bit kpx_filter_addr_bit(addr) of
- * local_backend_bits for every backend on this node (the only senders
- * whose packets tc egress translates). */
+/* kpx_filter: one entry (key 0), the destinations that may have a
+ * frontend. Most connects, datagrams and packets that reach a kpx program
+ * are for no Service at all; two bit tests turn them away where the
+ * frontend and node address lookups (hash maps, cold for such traffic) took
+ * about 300 ns of a connect here. A set bit means "look it up": bit
+ * kpx_filter_addr_bit(addr) of addr_bits for every frontend with an
+ * address, bit <port> (host order) of nodeport_bits for every NodePort. */
 #define KPX_FILTER_WORDS 1024 /* 65,536 bits in each set */
 #define KPX_FILTER_ADDR_MUL 2654435761 /* 2^32 / golden ratio, odd */
 
 struct kpx_filter {
 	__u64 addr_bits[KPX_FILTER_WORDS];
 	__u64 nodeport_bits[KPX_FILTER_WORDS];
-	__u64 local_backend_bits[KPX_FILTER_WORDS];
 };
 
 /* kpx_ct: connection tracking for packets translated at tc/XDP. Each flow

@@ -404,13 +404,11 @@ export const FILTER_ADDR_MUL = 0x9e3779b1;
 export interface FilterValue {
   addr_bits: Buffer;
   nodeport_bits: Buffer;
-  local_backend_bits: Buffer;
 }
-/** The one value of kpx_filter: three bit sets of 65,536 bits, __u64 words in host order. */
-export const filterValue = new StructCodec<FilterValue>('kpx_filter', 3 * FILTER_WORDS * 8, [
+/** The one value of kpx_filter: two bit sets of 65,536 bits, __u64 words in host order. */
+export const filterValue = new StructCodec<FilterValue>('kpx_filter', 2 * FILTER_WORDS * 8, [
   { c: 'addr_bits', kind: 'bytes', offset: 0, size: FILTER_WORDS * 8 },
   { c: 'nodeport_bits', kind: 'bytes', offset: FILTER_WORDS * 8, size: FILTER_WORDS * 8 },
-  { c: 'local_backend_bits', kind: 'bytes', offset: 2 * FILTER_WORDS * 8, size: FILTER_WORDS * 8 },
 ]);
 
 /** The int key socket-local storage maps require (the kernel checks the BTF type: a plain int, not a typedef). */

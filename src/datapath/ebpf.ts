@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
-import { TrafficFilter } from '../contract/filter.js';
+import { FrontendFilter } from '../contract/filter.js';
 import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
 import { ALL_MAPS, CARRIED_OVER, DERIVED_MAPS, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
@@ -83,12 +83,11 @@ export class EbpfDatapath implements Datapath {
   /** The model update the compiler holds. */
   private compiledSequence = -1;
   /**
-   * kpx_filter as written, counting the kernel's frontends and local
-   * backends; none: rebuilt
+   * kpx_filter as written, counting the kernel's frontends; none: rebuilt
    * from kernelTables and written whole by the next sync (the pinned value
    * may be stale, or the map new).
    */
-  private filter: TrafficFilter | undefined;
+  private filter: FrontendFilter | undefined;
   private readonly filterKey = Buffer.alloc(4);
 
   private constructor(
@@ -246,10 +245,10 @@ export class EbpfDatapath implements Datapath {
     try {
       // Without a known filter, held is the kernel's whole content (kernelTables).
       const known = this.filter;
-      const filter = known ?? TrafficFilter.of(held.frontends, held.backends);
+      const filter = known ?? FrontendFilter.of(held.frontends);
       // Cleared so that a failure from here on rebuilds it from what the kernel holds.
       this.filter = undefined;
-      if (this.countFilter(filter, ops, desired, held) || !known) this.writeFilter(filter);
+      if (this.countFrontends(filter, ops, desired, held) || !known) this.writeFilter(filter);
       for (const op of ops) {
         if (op.op === 'upsert') written += this.upsert(op, desired, held);
         else removed += this.remove(op, desired, held);
@@ -281,35 +280,22 @@ export class EbpfDatapath implements Datapath {
     this.filter = undefined;
   }
 
-  /** Counts the ops' new and deleted frontends and local backends into the filter; true when that set a bit. */
-  private countFilter(filter: TrafficFilter, ops: TableOp[], desired: PackedTables, held: PackedTables): boolean {
+  /** Counts the ops' new and deleted frontends into the filter; true when that set a bit. */
+  private countFrontends(filter: FrontendFilter, ops: TableOp[], desired: PackedTables, held: PackedTables): boolean {
     let set = false;
     for (const op of ops) {
-      if (op.table === 'frontends') {
-        const from = op.op === 'upsert' ? desired.frontends : held.frontends;
-        for (const slot of op.slots) {
-          const at = slot * from.keySize;
-          if (op.op === 'delete') filter.removeFrontend(from.keys, at);
-          else if (held.frontends.slot(TABLES.frontends.keyId(from.keys, at)) === undefined) set = filter.addFrontend(from.keys, at) || set;
-        }
-      } else if (op.table === 'backends') {
-        const { backends } = held;
-        for (const slot of op.slots) {
-          if (op.op === 'delete') {
-            filter.removeBackend(backends.values, slot * backends.valueSize);
-            continue;
-          }
-          // A backend ID keeps its address, but its node may change: counted out as it was, in as it is.
-          const before = backends.slot(TABLES.backends.keyId(desired.backends.keys, slot * desired.backends.keySize));
-          if (before !== undefined) filter.removeBackend(backends.values, before * backends.valueSize);
-          set = filter.addBackend(desired.backends.values, slot * desired.backends.valueSize) || set;
-        }
+      if (op.table !== 'frontends') continue;
+      const from = op.op === 'upsert' ? desired.frontends : held.frontends;
+      for (const slot of op.slots) {
+        const at = slot * from.keySize;
+        if (op.op === 'delete') filter.remove(from.keys, at);
+        else if (held.frontends.slot(TABLES.frontends.keyId(from.keys, at)) === undefined) set = filter.add(from.keys, at) || set;
       }
     }
     return set;
   }
 
-  private writeFilter(filter: TrafficFilter): void {
+  private writeFilter(filter: FrontendFilter): void {
     bpf.mapUpdate(this.filterFd, this.filterKey, filter.value);
   }
 
