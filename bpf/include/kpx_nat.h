@@ -104,9 +104,8 @@ static __always_inline void kpx_ct_keep_fib(struct kpx_ct *ct, const struct kpx_
 	ct->fib = state;
 }
 
-/* A forward entry is only as good as its backend: one that left every
- * Service (its array entry zeroed), or whose ID now means another address,
- * sends the flow back through backend selection. */
+/* Whether a forward entry's backend left every Service (its array entry
+ * zeroed), or its ID now means another address. */
 static __always_inline bool kpx_ct_backend_gone(const struct kpx_ct *ct)
 {
 	struct kpx_backend *be = bpf_map_lookup_elem(&kpx_backends, &ct->backend_id);
@@ -192,7 +191,14 @@ kpx_nat_ingress(void *ctx, __u32 ifindex, const struct kpx_pkt *p, struct kpx_ct
 			kpx_count(KPX_STAT_REPLY);
 			return KPX_TRANSLATE;
 		}
-		if (!new_syn && !kpx_ct_expired(ct, t->proto, now) && !kpx_ct_backend_gone(ct)) {
+		/* A TCP connection stays on its backend whatever the Service does
+		 * since, as kube-proxy's conntrack keeps it: a terminating pod
+		 * drains its connections, and mid-stream packets sent elsewhere
+		 * would only be reset. A UDP flow, whose entry kube-proxy clears
+		 * when its endpoint goes, and a new connection pick again. */
+		bool recheck = t->proto != IPPROTO_TCP || (p->tcp_flags & (KPX_TCP_SYN | KPX_TCP_ACK)) == KPX_TCP_SYN;
+
+		if (!new_syn && !kpx_ct_expired(ct, t->proto, now) && !(recheck && kpx_ct_backend_gone(ct))) {
 			kpx_ct_touch(ct, p, now);
 			*out = *ct;
 			*tracked = ct;

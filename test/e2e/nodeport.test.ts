@@ -329,6 +329,85 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       assert.ok(results.filter((r) => r.at > changedAt + 200).length >= 3, `exchanges continued after the change: ${results.length} in all`);
     });
 
+    test('a UDP client that keeps sending through a NodePort moves to a new endpoint when its own is dropped, as kube-proxy\'s conntrack cleanup makes it', async () => {
+      const manifest = (address: string, nodeName: string) => [
+        service('udp-move', { type: 'NodePort', clusterIP: '10.96.10.11', ports: [port({ protocol: 'UDP', port: 53, targetPort: UDP_PORT, nodePort: 30054 })] }),
+        slice('udp-move', UDP_PORT, [[address, nodeName]], 'UDP'),
+      ];
+      const only = (address: string) => (l: ListedServicePort[]) => l.find((s) => s.name === 'udp-move')?.backends[0]?.address === address;
+      await writeManifest('udp-move.json', manifest(POD.b2, 'node-b'));
+      await untilListed('node-a', 'udp-move on pod-b2', only(POD.b2));
+      try {
+        // One socket, every 50 ms for 3 s; pod-b2 stays up and would answer whatever still reaches it.
+        const sending = fromOutside(['udp', NODE_A, '30054', '--count', '60', '--interval', '50']);
+        await new Promise((r) => setTimeout(r, 700));
+        await writeManifest('udp-move.json', manifest(POD.a1, 'node-a'));
+        await untilListed('node-a', 'udp-move on pod-a1', only(POD.a1));
+        const results = await sending;
+        assertAllAnswered(results, 'datagrams through the NodePort');
+        assert.deepEqual(countBodies(results.slice(0, 1)), { 'pod-b2': 1 }, 'the flow started on pod-b2');
+        assert.deepEqual(countBodies(results.slice(-20)), { 'pod-a1': 20 }, `the last second went to pod-a1; all: ${JSON.stringify(countBodies(results))}`);
+      } finally {
+        await rm(join(lab.manifestsDir, 'udp-move.json'));
+      }
+    });
+
+    const DRAINS = [
+      { where: 'on the other node', name: 'drain-remote', clusterIP: '10.96.10.9', nodePort: 30901, draining: ['pod-b1', POD.b1, 'node-b'], next: ['pod-a1', POD.a1, 'node-a'] },
+      { where: 'on the entry node', name: 'drain-local', clusterIP: '10.96.10.10', nodePort: 30902, draining: ['pod-a2', POD.a2, 'node-a'], next: ['pod-b2', POD.b2, 'node-b'] },
+    ] as const;
+    for (const { where, name, clusterIP, nodePort, draining, next } of DRAINS) {
+      test(`a long-lived connection through a NodePort outlives its endpoint ${where}: terminating, then gone from the Service, as kube-proxy's conntrack keeps it`, async () => {
+        const [drainingPod, drainingAddress, drainingNode] = draining;
+        const [nextPod, nextAddress, nextNode] = next;
+        const manifest = (endpoints: Array<{ address: string; nodeName: string; ready: boolean }>) => [
+          service(name, { type: 'NodePort', clusterIP, ports: [port({ port: ECHO_PORT, targetPort: ECHO_PORT, nodePort })] }),
+          {
+            ...slice(name, ECHO_PORT, []),
+            endpoints: endpoints.map(({ address, nodeName, ready }) => ({
+              addresses: [address],
+              nodeName,
+              conditions: ready ? { ready: true, serving: true, terminating: false } : { ready: false, serving: true, terminating: true },
+            })),
+          },
+        ];
+        const onlyBackend = (address: string) => (l: ListedServicePort[]) => {
+          const backends = l.find((s) => s.name === name)?.backends ?? [];
+          return backends.length === 1 && backends[0]!.address === address;
+        };
+        const file = `${name}.json`;
+        const connect = () => lab.spawn(EXTERNAL.name, [process.execPath, PROBE_SCRIPT, 'stream', NODE_A, String(nodePort), '--interval', '20']);
+        await writeManifest(file, manifest([{ address: drainingAddress, nodeName: drainingNode, ready: true }]));
+        await untilListed('node-a', `${name} on ${drainingPod}`, onlyBackend(drainingAddress));
+        const stream = connect();
+        try {
+          assert.equal(await stream.waitFor(/^connected/, 3000), `connected ${drainingPod}`);
+          await writeManifest(file, manifest([{ address: drainingAddress, nodeName: drainingNode, ready: false }, { address: nextAddress, nodeName: nextNode, ready: true }]));
+          await untilListed('node-a', `new connections to ${nextPod} only`, onlyBackend(nextAddress));
+          const terminatingAt = Date.now();
+          await new Promise((r) => setTimeout(r, 300));
+          await writeManifest(file, manifest([{ address: nextAddress, nodeName: nextNode, ready: true }]));
+          await new Promise((r) => setTimeout(r, 300));
+          const goneAt = Date.now();
+          await new Promise((r) => setTimeout(r, 300));
+          await stream.close();
+          const { results } = parseProbeOutput(stream.stdout());
+          assertAllAnswered(results, `exchanges on the connection to ${drainingPod}`);
+          assert.ok(results.filter((r) => r.at > terminatingAt && r.at < goneAt).length >= 3, `exchanges while ${drainingPod} was terminating`);
+          assert.ok(results.filter((r) => r.at > goneAt).length >= 3, `exchanges after ${drainingPod} left the Service: ${results.length} in all`);
+          const fresh = connect();
+          try {
+            assert.equal(await fresh.waitFor(/^connected/, 3000), `connected ${nextPod}`, 'a new connection goes to the ready endpoint');
+          } finally {
+            await fresh.close();
+          }
+        } finally {
+          await stream.close();
+          await rm(join(lab.manifestsDir, file));
+        }
+      });
+    }
+
     if (mode === 'ebpf') {
       test('a tracked flow goes where its kpx_ct entry says until the entry is refreshed, then where the FIB says', async () => {
         const stream = lab.spawn(EXTERNAL.name, [process.execPath, PROBE_SCRIPT, 'stream', NODE_A, '30900', '--interval', '20']);
