@@ -243,9 +243,9 @@ export class EbpfDatapath implements Datapath {
     let written = 0;
     let removed = 0;
     try {
-      // Without a known filter, held is the kernel's whole content (kernelTables).
       const known = this.filter;
-      const filter = known ?? FrontendFilter.of(held.frontends);
+      // Without a known filter, from the kernel's whole content: it is what the filter must cover.
+      const filter = known ?? FrontendFilter.of((this.kernelTables ?? readTables(this.mapFds)).frontends);
       // Cleared so that a failure from here on rebuilds it from what the kernel holds.
       this.filter = undefined;
       if (this.countFrontends(filter, ops, desired, held) || !known) this.writeFilter(filter);
@@ -494,7 +494,8 @@ function sameShape(a: bpf.MapShape, b: bpf.MapShape): boolean {
  * while the first sync fills the new set.
  */
 function setAsideMismatchedPins(maps: Map<string, bpf.BpfMapPtr>, bpffs: string, log: Logger, setAside: SetAsidePin[]): void {
-  const tableMaps = new Set<string>(Object.values(TABLES).map((t) => t.map));
+  // kpx_filter goes with the tables: a filter speaks for one set of frontends, and the programs on the links read both.
+  const tableMaps = new Set<string>([...Object.values(TABLES).map((t) => t.map), ...DERIVED_MAPS]);
   const mismatched = new Map<string, { pinned: bpf.MapShape; declared: bpf.MapShape }>();
   for (const [name, map] of maps) {
     const pin = join(bpffs, name);
