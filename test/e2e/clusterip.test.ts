@@ -236,10 +236,14 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
         await new Promise((r) => setTimeout(r, 700));
         await writeManifest(file, manifest('10.244.0.12'));
         await kernelReflects('the UDP Service moved to pod-b', () => find('udp-move')?.backends[0]?.address === '10.244.0.12');
+        // The kernel has the change; give the conntrack cleanup (iptables mode) a moment after the rules.
+        const settled = Date.now() + 300;
         const results = await sending;
         assert.ok(results.every((r) => r.ok), JSON.stringify(countBodies(results)));
-        assert.equal(results[0]?.body, 'pod-a', 'the flow started on pod-a');
-        assert.deepEqual(countBodies(results.slice(-20)), { 'pod-b': 20 }, `the last second went to pod-b; all: ${results.map((r) => r.body).join(' ')}`);
+        assert.deepEqual(countBodies(results.slice(0, 1)), { 'pod-a': 1 }, 'the flow started on pod-a');
+        const after = results.filter((r) => r.at > settled);
+        assert.ok(after.length >= 5, `datagrams after the change settled: ${after.length}`);
+        assert.deepEqual(countBodies(after), { 'pod-b': after.length }, `after the change went to pod-b; all: ${JSON.stringify(countBodies(results))}`);
       } finally {
         await rm(join(lab.manifestsDir, file));
       }
