@@ -15,7 +15,9 @@ for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
 [[ -e /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
-ldconfig -p | grep -q 'libbpf\.so\.1 ' || missing+=(libbpf1)
+# grep reads to the end: with -q it could stop early, and pipefail would take
+# ldconfig's SIGPIPE for a missing library.
+ldconfig -p | grep 'libbpf\.so\.1 ' >/dev/null || missing+=(libbpf1)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then echo "setup: run as root to install system packages" >&2; exit 1; fi

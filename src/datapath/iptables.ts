@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Model, ModelUpdate } from '../model/types.js';
 import { BUILTIN_JUMPS, isLargeCluster, renderRules, restorePlan, type RenderedRules, type RestoreStep } from './iptables-rules.js';
-import { conntrackDeleteArgs, staleUdpFlows } from './udp-flows.js';
+import { conntrackDeleteArgs, hasUdpServicePorts, parseConntrackList, staleUdpFlows } from './udp-flows.js';
 import type { Datapath, SyncResult } from './types.js';
 
 const TABLES = ['filter', 'nat'] as const;
@@ -57,8 +57,6 @@ export class IptablesDatapath implements Datapath {
   private resyncRequested = false;
   private lastFullSync = -Infinity;
   private readonly commands: IptablesCommands;
-  /** The model of the last good sync: its UDP flows are what the next one may have to clear. */
-  private appliedModel: Model | undefined;
   private conntrackMissing = false;
 
   constructor(private readonly opts: IptablesOptions) {
@@ -92,30 +90,35 @@ export class IptablesDatapath implements Datapath {
     }
     this.applied = next;
     if (!previous) this.lastFullSync = now;
-    if (this.appliedModel) this.clearStaleUdpFlows(this.appliedModel, model);
-    this.appliedModel = model;
+    if (hasUdpServicePorts(model)) this.clearStaleUdpFlows(model);
     return { ...countChanges(previous, next), full: !previous };
   }
 
   /**
-   * After the rules changed, as kube-proxy does: without it a UDP client
-   * that keeps sending keeps reaching an endpoint its Service dropped. A
-   * failure costs only those flows (they end when idle), so it is logged.
+   * After every sync that landed, the first included, as kube-proxy does:
+   * without it a UDP client that keeps sending keeps reaching an endpoint
+   * its Service dropped. A failure costs only those flows (they end when
+   * idle), so it is logged.
    */
-  private clearStaleUdpFlows(previous: Model, model: Model): void {
+  private clearStaleUdpFlows(model: Model): void {
     if (this.conntrackMissing) return;
     const command = this.opts.conntrack ?? 'conntrack';
-    for (const filter of staleUdpFlows(previous, model)) {
+    const listed = spawnSync(command, ['-L', '-p', 'udp'], { encoding: 'utf8', maxBuffer: 2 ** 28 });
+    if (listed.error && (listed.error as NodeJS.ErrnoException).code === 'ENOENT') {
+      this.conntrackMissing = true;
+      this.opts.log.warn({ command }, 'conntrack not found: UDP flows to endpoints a Service dropped go on until they idle out (install conntrack-tools)');
+      return;
+    }
+    if (listed.status !== 0) {
+      this.opts.log.warn({ err: listed.error?.message ?? listed.stderr.trim() }, 'could not list UDP flows; stale ones go on until they idle out');
+      return;
+    }
+    for (const filter of staleUdpFlows(model, parseConntrackList(listed.stdout))) {
       const args = conntrackDeleteArgs(filter);
       const run = spawnSync(command, args, { encoding: 'utf8' });
-      if (run.error && (run.error as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.conntrackMissing = true;
-        this.opts.log.warn({ command }, 'conntrack not found: UDP flows to endpoints a Service dropped go on until they idle out (install conntrack-tools)');
-        return;
-      }
-      // Exit 1 with "0 flow entries" is a filter that matched nothing.
+      // Exit 1 with "0 flow entries": the flow ended since the listing.
       if (run.status === 0 || / 0 flow entries/.test(run.stderr)) {
-        this.opts.log.debug({ args, result: run.stderr.trim() }, 'conntrack');
+        this.opts.log.debug({ args, result: run.stderr.trim() }, 'stale UDP flows cleared');
         continue;
       }
       this.opts.log.warn({ args, err: run.error?.message ?? run.stderr.trim() }, 'could not clear stale UDP flows');

@@ -1,63 +1,87 @@
 /**
- * The UDP conntrack flows a sync leaves pointing the wrong way, as
- * kube-proxy clears them (its conntrack cleanup): iptables NATs only the
- * first packet of a flow, and conntrack sends the rest of a UDP flow, for
- * as long as it keeps sending, to the endpoint it was NATed to. So
- *  - a flow to a Service frontend NATed to an endpoint the service port no
- *    longer has goes, so its next datagram picks a live endpoint;
- *  - every flow to the frontends of a service port that had no endpoints
- *    (or did not exist) and now has some goes: one that started while its
- *    packets were rejected or not NATed would never be.
- * Pure: from the model the kernel had to the one it has now.
+ * The UDP conntrack flows a sync leaves pointing the wrong way, found as
+ * kube-proxy's conntrack reconciler finds them (pkg/proxy/conntrack,
+ * CleanStaleEntries): iptables NATs only the first packet of a flow, and
+ * conntrack sends the rest of a UDP flow, for as long as it keeps sending,
+ * where that first packet went. So every sync looks at the UDP flows the
+ * kernel tracks, and a flow to a UDP Service frontend (address and port, or
+ * a NodePort on any address) whose replies do not come from an endpoint of
+ * that service port goes: NATed to an endpoint the port dropped, or never
+ * NATed (sent while the port had no endpoints), its next datagram then
+ * starts a flow that is. Pure: the kernel's flows and the model in, the
+ * deletions out.
  */
-import { NODE_PORT_ADDRESS, type Model, type ServicePort } from '../model/types.js';
+import { NODE_PORT_ADDRESS, type Model } from '../model/types.js';
 
-/** One `conntrack -D -p udp` filter: the flow's original destination (address and port, or port alone for a NodePort), and for a stale endpoint the address it was NATed to. */
+/** A tracked UDP flow: where its first packet was sent, and where its replies come from. */
+export interface UdpFlow {
+  origDst: string;
+  origPortDst: number;
+  replySrc: string;
+}
+
+/** One `conntrack -D -p udp` filter: the flow's original destination (address and port, or port alone for a NodePort) and its reply source. */
 export interface UdpFlowFilter {
   origDst?: string;
   origPortDst: number;
-  dstNat?: string;
+  replySrc: string;
 }
 
-const key = (sp: ServicePort) => `${sp.ref.namespace}/${sp.ref.name}:${sp.ref.portName}`;
-
-export function staleUdpFlows(previous: Model, next: Model): UdpFlowFilter[] {
-  const before = new Map(previous.servicePorts.filter((sp) => sp.ref.protocol === 'UDP').map((sp) => [key(sp), sp]));
-  const filters: UdpFlowFilter[] = [];
-  const seen = new Set<string>();
-  const add = (filter: UdpFlowFilter) => {
-    const id = `${filter.origDst ?? '*'}:${filter.origPortDst}>${filter.dstNat ?? '*'}`;
-    if (seen.has(id)) return;
-    seen.add(id);
-    filters.push(filter);
-  };
-  const origin = (frontend: ServicePort['frontends'][number]) =>
-    frontend.address === NODE_PORT_ADDRESS ? { origPortDst: frontend.port } : { origDst: frontend.address, origPortDst: frontend.port };
-
-  for (const sp of next.servicePorts) {
+export function staleUdpFlows(model: Model, flows: readonly UdpFlow[]): UdpFlowFilter[] {
+  // The endpoint addresses behind each UDP frontend: by address:port, and by port for NodePorts.
+  const byFrontend = new Map<string, Set<string>>();
+  const byNodePort = new Map<number, Set<string>>();
+  for (const sp of model.servicePorts) {
     if (sp.ref.protocol !== 'UDP') continue;
-    const old = before.get(key(sp));
-    if (sp.backends.length > 0 && (!old || old.backends.length === 0)) {
-      for (const frontend of sp.frontends) add(origin(frontend));
-      continue;
-    }
-    if (!old) continue;
-    // A frontend the service port no longer has (an externalIP taken off): nothing NATs its new flows.
-    const frontends = new Set(sp.frontends.map((f) => `${f.address}:${f.port}`));
-    for (const frontend of old.frontends) if (!frontends.has(`${frontend.address}:${frontend.port}`)) add(origin(frontend));
-    // kube-proxy compares endpoints by address and port; the flows go by the address they were NATed to.
-    const kept = new Set(sp.backends.map((b) => `${b.address}:${b.port}`));
-    for (const gone of old.backends.filter((b) => !kept.has(`${b.address}:${b.port}`))) {
-      for (const frontend of old.frontends) add({ ...origin(frontend), dstNat: gone.address });
+    const endpoints = new Set(sp.backends.map((b) => b.address));
+    for (const f of sp.frontends) {
+      if (f.address === NODE_PORT_ADDRESS) byNodePort.set(f.port, endpoints);
+      else byFrontend.set(`${f.address}:${f.port}`, endpoints);
     }
   }
-  // A service port that went: whatever still flows to its frontends was NATed for it.
-  const remaining = new Set(next.servicePorts.map(key));
-  for (const [id, old] of before) {
-    if (remaining.has(id)) continue;
-    for (const frontend of old.frontends) add(origin(frontend));
+  const filters = new Map<string, UdpFlowFilter>();
+  for (const flow of flows) {
+    const endpoints = byFrontend.get(`${flow.origDst}:${flow.origPortDst}`);
+    if (endpoints && !endpoints.has(flow.replySrc)) {
+      filters.set(`${flow.origDst}:${flow.origPortDst}<${flow.replySrc}`, { origDst: flow.origDst, origPortDst: flow.origPortDst, replySrc: flow.replySrc });
+    }
+    const nodePortEndpoints = byNodePort.get(flow.origPortDst);
+    if (nodePortEndpoints && !nodePortEndpoints.has(flow.replySrc)) {
+      filters.set(`*:${flow.origPortDst}<${flow.replySrc}`, { origPortDst: flow.origPortDst, replySrc: flow.replySrc });
+    }
   }
-  return filters;
+  return [...filters.values()];
+}
+
+/** Whether the model has any UDP service port: without one there is nothing to look at. */
+export function hasUdpServicePorts(model: Model): boolean {
+  return model.servicePorts.some((sp) => sp.ref.protocol === 'UDP');
+}
+
+/**
+ * The flows of `conntrack -L -p udp` output, one per line:
+ * "udp 17 29 src=A dst=B sport=P dport=Q [UNREPLIED] src=C dst=D sport=R dport=S ...";
+ * the first src/dst/sport/dport are the original direction, the second the reply.
+ */
+export function parseConntrackList(text: string): UdpFlow[] {
+  const flows: UdpFlow[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('udp')) continue;
+    const dst: string[] = [];
+    const src: string[] = [];
+    const dport: string[] = [];
+    for (const token of line.split(/\s+/)) {
+      const eq = token.indexOf('=');
+      if (eq < 0) continue;
+      const [name, value] = [token.slice(0, eq), token.slice(eq + 1)];
+      if (name === 'dst') dst.push(value);
+      else if (name === 'src') src.push(value);
+      else if (name === 'dport') dport.push(value);
+    }
+    if (dst.length < 2 || src.length < 2 || dport.length < 1) continue;
+    flows.push({ origDst: dst[0]!, origPortDst: Number(dport[0]), replySrc: src[1]! });
+  }
+  return flows;
 }
 
 /** The filter as `conntrack` arguments. */
@@ -69,6 +93,7 @@ export function conntrackDeleteArgs(filter: UdpFlowFilter): string[] {
     ...(filter.origDst ? ['--orig-dst', filter.origDst] : []),
     '--orig-port-dst',
     String(filter.origPortDst),
-    ...(filter.dstNat ? ['--dst-nat', filter.dstNat] : []),
+    '--reply-src',
+    filter.replySrc,
   ];
 }
