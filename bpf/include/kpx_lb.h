@@ -19,8 +19,8 @@ kpx_lookup_frontend(__be32 addr, __be16 port, __u8 proto)
 	return bpf_map_lookup_elem(&kpx_frontends, &key);
 }
 
-/* Multiply-shift: the top 16 bits of addr (as it lies in memory) times
- * an odd constant, so that neighbouring addresses spread. */
+/* Multiply-shift: the top 16 bits of addr (as it lies in memory) times an
+ * odd constant, mod 2^32, so that neighbouring addresses spread. */
 static __always_inline __u32 kpx_filter_addr_bit(__be32 addr)
 {
 	return (__u32)(addr * (__u32)KPX_FILTER_ADDR_MUL) >> 16;
