@@ -38,9 +38,16 @@ import {
   slotValue,
   u32Key,
   u32Value,
+  readHostU32,
+  type BackendValue,
+  type FrontendKey,
+  type FrontendValue,
+  type Id,
   type ServiceValue,
+  type SlotKey,
+  type SlotValue,
 } from '../contract/codecs.js';
-import { copyBytes, emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
+import { copyBytes, emptyPackedTables, IdIndex, tablesContent, type PackedTables } from '../contract/packed.js';
 import { TABLES, tupleId, type TableName, type Tables } from '../contract/tables.js';
 import { parseIPv4 } from '../model/cluster-ip.js';
 import type { IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
@@ -170,13 +177,8 @@ function heapPop(heap: number[]): number {
 
 type Source = ServicePort | IgnoredService;
 
-/** What one service port (or ignored Service) put into the tables: its source says which entries. */
-interface Compiled {
-  source: Source;
-  serviceId: number;
-  /** The backend ID of each slot, in slot order. */
-  backendIds: number[];
-}
+/** Where a kpx_slot value holds its backend ID: a service port's entries are removed by reading them back. */
+const SLOT_BACKEND_ID_OFFSET = slotValue.fields.find((f) => f.c === 'backend_id')!.offset;
 
 interface Want {
   identity: string;
@@ -195,7 +197,6 @@ interface Want {
  */
 class BackendListings {
   private capacity = 0;
-  identity = new Float64Array(0);
   port = new Uint16Array(0);
   proto = new Uint8Array(0);
   address: string[] = [];
@@ -204,15 +205,31 @@ class BackendListings {
   /** The flags of the written entry; NOT_WRITTEN while it has none. */
   writtenFlags = new Int16Array(0);
   static readonly NOT_WRITTEN = -1;
+  /** The IDs whose listings changed during the current update (each once): their entry is rewritten or removed at its end. */
+  private relisted: number[] = [];
+  private relistedFlag = new Uint8Array(0);
+
+  relist(id: number): void {
+    if (this.relistedFlag[id] === 1) return;
+    this.relistedFlag[id] = 1;
+    this.relisted.push(id);
+  }
+
+  /** The relisted IDs, forgotten as such. */
+  takeRelisted(): number[] {
+    const relisted = this.relisted;
+    this.relisted = [];
+    for (let i = 0; i < relisted.length; i++) this.relistedFlag[relisted[i]!] = 0;
+    return relisted;
+  }
 
   has(id: number): boolean {
     return id < this.capacity && this.listings[id]! > 0;
   }
 
   /** Makes room for id and records its entry's fields (those of its identity, the same while the ID is held). */
-  ensure(id: number, identity: number, address: string, port: number, proto: number): void {
+  ensure(id: number, address: string, port: number, proto: number): void {
     if (id >= this.capacity) this.grow(Math.max(id + 1, this.capacity * 2, 1024));
-    this.identity[id] = identity;
     this.address[id] = address;
     this.port[id] = port;
     this.proto[id] = proto;
@@ -224,30 +241,34 @@ class BackendListings {
   }
 
   private grow(capacity: number): void {
-    const grown = <A extends Float64Array | Uint16Array | Uint8Array | Uint32Array | Int16Array>(old: A, make: (n: number) => A): A => {
+    const grown = <A extends Uint16Array | Uint8Array | Uint32Array | Int16Array>(old: A, make: (n: number) => A): A => {
       const next = make(capacity);
       next.set(old);
       return next;
     };
-    this.identity = grown(this.identity, (n) => new Float64Array(n));
+    // Filled to capacity: IDs are not taken in order, and an array written past its end gets holes or turns into a dictionary.
+    const address = this.address.slice();
+    while (address.length < capacity) address.push('');
+    this.address = address;
     this.port = grown(this.port, (n) => new Uint16Array(n));
     this.proto = grown(this.proto, (n) => new Uint8Array(n));
     this.listings = grown(this.listings, (n) => new Uint32Array(n));
     this.localListings = grown(this.localListings, (n) => new Uint32Array(n));
     this.writtenFlags = grown(this.writtenFlags, (n) => new Int16Array(n).fill(BackendListings.NOT_WRITTEN));
+    this.relistedFlag = grown(this.relistedFlag, (n) => new Uint8Array(n));
     this.capacity = capacity;
   }
 }
 
 export class Compiler {
   readonly tables: PackedTables = emptyPackedTables();
-  private readonly compiled = new Map<string, Compiled>();
+  /** What each identity's entries were compiled from; its service ID is in serviceIds. */
+  private readonly compiled = new Map<string, Source>();
   private readonly identityOf = new WeakMap<Source, string>();
-  /** Backend IDs whose listings changed during the current update: their entry is rewritten or removed at its end. */
-  private readonly relisted = new Set<number>();
   private holdsRecoveredIds: boolean;
   private readonly serviceIds: Map<string, number>;
-  private readonly backendIds: Map<number, number>;
+  /** backendIdentity -> backend ID. */
+  private readonly backendIds = new IdIndex();
   private readonly backends = new BackendListings();
   private readonly servicePool: IdPool;
   private readonly backendPool: IdPool;
@@ -258,18 +279,27 @@ export class Compiler {
   private readonly scratch = Object.fromEntries(
     (Object.keys(TABLES) as TableName[]).map((t) => [t, Buffer.alloc(TABLES[t].key.size)]),
   ) as Record<TableName, Buffer>;
+  /** One key and value per table, filled in and encoded for each entry: a full sync writes a few hundred thousand. */
+  private readonly idScratch: Id = { id: 0 };
+  private readonly slotKeyScratch: SlotKey = { service_id: 0, slot: 0 };
+  private readonly frontendKeyScratch: FrontendKey = { addr: '', port: 0, proto: 0 };
+  private readonly slotScratch: SlotValue = { backend_id: 0, addr: '', port: 0, state: 0 };
+  private readonly backendScratch: BackendValue = { addr: '', port: 0, proto: 0, flags: 0 };
+  private readonly frontendScratch: FrontendValue = { service_id: 0, backend_count: 0, kind: 0 };
 
   /** Starts from the IDs already in use, e.g. those recovered from the kernel after a restart. */
   constructor(previous: IdAssignment = { services: new Map(), backends: new Map() }) {
     this.serviceIds = new Map(previous.services);
-    this.backendIds = new Map(previous.backends);
+    for (const [identity, id] of previous.backends) this.backendIds.add(identity, id);
     this.servicePool = new IdPool(this.serviceIds.values());
-    this.backendPool = new IdPool(this.backendIds.values());
+    this.backendPool = new IdPool(previous.backends.values());
     this.holdsRecoveredIds = this.serviceIds.size + this.backendIds.size > 0;
   }
 
   get ids(): IdAssignment {
-    return { services: new Map(this.serviceIds), backends: new Map(this.backendIds) };
+    const backends = new Map<number, number>();
+    this.backendIds.forEach((identity, id) => backends.set(identity, id));
+    return { services: new Map(this.serviceIds), backends };
   }
 
   /** The tables as Map<hex, Entry>, for tools and tests. */
@@ -284,13 +314,14 @@ export class Compiler {
    */
   update(model: Model): Changes | undefined {
     this.begin();
+    this.reserve(model);
     this.updateNodeAddrs(model.nodeAddresses);
     // Unchanged sources (same objects as last time) are only counted as wanted: no values built, nothing touched.
     const wanted = new Map<string, Want | undefined>();
     for (const sources of [model.servicePorts, model.ignored]) {
       for (const source of sources) {
         const known = this.identityOf.get(source);
-        if (known !== undefined && this.compiled.get(known)?.source === source) wanted.set(known, undefined);
+        if (known !== undefined && this.compiled.get(known) === source) wanted.set(known, undefined);
         else this.want(wanted, source);
       }
     }
@@ -311,9 +342,29 @@ export class Compiler {
     const gone: string[] = [];
     for (const source of delta.removed) {
       const identity = this.identityOf.get(source);
-      if (identity !== undefined && !wanted.has(identity) && this.compiled.get(identity)?.source === source) gone.push(identity);
+      if (identity !== undefined && !wanted.has(identity) && this.compiled.get(identity) === source) gone.push(identity);
     }
     return this.apply(wanted, gone);
+  }
+
+  /**
+   * Room for the whole model's services, frontends and slots, made at
+   * once: a first sync would otherwise grow them a dozen times (backends
+   * are shared, their number is not known yet). Not in updateDelta: in the
+   * path of a single change these calls cost more than they save (25 us
+   * a change at 10,000 Services, through what V8 then optimizes less).
+   */
+  private reserve(model: Model): void {
+    let slots = 0;
+    let frontends = 0;
+    for (const sp of model.servicePorts) {
+      slots += sp.backends.length;
+      frontends += sp.frontends.length;
+    }
+    const services = model.servicePorts.length + model.ignored.length;
+    this.tables.services.reserve(services - this.tables.services.size);
+    this.tables.frontends.reserve(frontends - this.tables.frontends.size);
+    this.tables.slots.reserve(slots - this.tables.slots.size);
   }
 
   private begin(): void {
@@ -323,7 +374,7 @@ export class Compiler {
 
   private want(wanted: Map<string, Want | undefined>, source: Source): void {
     let value: ServiceValue;
-    const backendIdentities: number[] = [];
+    let backendIdentities: number[] = [];
     if ('ref' in source) {
       const proto = IPPROTO[source.ref.protocol];
       value = {
@@ -333,7 +384,7 @@ export class Compiler {
         proto,
         skip_reason: SKIP.none,
       };
-      for (const b of source.backends) backendIdentities.push(backendIdentity(b.address, b.port, proto));
+      backendIdentities = source.backends.map((b) => backendIdentity(b.address, b.port, proto));
     } else {
       value = { namespace: source.namespace, name: source.name, port_name: '', proto: 0, skip_reason: SKIP[source.reason] };
     }
@@ -347,9 +398,10 @@ export class Compiler {
     for (const identity of gone) {
       const done = this.compiled.get(identity);
       if (done) {
-        this.removeEntries(done);
+        const serviceId = this.serviceIds.get(identity)!;
+        this.removeEntries(done, serviceId);
         this.compiled.delete(identity);
-        this.servicePool.free(done.serviceId);
+        this.servicePool.free(serviceId);
         this.serviceIds.delete(identity);
       }
     }
@@ -359,12 +411,15 @@ export class Compiler {
       changed.push(want);
       const done = this.compiled.get(want.identity);
       if (done) {
-        this.removeEntries(done);
+        this.removeEntries(done, this.serviceIds.get(want.identity)!);
         this.compiled.delete(want.identity);
       }
     }
     this.assignFreshIds(changed);
-    for (const want of changed) this.compiled.set(want.identity, this.addEntries(want));
+    for (const want of changed) {
+      this.addEntries(want);
+      this.compiled.set(want.identity, want.source);
+    }
     this.writeRelistedBackends();
     if (this.holdsRecoveredIds) {
       // IDs recovered from a previous run that the first model no longer wants.
@@ -373,10 +428,13 @@ export class Compiler {
         this.serviceIds.delete(identity);
         this.servicePool.free(id);
       }
-      for (const [identity, id] of this.backendIds) {
-        if (this.backends.has(id)) continue;
-        this.backendIds.delete(identity);
-        this.backendPool.free(id);
+      const unlisted: number[] = [];
+      this.backendIds.forEach((identity, id) => {
+        if (!this.backends.has(id)) unlisted.push(identity, id);
+      });
+      for (let i = 0; i < unlisted.length; i += 2) {
+        this.backendIds.delete(unlisted[i]!);
+        this.backendPool.free(unlisted[i + 1]!);
       }
       this.holdsRecoveredIds = false;
     }
@@ -393,13 +451,14 @@ export class Compiler {
       this.serviceIds.set(identity, this.servicePool.take());
     }
     const fresh: number[] = [];
-    for (const want of changed) {
-      for (const identity of want.backendIdentities) if (!this.backendIds.has(identity)) fresh.push(identity);
+    for (let w = 0; w < changed.length; w++) {
+      const identities = changed[w]!.backendIdentities;
+      for (let i = 0; i < identities.length; i++) if (!this.backendIds.has(identities[i]!)) fresh.push(identities[i]!);
     }
     const sorted = Float64Array.from(fresh).sort();
     for (let i = 0; i < sorted.length; i++) {
       if (i > 0 && sorted[i] === sorted[i - 1]) continue;
-      this.backendIds.set(sorted[i]!, this.backendPool.take());
+      this.backendIds.add(sorted[i]!, this.backendPool.take());
     }
   }
 
@@ -410,10 +469,13 @@ export class Compiler {
    */
   private writeRelistedBackends(): void {
     const b = this.backends;
-    for (const id of this.relisted) {
+    const value = this.backendScratch;
+    const relisted = b.takeRelisted();
+    for (let i = 0; i < relisted.length; i++) {
+      const id = relisted[i]!;
       if (b.listings[id] === 0) {
         b.release(id);
-        this.backendIds.delete(b.identity[id]!);
+        this.backendIds.delete(this.backendIds.keyOf(id));
         this.backendPool.free(id);
         this.remove('backends', this.backendKeyId(id));
         continue;
@@ -422,9 +484,12 @@ export class Compiler {
       if (b.writtenFlags[id] === flags) continue;
       b.writtenFlags[id] = flags;
       const at = this.claim('backends', this.backendKeyId(id));
-      backendValue.encodeInto({ addr: b.address[id]!, port: b.port[id]!, proto: b.proto[id]!, flags }, this.tables.backends.values, at);
+      value.addr = b.address[id]!;
+      value.port = b.port[id]!;
+      value.proto = b.proto[id]!;
+      value.flags = flags;
+      backendValue.encodeInto(value, this.tables.backends.values, at);
     }
-    this.relisted.clear();
   }
 
   /** kpx_node_addrs holds exactly the model's node addresses; only the keys that come or go are touched. */
@@ -436,7 +501,7 @@ export class Compiler {
       nodeAddrKey.encodeInto({ addr }, key, 0);
       wanted.set(TABLES.nodeAddrs.keyId(key, 0), addr);
     }
-    for (const id of [...this.tables.nodeAddrs.ids()]) {
+    for (const id of this.tables.nodeAddrs.ids()) {
       if (!wanted.has(id)) this.remove('nodeAddrs', id);
     }
     for (const [id, addr] of wanted) {
@@ -456,26 +521,35 @@ export class Compiler {
    */
   private serviceKeyId(id: number): number {
     const key = this.scratch.services;
-    u32Key.encodeInto({ id }, key, 0);
+    this.idScratch.id = id;
+    u32Key.encodeInto(this.idScratch, key, 0);
     return TABLES.services.keyId(key, 0);
   }
 
   private backendKeyId(id: number): number {
     const key = this.scratch.backends;
-    u32Key.encodeInto({ id }, key, 0);
+    this.idScratch.id = id;
+    u32Key.encodeInto(this.idScratch, key, 0);
     return TABLES.backends.keyId(key, 0);
   }
 
   private slotKeyId(serviceId: number, slot: number): number {
     const key = this.scratch.slots;
-    slotKey.encodeInto({ service_id: serviceId, slot }, key, 0);
+    const value = this.slotKeyScratch;
+    value.service_id = serviceId;
+    value.slot = slot;
+    slotKey.encodeInto(value, key, 0);
     return TABLES.slots.keyId(key, 0);
   }
 
   private frontendKeyId(addr: string, port: number, proto: number): number {
     const key = this.scratch.frontends;
     zero(key, 0, key.length);
-    frontendKey.encodeInto({ addr, port, proto }, key, 0);
+    const value = this.frontendKeyScratch;
+    value.addr = addr;
+    value.port = port;
+    value.proto = proto;
+    frontendKey.encodeInto(value, key, 0);
     return TABLES.frontends.keyId(key, 0);
   }
 
@@ -507,55 +581,59 @@ export class Compiler {
     this.tables[table].copyEntry(slot, before.keys, before.values, at);
   }
 
-  private removeEntries(done: Compiled): void {
-    this.remove('services', this.serviceKeyId(done.serviceId));
-    const source = done.source;
+  /** Takes out what source put in; the backend IDs its slots name are read from the slots themselves. */
+  private removeEntries(source: Source, serviceId: number): void {
+    this.remove('services', this.serviceKeyId(serviceId));
     if (!('ref' in source)) return;
     const proto = IPPROTO[source.ref.protocol];
     for (const fe of source.frontends) this.remove('frontends', this.frontendKeyId(fe.address, fe.port, proto));
     const b = this.backends;
-    for (let slot = 0; slot < done.backendIds.length; slot++) {
-      this.remove('slots', this.slotKeyId(done.serviceId, slot));
-      const id = done.backendIds[slot]!;
+    const slots = this.tables.slots;
+    for (let slot = 0; slot < source.backends.length; slot++) {
+      const keyId = this.slotKeyId(serviceId, slot);
+      const id = readHostU32(slots.values, slots.slot(keyId)! * slots.valueSize + SLOT_BACKEND_ID_OFFSET);
+      this.remove('slots', keyId);
       b.listings[id]!--;
       if (source.backends[slot]!.local) b.localListings[id]!--;
-      this.relisted.add(id);
+      b.relist(id);
     }
   }
 
-  private addEntries(want: Want): Compiled {
+  private addEntries(want: Want): void {
     const serviceId = this.serviceIds.get(want.identity)!;
     // claim() may grow the arena: read it only after.
     const serviceAt = this.claim('services', this.serviceKeyId(serviceId));
     serviceValue.encodeInto(want.value, this.tables.services.values, serviceAt);
     const source = want.source;
-    const backendIds: number[] = [];
-    if (!('ref' in source)) return { source, serviceId, backendIds };
+    if (!('ref' in source)) return;
 
     const proto = IPPROTO[source.ref.protocol];
     const b = this.backends;
     const slots = this.tables.slots;
+    const slotValueOf = this.slotScratch;
     for (let slot = 0; slot < source.backends.length; slot++) {
       const backend = source.backends[slot]!;
       const identity = want.backendIdentities[slot]!;
-      const backendId = this.backendIds.get(identity)!;
-      b.ensure(backendId, identity, backend.address, backend.port, proto);
+      const backendId = this.backendIds.get(identity);
+      b.ensure(backendId, backend.address, backend.port, proto);
       b.listings[backendId]!++;
       if (backend.local) b.localListings[backendId]!++;
-      this.relisted.add(backendId);
-      backendIds.push(backendId);
+      b.relist(backendId);
       const at = this.claim('slots', this.slotKeyId(serviceId, slot));
-      slotValue.encodeInto({ backend_id: backendId, addr: backend.address, port: backend.port, state: STATE[backend.state] }, slots.values, at);
+      slotValueOf.backend_id = backendId;
+      slotValueOf.addr = backend.address;
+      slotValueOf.port = backend.port;
+      slotValueOf.state = STATE[backend.state];
+      slotValue.encodeInto(slotValueOf, slots.values, at);
     }
+    const frontendValueOf = this.frontendScratch;
+    frontendValueOf.service_id = serviceId;
+    frontendValueOf.backend_count = source.backends.length;
     for (const fe of source.frontends) {
       const at = this.claim('frontends', this.frontendKeyId(fe.address, fe.port, proto));
-      frontendValue.encodeInto(
-        { service_id: serviceId, backend_count: source.backends.length, kind: KIND[fe.kind] },
-        this.tables.frontends.values,
-        at,
-      );
+      frontendValueOf.kind = KIND[fe.kind];
+      frontendValue.encodeInto(frontendValueOf, this.tables.frontends.values, at);
     }
-    return { source, serviceId, backendIds };
   }
 }
 

@@ -35,7 +35,7 @@ export function diffTables(desired: PackedTables, applied: PackedTables, keys?: 
   for (const table of WRITE_ORDER) {
     const want = desired[table];
     const have = applied[table];
-    const slots: number[] = [];
+    let slots: number[] = [];
     const consider = (id: number, slot: number) => {
       const current = have.slot(id);
       if (current === undefined || !want.sameValue(slot, have, current)) slots.push(slot);
@@ -46,9 +46,9 @@ export function diffTables(desired: PackedTables, applied: PackedTables, keys?: 
         if (slot !== undefined) consider(id, slot);
       }
     } else if (have.size === 0) {
-      for (const slot of want.slots()) slots.push(slot);
+      slots = want.slots();
     } else {
-      for (const [id, slot] of want.entries()) consider(id, slot);
+      for (const slot of want.slots()) consider(want.idAt(slot), slot);
     }
     if (slots.length) ops.push({ op: 'upsert', table, slots });
   }
@@ -65,7 +65,7 @@ function gone(want: PackedTable, have: PackedTable, keys: Iterable<number> | und
       if (current !== undefined && !want.has(id)) out.push([id, current]);
     }
   } else {
-    for (const [id, slot] of have.entries()) if (!want.has(id)) out.push([id, slot]);
+    for (const slot of have.slots()) if (!want.has(have.idAt(slot))) out.push([have.idAt(slot), slot]);
   }
   return out;
 }
