@@ -94,7 +94,8 @@ interface Ep {
   ready: boolean;
   serving: boolean;
   terminating: boolean;
-  nodeName?: string;
+  /** Always set, undefined or not: a property added later would give each endpoint a second object. */
+  nodeName: string | undefined;
 }
 
 /** Endpoints paired with ports: one EndpointSlice, or one subset of an Endpoints object. */
@@ -168,6 +169,8 @@ function collect(kind: Kind, raws: unknown, rej: Rejections): Named[] {
     const id = identify(kind, raw, rej);
     if (id) named.push(id);
   }
+  // One object, as in every group of the model cache: nothing to sort or de-duplicate.
+  if (named.length < 2) return named;
   named.sort(compareNamed);
   const out: Named[] = [];
   const seen = new Map<string, Named>();
@@ -269,74 +272,76 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
   }
   const multi = portsRaw.length > 1;
   const ports: LivePort[] = [];
-  const names = new Map<string, number>();
-  const numbers = new Map<string, number>();
-  const nodePorts = new Map<string, number>();
+  // Duplicates need two ports: a Service of one port (most of them) makes none of these.
+  const names = multi ? new Map<string, number>() : undefined;
+  const numbers = multi ? new Map<string, number>() : undefined;
+  const nodePorts = multi ? new Map<string, number>() : undefined;
   portsRaw.forEach((p: unknown, index: number) => {
     if (!isObj(p)) {
       rej.of(id, `spec.ports[${index}] is not an object`);
       return;
     }
-    const label = portLabel(index, p.name);
+    // Named only in a rejection.
+    const label = () => portLabel(index, p.name);
     const nameRaw = p.name;
     if (nameRaw !== undefined && nameRaw !== null && typeof nameRaw !== 'string') {
-      rej.of(id, `${label}: name is not a string: ${show(nameRaw)}`);
+      rej.of(id, `${label()}: name is not a string: ${show(nameRaw)}`);
       return;
     }
     const portName = typeof nameRaw === 'string' ? nameRaw : '';
     const protoRaw = p.protocol;
     if (protoRaw !== undefined && protoRaw !== null && typeof protoRaw !== 'string') {
-      rej.of(id, `${label}: protocol is not a string: ${show(protoRaw)}`);
+      rej.of(id, `${label()}: protocol is not a string: ${show(protoRaw)}`);
       return;
     }
     const proto = typeof protoRaw === 'string' && protoRaw !== '' ? protoRaw : 'TCP';
     if (proto !== 'TCP' && proto !== 'UDP') {
-      rej.of(id, `${label}: protocol ${proto} not supported`);
+      rej.of(id, `${label()}: protocol ${proto} not supported`);
       return;
     }
     if (!isPort(p.port)) {
-      rej.of(id, `${label}: invalid port ${show(p.port)} (want an integer 1..65535)`);
+      rej.of(id, `${label()}: invalid port ${show(p.port)} (want an integer 1..65535)`);
       return;
     }
     const tp = p.targetPort;
     if (tp !== undefined && tp !== null && !isPort(tp) && !(typeof tp === 'string' && tp !== '')) {
-      rej.of(id, `${label}: invalid targetPort ${show(tp)} (want an integer 1..65535 or a port name)`);
+      rej.of(id, `${label()}: invalid targetPort ${show(tp)} (want an integer 1..65535 or a port name)`);
       return;
     }
     const np = p.nodePort;
     // 0 is the API's "not set", as for every int32 field.
     if (np !== undefined && np !== null && np !== 0 && !isPort(np)) {
-      rej.of(id, `${label}: invalid nodePort ${show(np)} (want an integer 1..65535)`);
+      rej.of(id, `${label()}: invalid nodePort ${show(np)} (want an integer 1..65535)`);
       return;
     }
     if (multi && portName === '') {
-      rej.of(id, `${label}: a Service with more than one port must name each port`);
+      rej.of(id, `${label()}: a Service with more than one port must name each port`);
       return;
     }
-    const firstName = names.get(portName);
-    if (multi && firstName !== undefined) {
-      rej.of(id, `${label}: duplicate port name (also spec.ports[${firstName}])`);
+    const firstName = names?.get(portName);
+    if (firstName !== undefined) {
+      rej.of(id, `${label()}: duplicate port name (also spec.ports[${firstName}])`);
       return;
     }
     const numKey = `${p.port}/${proto}`;
-    const firstNum = numbers.get(numKey);
+    const firstNum = numbers?.get(numKey);
     if (firstNum !== undefined) {
-      rej.of(id, `${label}: duplicate port ${numKey} (also spec.ports[${firstNum}])`);
+      rej.of(id, `${label()}: duplicate port ${numKey} (also spec.ports[${firstNum}])`);
       return;
     }
-    names.set(portName, index);
-    numbers.set(numKey, index);
+    names?.set(portName, index);
+    numbers?.set(numKey, index);
     // A nodePort that is set but cannot be used leaves the port without one, not with an allocated one.
     let nodePort: LivePort['nodePort'] = null;
     if (isPort(np)) {
       const npKey = `${np}/${proto}`;
-      const firstNp = nodePorts.get(npKey);
+      const firstNp = nodePorts?.get(npKey);
       if (!hasNodePorts) {
-        rej.of(id, `${label}: nodePort ${np} is set but spec.type is ${type}`);
+        rej.of(id, `${label()}: nodePort ${np} is set but spec.type is ${type}`);
       } else if (firstNp !== undefined) {
-        rej.of(id, `${label}: duplicate nodePort ${npKey} (also spec.ports[${firstNp}])`);
+        rej.of(id, `${label()}: duplicate nodePort ${npKey} (also spec.ports[${firstNp}])`);
       } else {
-        nodePorts.set(npKey, index);
+        nodePorts?.set(npKey, index);
         nodePort = np;
       }
     } else if (wantsEveryNodePort) {
@@ -423,24 +428,25 @@ function parseEpPorts(id: Named, raw: unknown, where: string, rej: Rejections): 
   }
   const out: EpPort[] = [];
   raw.forEach((p: unknown, i: number) => {
-    const at = `${where}[${i}]`;
+    // Named only in a rejection.
+    const at = () => `${where}[${i}]`;
     if (!isObj(p)) {
-      rej.of(id, `${at} is not an object`);
+      rej.of(id, `${at()} is not an object`);
       return;
     }
     const name = p.name;
     if (name !== undefined && name !== null && typeof name !== 'string') {
-      rej.of(id, `${at}: name is not a string: ${show(name)}`);
+      rej.of(id, `${at()}: name is not a string: ${show(name)}`);
       return;
     }
-    const label = typeof name === 'string' && name !== '' ? `${at} ${JSON.stringify(name)}` : at;
+    const label = () => (typeof name === 'string' && name !== '' ? `${at()} ${JSON.stringify(name)}` : at());
     const proto = p.protocol;
     if (proto !== undefined && proto !== null && typeof proto !== 'string') {
-      rej.of(id, `${label}: protocol is not a string: ${show(proto)}`);
+      rej.of(id, `${label()}: protocol is not a string: ${show(proto)}`);
       return;
     }
     if (!isPort(p.port)) {
-      rej.of(id, `${label}: invalid port ${show(p.port)} (want an integer 1..65535)`);
+      rej.of(id, `${label()}: invalid port ${show(p.port)} (want an integer 1..65535)`);
       return;
     }
     out.push({
@@ -491,9 +497,8 @@ function parseSlice(id: Named, rej: Rejections): EpGroup {
         rej.of(id, `${endpointAt(i)} ${address}: conditions must be booleans`);
         return;
       }
-      const ep: Ep = { address, addressNumber, ready, serving, terminating };
-      if (typeof e.nodeName === 'string' && e.nodeName !== '') ep.nodeName = e.nodeName;
-      endpoints.push(ep);
+      const nodeName = typeof e.nodeName === 'string' && e.nodeName !== '' ? e.nodeName : undefined;
+      endpoints.push({ address, addressNumber, ready, serving, terminating, nodeName });
     });
   }
   return { ports, endpoints };
@@ -531,9 +536,8 @@ function parseEndpoints(id: Named, rej: Rejections): EpGroup[] {
           rej.of(id, looksLikeIPv6(ip) ? `${aat} ${show(ip)}: IPv6 not supported yet` : `${aat}: invalid IPv4 address ${show(ip)}`);
           return;
         }
-        const ep: Ep = { address: ip, addressNumber, ready: true, serving: true, terminating: false };
-        if (typeof a.nodeName === 'string' && a.nodeName !== '') ep.nodeName = a.nodeName;
-        endpoints.push(ep);
+        const nodeName = typeof a.nodeName === 'string' && a.nodeName !== '' ? a.nodeName : undefined;
+        endpoints.push({ address: ip, addressNumber, ready: true, serving: true, terminating: false, nodeName });
       });
     }
     // notReadyAddresses are never used by kube-proxy.
@@ -551,7 +555,6 @@ function stateRank(ep: Ep): number {
 function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): Backend[] {
   // Every listing of the port, keyed by address and port as one number (32 + 16 bits, which also orders them).
   const keys: number[] = [];
-  const ranks: number[] = [];
   const endpoints: Ep[] = [];
   const ports: number[] = [];
   for (const g of groups) {
@@ -559,28 +562,56 @@ function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, no
       if (p.name !== portName || p.protocol !== protocol) continue;
       for (const ep of g.endpoints) {
         keys.push(ep.addressNumber * 65536 + p.port);
-        ranks.push(stateRank(ep));
         endpoints.push(ep);
         ports.push(p.port);
       }
     }
   }
-  // By address then port; an endpoint listed twice (two slices) counts in its best state.
-  const order = keys.map((_, i) => i).sort((a, b) => keys[a]! - keys[b]! || ranks[a]! - ranks[b]!);
-  const unique = order.filter((i, at) => at === 0 || keys[i] !== keys[order[at - 1]!]);
+  const n = keys.length;
+  // By address then port; an endpoint listed twice (two slices) counts in its best state, which sorts first.
+  // Listings in strictly ascending order (one slice, as the controller often writes it) need no sorting.
+  let order: number[] | undefined;
+  for (let i = 1; i < n; i++) {
+    if (keys[i - 1]! < keys[i]!) continue;
+    order = keys.map((_, j) => j).sort((x, y) => keys[x]! - keys[y]! || stateRank(endpoints[x]!) - stateRank(endpoints[y]!));
+    break;
+  }
+  const listing = (at: number) => (order ? order[at]! : at);
   // Ready endpoints if any, else the serving terminating ones, never the others.
   let want = 2;
-  for (const i of unique) want = Math.min(want, ranks[i]!);
+  for (const ep of endpoints) want = Math.min(want, stateRank(ep));
   if (want > 1) return [];
-  return unique
-    .filter((i) => ranks[i] === want)
-    .map((i): Backend => {
-      const ep = endpoints[i]!;
-      // An endpoint without nodeName is never local: nothing says where it runs.
-      const backend: Backend = { address: ep.address, port: ports[i]!, state: want === 0 ? 'ready' : 'serving-terminating', local: ep.nodeName === nodeName };
-      if (ep.nodeName !== undefined) backend.nodeName = ep.nodeName;
-      return backend;
-    });
+  const state = want === 0 ? 'ready' : 'serving-terminating';
+  const taken = (at: number) => {
+    const i = listing(at);
+    return (at === 0 || keys[i] !== keys[listing(at - 1)]) && stateRank(endpoints[i]!) === want;
+  };
+  // Counted first: the list is kept with the model, and one pushed to keeps room for 16 more.
+  let count = 0;
+  for (let at = 0; at < n; at++) if (taken(at)) count++;
+  const backends = sizedArray<Backend>(count);
+  count = 0;
+  for (let at = 0; at < n; at++) {
+    if (!taken(at)) continue;
+    const i = listing(at);
+    const ep = endpoints[i]!;
+    // An endpoint without nodeName is never local: nothing says where it runs. One literal per
+    // shape: a property added later would give each of the hundred thousand backends a second object.
+    backends[count++] =
+      ep.nodeName === undefined
+        ? { address: ep.address, port: ports[i]!, state, local: ep.nodeName === nodeName }
+        : { address: ep.address, port: ports[i]!, state, local: ep.nodeName === nodeName, nodeName: ep.nodeName };
+  }
+  return backends;
+}
+
+/**
+ * An array with room for exactly n elements, filled by index: one pushed to
+ * keeps room for 16 more. A long one grows as usual: V8 makes `new Array(n)`
+ * a dictionary past some thousands of elements.
+ */
+export function sizedArray<T>(n: number): T[] {
+  return n <= 8192 ? new Array<T>(n) : [];
 }
 
 export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model {
@@ -589,7 +620,7 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
 
   // Services.
   const services = collect('Service', snap.services, rej);
-  const allServiceKeys = new Set(services.map((s) => `${s.namespace}/${s.name}`));
+  const allServiceKeys = keyLookup(services.map((s) => `${s.namespace}/${s.name}`));
   const ignored: IgnoredService[] = [];
   let live: LiveService[] = [];
   for (const id of services) {
@@ -599,32 +630,34 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
     else live.push(v.live);
   }
 
-  // ClusterIPs: explicit ones must be unique; missing ones are allocated.
-  const reserved: string[] = [];
-  for (const id of services) {
-    const spec = id.raw.spec;
-    if (isObj(spec) && typeof spec.clusterIP === 'string' && parseIPv4(spec.clusterIP) !== null) reserved.push(spec.clusterIP);
-  }
-  const owner = new Map<string, string>();
-  const kept: LiveService[] = [];
-  for (const s of live) {
-    if (s.clusterIP !== null) {
-      const prev = owner.get(s.clusterIP);
-      if (prev !== undefined) {
-        rej.of(s.id, `spec.clusterIP ${s.clusterIP} is already used by Service ${prev}`);
-        continue;
+  // ClusterIPs: explicit ones must be unique (two Services at least); missing ones are allocated.
+  if (live.length > 1) {
+    const owner = new Map<string, string>();
+    const kept: LiveService[] = [];
+    for (const s of live) {
+      if (s.clusterIP !== null) {
+        const prev = owner.get(s.clusterIP);
+        if (prev !== undefined) {
+          rej.of(s.id, `spec.clusterIP ${s.clusterIP} is already used by Service ${prev}`);
+          continue;
+        }
+        owner.set(s.clusterIP, `${s.id.namespace}/${s.id.name}`);
       }
-      owner.set(s.clusterIP, `${s.id.namespace}/${s.id.name}`);
+      kept.push(s);
     }
-    kept.push(s);
+    live = kept;
   }
-  live = kept;
   const needIP = live.filter((s) => s.clusterIP === null);
   if (needIP.length > 0) {
     if (!opts.allocateClusterIPs) {
       for (const s of needIP) rej.of(s.id, 'spec.clusterIP is missing');
       live = live.filter((s) => s.clusterIP !== null);
     } else {
+      const reserved: string[] = [];
+      for (const id of services) {
+        const spec = id.raw.spec;
+        if (isObj(spec) && typeof spec.clusterIP === 'string' && parseIPv4(spec.clusterIP) !== null) reserved.push(spec.clusterIP);
+      }
       const { allocated, failed } = allocateClusterIPs(
         opts.serviceClusterIPRange,
         needIP.map((s) => `${s.id.namespace}/${s.id.name}`),
@@ -640,7 +673,7 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
     }
   }
   assignNodePorts(live, opts, rej);
-  const liveKeys = new Set(live.map((s) => `${s.id.namespace}/${s.id.name}`));
+  const liveKeys = keyLookup(live.map((s) => `${s.id.namespace}/${s.id.name}`));
 
   // EndpointSlices, grouped by Service.
   const groupsBySvc = new Map<string, EpGroup[]>();
@@ -705,8 +738,7 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       cmp(a.ref.portName, b.ref.portName) ||
       cmp(a.ref.protocol, b.ref.protocol),
   );
-  const origins = new Map(live.map((s) => [`${s.id.namespace}/${s.id.name}`, s.id.origin]));
-  const claimed = claimFrontends(servicePorts, (ns, name) => origins.get(`${ns}/${name}`) ?? '');
+  const claimed = claimFrontends(servicePorts, (ns, name) => live.find((s) => s.id.namespace === ns && s.id.name === name)?.id.origin ?? '');
   rej.list.push(...claimed.rejected);
   ignored.sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));
   const rejected = rej.list.sort(
@@ -717,7 +749,26 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       cmp(a.origin, b.origin) ||
       cmp(a.reason, b.reason),
   );
-  return { servicePorts: claimed.servicePorts, ignored, rejected, nodeAddresses: sortedIPv4s(opts.nodePortAddresses) };
+  return { servicePorts: claimed.servicePorts, ignored, rejected, nodeAddresses: nodeAddressesOf(opts.nodePortAddresses) };
+}
+
+/**
+ * Membership of a list of keys: a Set, except for the one or two keys of a
+ * model cache group, which a scan finds for less than making the Set costs.
+ */
+function keyLookup(keys: string[]): { has(key: string): boolean } {
+  return keys.length > 4 ? new Set(keys) : { has: (key) => keys.includes(key) };
+}
+
+let lastNodeAddresses: { from: string[]; sorted: string[] } | undefined;
+
+/** sortedIPv4s of the options' addresses, sorted once for the model cache's many calls with the same ones. */
+function nodeAddressesOf(addresses: string[]): string[] {
+  const last = lastNodeAddresses;
+  if (last && last.from.length === addresses.length && last.from.every((a, i) => a === addresses[i])) return last.sorted.slice();
+  const sorted = sortedIPv4s(addresses);
+  lastNodeAddresses = { from: addresses.slice(), sorted };
+  return sorted.slice();
 }
 
 /**
@@ -729,6 +780,7 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
  * its protocol (the API server's allocator does not look at protocols).
  */
 function assignNodePorts(live: LiveService[], opts: ModelOptions, rej: Rejections): void {
+  if (!live.some((s) => s.ports.some((p) => p.nodePort === 'missing'))) return;
   const missing = live.flatMap((s) => s.ports.filter((p) => p.nodePort === 'missing').map((p) => ({ s, p })));
   if (missing.length === 0) return;
   if (!opts.allocateNodePorts) {
@@ -779,6 +831,14 @@ export function claimedElsewhere(fe: Frontend, protocol: Protocol, owner: string
   return `${what} is already served by Service ${owner}`;
 }
 
+/** No two frontends of one service port (one protocol) with the same address and port. */
+function distinctFrontends(frontends: Frontend[]): boolean {
+  for (let i = 1; i < frontends.length; i++) {
+    for (let j = 0; j < i; j++) if (frontends[i]!.address === frontends[j]!.address && frontends[i]!.port === frontends[j]!.port) return false;
+  }
+  return true;
+}
+
 /**
  * One address:port/protocol can lead to one service port only (two Services
  * sharing an externalIP and port, say). The first in model order keeps it;
@@ -788,6 +848,9 @@ export function claimedElsewhere(fe: Frontend, protocol: Protocol, owner: string
  * objects, so callers that memoise on identity keep their hits.
  */
 export function claimFrontends(sorted: ServicePort[], originOf: ServiceOrigin): { servicePorts: ServicePort[]; rejected: Rejected[] } {
+  // One service port whose frontends differ (a model cache group, most often) claims them all.
+  const only = sorted.length === 1 ? sorted[0]! : undefined;
+  if (only && unaddressable(only) === undefined && distinctFrontends(only.frontends)) return { servicePorts: [only], rejected: [] };
   const owners = new Map<string, string>();
   const kept: ServicePort[] = [];
   const rejected: Rejected[] = [];

@@ -7,6 +7,7 @@
  */
 import type { EndpointSlice, Endpoints, ObjectSnapshot, Origin, Service } from '../k8s/types.js';
 import { SERVICE_NAME_LABEL } from '../k8s/types.js';
+import { sizedArray } from './build.js';
 
 export interface Group {
   services: Array<Service & Origin>;
@@ -41,6 +42,17 @@ function objectId(kind: GroupedKind, obj: Named): string {
   return `${kind}\0${meta?.namespace ?? 'default'}\0${meta?.name ?? ''}`;
 }
 
+/**
+ * list and obj in a new array of just that length: an array pushed to keeps
+ * room for 16 more elements, and every group has its lists.
+ */
+function appended<T>(list: readonly T[], obj: T): T[] {
+  const out = sizedArray<T>(list.length + 1);
+  for (let i = 0; i < list.length; i++) out[i] = list[i]!;
+  out[list.length] = obj;
+  return out;
+}
+
 export class ServiceGroups {
   private readonly groups = new Map<string, Group>();
   /** Object identity -> the group it was filed under (a slice's label can move it). */
@@ -55,7 +67,7 @@ export class ServiceGroups {
     if (previous !== undefined) this.removeFrom(previous, kind, id);
     let group = this.groups.get(key);
     if (!group) this.groups.set(key, (group = { services: [], endpointSlices: [], endpoints: [] }));
-    (group[kind] as Array<typeof obj>).push(obj);
+    (group as Record<GroupedKind, Array<typeof obj>>)[kind] = appended(group[kind] as Array<typeof obj>, obj);
     this.filedUnder.set(id, key);
     this.dirty.add(key);
   }

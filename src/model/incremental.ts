@@ -15,17 +15,23 @@
  * different node name starts the cache afresh.
  */
 import type { ObjectSnapshot } from '../k8s/types.js';
-import { buildModel, claimedElsewhere, frontendClaimKey, unaddressable } from './build.js';
+import { buildModel, claimedElsewhere, frontendClaimKey, sizedArray, unaddressable } from './build.js';
 import { sortedIPv4s } from './cluster-ip.js';
 import { ServiceGroups, type Group } from './groups.js';
 import type { IgnoredService, Model, ModelOptions, ModelUpdate, Rejected, ServicePort } from './types.js';
 
+/** A group's model, as much of it as is kept: 10,000 Services make 10,000 of these. */
 interface Part {
   inputs: object[];
-  model: Model;
+  servicePorts: ServicePort[];
+  ignored: IgnoredService[];
+  rejected: Rejected[];
   /** Where the group's Service came from, for rejections of its ports. */
   origin: string;
 }
+
+/** The list of a part that has nothing of a kind: one shared array rather than one empty array per part. */
+const NONE: never[] = [];
 
 /** A service port competing for a frontend key. */
 interface Claimant {
@@ -53,8 +59,12 @@ function sameInputs(a: object[], b: object[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+/** Exactly as long as it needs to be: it is kept, one per group. */
 function inputsOf(g: Group): object[] {
-  return [...g.services, ...g.endpointSlices, ...g.endpoints];
+  const inputs = sizedArray<object>(g.services.length + g.endpointSlices.length + g.endpoints.length);
+  let at = 0;
+  for (const list of [g.services, g.endpointSlices, g.endpoints]) for (const obj of list) inputs[at++] = obj;
+  return inputs;
 }
 
 /** The whole model as a datapath that starts over takes it, with no delta. */
@@ -137,8 +147,8 @@ export class ModelCache {
       const inputs = group ? inputsOf(group) : [];
       if (previous && sameInputs(previous.inputs, inputs)) continue;
       if (previous) {
-        goneRaw.push(...previous.model.servicePorts);
-        removed.push(...previous.model.ignored);
+        goneRaw.push(...previous.servicePorts);
+        removed.push(...previous.ignored);
       }
       this.rejectingGroups.delete(key);
       if (!group) {
@@ -146,7 +156,13 @@ export class ModelCache {
         continue;
       }
       const model = buildModel(group, opts);
-      this.parts.set(key, { inputs, model, origin: group.services[0]?.origin ?? '' });
+      this.parts.set(key, {
+        inputs,
+        servicePorts: model.servicePorts.length ? model.servicePorts : NONE,
+        ignored: model.ignored.length ? model.ignored : NONE,
+        rejected: model.rejected.length ? model.rejected : NONE,
+        origin: group.services[0]?.origin ?? '',
+      });
       if (model.rejected.length) this.rejectingGroups.add(key);
       newRaw.push(...model.servicePorts);
       upserted.push(...model.ignored);
@@ -173,18 +189,21 @@ export class ModelCache {
     }
     for (const sp of newRaw) {
       const order = orderOf(sp);
-      this.effective.set(order, { raw: sp, emitted: undefined, rejected: [] });
+      this.effective.set(order, { raw: sp, emitted: undefined, rejected: NONE });
       reconsider.set(order, sp);
       if (unaddressable(sp) !== undefined) continue;
       const owner = `${sp.ref.namespace}/${sp.ref.name}`;
       for (const fe of sp.frontends) {
         const key = frontendClaimKey(fe, sp.ref.protocol);
-        let list = this.claims.get(key);
-        if (!list) this.claims.set(key, (list = []));
+        const list = this.claims.get(key);
+        touchedKeys.add(key);
+        if (!list) {
+          this.claims.set(key, [{ order, owner }]);
+          continue;
+        }
         let at = list.length;
         while (at > 0 && byOrder(list[at - 1]!.order, order) > 0) at--;
         list.splice(at, 0, { order, owner });
-        touchedKeys.add(key);
       }
     }
     for (const key of touchedKeys) {
@@ -213,11 +232,16 @@ export class ModelCache {
       rejected.push(reject(tooMany));
     } else {
       const owner = `${sp.ref.namespace}/${sp.ref.name}`;
-      const frontends = sp.frontends.filter((fe) => {
+      // Made only when a frontend is lost: most service ports hold all of theirs.
+      let frontends = sp.frontends;
+      sp.frontends.forEach((fe, i) => {
         const first = this.claims.get(frontendClaimKey(fe, sp.ref.protocol))![0]!;
-        if (first.order === order) return true;
+        if (first.order === order) {
+          if (frontends !== sp.frontends) frontends.push(fe);
+          return;
+        }
         if (first.owner !== owner) rejected.push(reject(claimedElsewhere(fe, sp.ref.protocol, first.owner)));
-        return false;
+        if (frontends === sp.frontends) frontends = sp.frontends.slice(0, i);
       });
       const same =
         e.emitted !== undefined &&
@@ -225,7 +249,7 @@ export class ModelCache {
         e.emitted.frontends.every((fe, i) => fe === frontends[i]);
       next = same ? e.emitted : frontends.length === sp.frontends.length ? sp : { ...sp, frontends };
     }
-    e.rejected = rejected;
+    e.rejected = rejected.length ? rejected : NONE;
     if (rejected.length) this.rejectingPorts.add(order);
     else this.rejectingPorts.delete(order);
     if (next === e.emitted) return;
@@ -236,15 +260,20 @@ export class ModelCache {
 
   private rejected(): Rejected[] {
     const out: Rejected[] = [];
-    for (const key of this.rejectingGroups) out.push(...this.parts.get(key)!.model.rejected);
+    for (const key of this.rejectingGroups) out.push(...this.parts.get(key)!.rejected);
     for (const order of this.rejectingPorts) out.push(...this.effective.get(order)!.rejected);
     return out;
   }
 
   private whole(nodeAddresses: string[], rejected: Rejected[]): Model {
-    const ordered = [...this.effective].sort((a, b) => byOrder(a[0], b[0]));
-    const servicePorts = ordered.flatMap(([, e]) => (e.emitted ? [e.emitted] : []));
-    const keys = [...this.parts.keys()].sort(byOrder);
-    return { servicePorts, ignored: keys.flatMap((k) => this.parts.get(k)!.model.ignored), rejected, nodeAddresses };
+    // sort() without a comparator orders strings by UTF-16 code units, as byOrder does, without a call per comparison.
+    const servicePorts: ServicePort[] = [];
+    for (const order of [...this.effective.keys()].sort()) {
+      const emitted = this.effective.get(order)!.emitted;
+      if (emitted) servicePorts.push(emitted);
+    }
+    const ignored: IgnoredService[] = [];
+    for (const key of [...this.parts.keys()].sort()) ignored.push(...this.parts.get(key)!.ignored);
+    return { servicePorts, ignored, rejected, nodeAddresses };
   }
 }
