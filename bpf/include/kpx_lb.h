@@ -19,16 +19,20 @@ kpx_lookup_frontend(__be32 addr, __be16 port, __u8 proto)
 	return bpf_map_lookup_elem(&kpx_frontends, &key);
 }
 
-/* Multiply-shift: the top 16 bits of addr (as it lies in memory) times an
+/* Multiply-shift: the top 20 bits of addr (as it lies in memory) times an
  * odd constant, mod 2^32, so that neighbouring addresses spread. */
-static __always_inline __u32 kpx_filter_addr_bit(__be32 addr)
+static __always_inline bool kpx_filter_has_addr(const struct kpx_filter *filter, __be32 addr)
 {
-	return (__u32)(addr * (__u32)KPX_FILTER_ADDR_MUL) >> 16;
+	__u32 bit = (__u32)(addr * (__u32)KPX_FILTER_ADDR_MUL) >> KPX_FILTER_ADDR_SHIFT;
+
+	return filter->addr_bits[(bit >> 6) & (KPX_FILTER_ADDR_WORDS - 1)] & (1ULL << (bit & 63));
 }
 
-static __always_inline bool kpx_filter_has(const __u64 *bits, __u32 bit)
+static __always_inline bool kpx_filter_has_nodeport(const struct kpx_filter *filter, __be16 port)
 {
-	return bits[(bit >> 6) & (KPX_FILTER_WORDS - 1)] & (1ULL << (bit & 63));
+	__u32 bit = bpf_ntohs(port);
+
+	return filter->nodeport_bits[(bit >> 6) & (KPX_FILTER_PORT_WORDS - 1)] & (1ULL << (bit & 63));
 }
 
 /* The frontend a packet or socket for addr:port reaches: an exact entry
@@ -44,12 +48,12 @@ kpx_lookup_service(__be32 addr, __be16 port, __u8 proto)
 
 	if (!filter)
 		return NULL;
-	if (kpx_filter_has(filter->addr_bits, kpx_filter_addr_bit(addr))) {
+	if (kpx_filter_has_addr(filter, addr)) {
 		fe = kpx_lookup_frontend(addr, port, proto);
 		if (fe)
 			return fe;
 	}
-	if (!kpx_filter_has(filter->nodeport_bits, bpf_ntohs(port)))
+	if (!kpx_filter_has_nodeport(filter, port))
 		return NULL;
 	/* Address 0 (a wildcard bind) is the NodePort's own key. */
 	if (addr != 0 && !bpf_map_lookup_elem(&kpx_node_addrs, &addr))

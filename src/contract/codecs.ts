@@ -396,19 +396,21 @@ export const sockPeerValue = new StructCodec<SockPeer>('kpx_sock_peer', 16, [
   { c: 'pad2', kind: 'u16', offset: 14 },
 ]);
 
-/** KPX_FILTER_WORDS: each of kpx_filter's bit sets is this many __u64 words. */
-export const FILTER_WORDS = 1024;
-/** KPX_FILTER_ADDR_MUL: the multiplier of kpx_filter_addr_bit. */
+/** KPX_FILTER_ADDR_MUL and KPX_FILTER_ADDR_SHIFT: an address's bit is the top bits of its product with the multiplier. */
 export const FILTER_ADDR_MUL = 0x9e3779b1;
+export const FILTER_ADDR_SHIFT = 12;
+/** KPX_FILTER_ADDR_WORDS, KPX_FILTER_PORT_WORDS: the sizes of kpx_filter's bit sets, in __u64 words. */
+export const FILTER_ADDR_WORDS = 16384;
+export const FILTER_PORT_WORDS = 1024;
 
 export interface FilterValue {
   addr_bits: Buffer;
   nodeport_bits: Buffer;
 }
-/** The one value of kpx_filter: two bit sets of 65,536 bits, __u64 words in host order. */
-export const filterValue = new StructCodec<FilterValue>('kpx_filter', 2 * FILTER_WORDS * 8, [
-  { c: 'addr_bits', kind: 'bytes', offset: 0, size: FILTER_WORDS * 8 },
-  { c: 'nodeport_bits', kind: 'bytes', offset: FILTER_WORDS * 8, size: FILTER_WORDS * 8 },
+/** The one value of kpx_filter: a bit set of addresses, then one of ports, __u64 words in host order. */
+export const filterValue = new StructCodec<FilterValue>('kpx_filter', (FILTER_ADDR_WORDS + FILTER_PORT_WORDS) * 8, [
+  { c: 'addr_bits', kind: 'bytes', offset: 0, size: FILTER_ADDR_WORDS * 8 },
+  { c: 'nodeport_bits', kind: 'bytes', offset: FILTER_ADDR_WORDS * 8, size: FILTER_PORT_WORDS * 8 },
 ]);
 
 /** The int key socket-local storage maps require (the kernel checks the BTF type: a plain int, not a typedef). */

@@ -52,7 +52,7 @@ function bytes(tables: ReturnType<typeof readPinnedTables>): Record<string, stri
   );
 }
 
-/** The numbers of the set bits of a kpx_filter value (addr_bits 0-65535, nodeport_bits 65536-131071), read as a little-endian CPU does. */
+/** The numbers of the set bits of a kpx_filter value (addr_bits from 0, nodeport_bits from 2^20), read as a little-endian CPU does. */
 function setBits(value: Buffer): number[] {
   const bits: number[] = [];
   value.forEach((byte, i) => {
@@ -66,7 +66,7 @@ function expectedBits(frontends: ReturnType<typeof readPinnedTables>['frontends'
   const bits = new Set<number>();
   for (const { key } of frontends.values()) {
     const addr = BigInt(key.readUInt32LE(0));
-    bits.add(addr === 0n ? 65536 + key.readUInt16BE(4) : Number(((addr * 2654435761n) & 0xffffffffn) >> 16n));
+    bits.add(addr === 0n ? 2 ** 20 + key.readUInt16BE(4) : Number(((addr * 2654435761n) & 0xffffffffn) >> 12n));
   }
   return [...bits].sort((a, b) => a - b);
 }

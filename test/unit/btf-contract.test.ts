@@ -20,7 +20,9 @@ import {
   CT_FLAGS,
   ctKey,
   FILTER_ADDR_MUL,
-  FILTER_WORDS,
+  FILTER_ADDR_SHIFT,
+  FILTER_ADDR_WORDS,
+  FILTER_PORT_WORDS,
   filterValue,
   ctValue,
   KIND,
@@ -282,9 +284,11 @@ test('KPX_* constants of kpx_types.h equal KIND, STATE, SKIP, BACKEND_FLAGS, CT_
   assert.equal(NAME_LEN, defines.get('KPX_NAME_LEN'), 'NAME_LEN');
   assert.equal(PORT_NAME_LEN, defines.get('KPX_PORT_NAME_LEN'), 'PORT_NAME_LEN');
   checked.add('KPX_NAME_LEN').add('KPX_PORT_NAME_LEN');
-  assert.equal(FILTER_WORDS, defines.get('KPX_FILTER_WORDS'), 'FILTER_WORDS');
-  assert.equal(FILTER_ADDR_MUL, defines.get('KPX_FILTER_ADDR_MUL'), 'FILTER_ADDR_MUL');
-  checked.add('KPX_FILTER_WORDS').add('KPX_FILTER_ADDR_MUL');
+  const filter = { FILTER_ADDR_MUL, FILTER_ADDR_SHIFT, FILTER_ADDR_WORDS, FILTER_PORT_WORDS };
+  for (const [name, value] of Object.entries(filter)) {
+    assert.equal(value, defines.get(`KPX_${name}`), name);
+    checked.add(`KPX_${name}`);
+  }
   const unchecked = [...defines.keys()].filter((d) => !checked.has(d));
   assert.deepEqual(unchecked, [], 'numeric defines in kpx_types.h with no mirror checked by this test');
 });

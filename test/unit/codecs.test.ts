@@ -14,6 +14,8 @@ import {
   backendValue,
   ctKey,
   ctValue,
+  FILTER_ADDR_WORDS,
+  FILTER_PORT_WORDS,
   filterValue,
   frontendKey,
   frontendValue,
@@ -93,11 +95,11 @@ test('every codec round-trips', () => {
     fib_smac: 'fe:ff:ff:ff:ff:0a',
   });
   assert.throws(() => ctValue.encode({ ...ctValue.decode(Buffer.alloc(ctValue.size)), fib_dmac: '02:00:ac:12:00' }), /not an Ethernet address/);
-  const bits = Buffer.alloc(filterValue.size / 2);
+  const bits = Buffer.alloc(FILTER_ADDR_WORDS * 8);
   bits[0] = 1;
   bits[bits.length - 1] = 0x80;
-  roundTrip(filterValue, { addr_bits: bits, nodeport_bits: Buffer.alloc(bits.length, 0x5a) });
-  assert.throws(() => filterValue.encode({ addr_bits: bits.subarray(1), nodeport_bits: bits }), /kpx_filter.addr_bits is 8192 bytes, not 8191/);
+  roundTrip(filterValue, { addr_bits: bits, nodeport_bits: Buffer.alloc(FILTER_PORT_WORDS * 8, 0x5a) });
+  assert.throws(() => filterValue.encode({ addr_bits: bits.subarray(1), nodeport_bits: bits }), /kpx_filter.addr_bits is 131072 bytes, not 131071/);
 });
 
 test('CONTRACT_STRUCTS lists every struct codec once', () => {

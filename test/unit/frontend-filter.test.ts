@@ -1,23 +1,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { endianness } from 'node:os';
-import { filterValue, frontendKey, frontendValue, IPPROTO, KIND } from '../../src/contract/codecs.js';
+import { FILTER_ADDR_WORDS, filterValue, frontendKey, frontendValue, IPPROTO, KIND } from '../../src/contract/codecs.js';
 import { filterAddrBit, FrontendFilter } from '../../src/contract/filter.js';
 import { PackedTable } from '../../src/contract/packed.js';
 import { TABLES } from '../../src/contract/tables.js';
 
 const key = (addr: string, port: number, proto: number = IPPROTO.TCP) => frontendKey.encode({ addr, port, proto });
-const HALF = filterValue.size / 2;
+/** addr_bits' bytes; nodeport_bits follow. */
+const ADDR_BYTES = FILTER_ADDR_WORDS * 8;
 
 /** Bit b of a set of __u64 words, read the way a little-endian CPU does (byte b / 8); the test machines are little-endian. */
 function bitSet(bits: Buffer, b: number): boolean {
   return (bits[b >> 3]! & (1 << (b & 7))) !== 0;
 }
 
-/** kpx_filter_addr_bit in 64-bit integers: the low 32 bits of addr × 2654435761, shifted right by 16. */
+/** kpx_filter_has_addr's bit in 64-bit integers: the low 32 bits of addr × 2654435761, shifted right by 12. */
 function referenceAddrBit(addrBytes: Buffer): number {
   const addr = BigInt(addrBytes.readUInt32LE(0));
-  return Number(((addr * 2654435761n) & 0xffffffffn) >> 16n);
+  return Number(((addr * 2654435761n) & 0xffffffffn) >> 12n);
 }
 
 test('filterAddrBit is the C multiply-shift over the address as it lies in memory', { skip: endianness() !== 'LE' && 'the reference reads little-endian' }, () => {
@@ -35,8 +36,8 @@ test('a frontend with an address sets its address bit; a NodePort (address 0) it
   const cluster = key('10.96.0.10', 53, IPPROTO.UDP);
   assert.equal(filter.add(cluster, 0), true);
   assert.equal(filter.add(key('0.0.0.0', 30080), 0), true);
-  const addrBits = filter.value.subarray(0, HALF);
-  const portBits = filter.value.subarray(HALF);
+  const addrBits = filter.value.subarray(0, ADDR_BYTES);
+  const portBits = filter.value.subarray(ADDR_BYTES);
   assert.ok(bitSet(addrBits, referenceAddrBit(cluster)));
   assert.ok(bitSet(portBits, 30080));
   const setBits = (bits: Buffer) => [...bits].reduce((n, byte) => n + [...byte.toString(2)].filter((c) => c === '1').length, 0);
