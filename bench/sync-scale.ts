@@ -7,6 +7,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { agentNodeFlags } from '../src/lab/agent.js';
+import { removePins } from '../src/datapath/ebpf.js';
 import { createLab } from '../src/lab/lab.js';
 import { newResult, runIfMain, spread, type Scenario } from './lib/report.js';
 
@@ -66,6 +67,8 @@ export const scenario: Scenario = async (quick) => {
           for (const table of ['nat', 'filter']) {
             for (const flag of ['-F', '-X']) await lab.exec(node.host, ['iptables', '-t', table, flag]);
           }
+          // The worker leaves its maps pinned, as the agent does: the next one would adopt them and find nothing to write.
+          removePins(node.bpffsPath);
         }
         const full = spread(fullWall, 1);
         const cpu = spread(fullCpu, 1);
