@@ -31,11 +31,11 @@ export interface IptablesOptions {
   maxChainsPerRestore?: number;
   /** In large-cluster mode, a resync rewrites every chain only if the last full rewrite is this old; kube-proxy's FullSyncPeriod, 1 h. */
   fullSyncPeriodMs?: number;
-  /** conntrack-tools' command, which clears the UDP flows a sync leaves pointing the wrong way (udp-flows.ts). */
-  conntrack?: string;
 }
 
 const FULL_SYNC_PERIOD_MS = 3_600_000;
+/** conntrack-tools' command, which clears the UDP flows a sync leaves pointing the wrong way (udp-flows.ts). */
+const CONNTRACK = 'conntrack';
 
 /**
  * Per-service chains per restore. A restore costs about a·(chains in the
@@ -102,11 +102,10 @@ export class IptablesDatapath implements Datapath {
    */
   private clearStaleUdpFlows(model: Model): void {
     if (this.conntrackMissing) return;
-    const command = this.opts.conntrack ?? 'conntrack';
-    const listed = spawnSync(command, ['-L', '-p', 'udp'], { encoding: 'utf8', maxBuffer: 2 ** 28 });
+    const listed = spawnSync(CONNTRACK, ['-L', '-p', 'udp'], { encoding: 'utf8', maxBuffer: 2 ** 28 });
     if (listed.error && (listed.error as NodeJS.ErrnoException).code === 'ENOENT') {
       this.conntrackMissing = true;
-      this.opts.log.warn({ command }, 'conntrack not found: UDP flows to endpoints a Service dropped go on until they idle out (install conntrack-tools)');
+      this.opts.log.warn({ command: CONNTRACK }, 'conntrack not found: UDP flows to endpoints a Service dropped go on until they idle out (install conntrack-tools)');
       return;
     }
     if (listed.status !== 0) {
@@ -115,7 +114,7 @@ export class IptablesDatapath implements Datapath {
     }
     for (const filter of staleUdpFlows(model, parseConntrackList(listed.stdout))) {
       const args = conntrackDeleteArgs(filter);
-      const run = spawnSync(command, args, { encoding: 'utf8' });
+      const run = spawnSync(CONNTRACK, args, { encoding: 'utf8' });
       // Exit 1 with "0 flow entries": the flow ended since the listing.
       if (run.status === 0 || / 0 flow entries/.test(run.stderr)) {
         this.opts.log.debug({ args, result: run.stderr.trim() }, 'stale UDP flows cleared');
