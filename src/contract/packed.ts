@@ -185,11 +185,6 @@ export class PackedTable {
     return this.slotById.keyOf(slot);
   }
 
-  /** [id, slot] of every entry. */
-  entries(): Array<[number, number]> {
-    return this.slots().map((slot) => [this.slotById.keyOf(slot), slot]);
-  }
-
   /** The slot holding id, made for it if it is new; the caller writes its key and value bytes. */
   claim(id: number): number {
     let slot = this.slotById.get(id);

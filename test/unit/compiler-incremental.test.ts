@@ -54,7 +54,7 @@ function play(ops: TableOp[], desired: PackedTables, held: PackedTables, kernel:
 
 /** What a lookup could meet that is not a whole service: from a frontend, a missing slot or backend, or a slot whose address is not its backend's. */
 function brokenLookup(kernel: PackedTables): string | undefined {
-  for (const [, at] of kernel.frontends.entries()) {
+  for (const at of kernel.frontends.slots()) {
     const fe = frontendValue.decode(kernel.frontends.values, at * frontendValue.size);
     for (let s = 0; s < fe.backend_count; s++) {
       const slotAt = kernel.slots.slot(TABLES.slots.keyId(slotKey.encode({ service_id: fe.service_id, slot: s }), 0));
