@@ -173,6 +173,7 @@ export interface ClusterLab extends Handle {
   exec(host: string, argv: string[], opts?: ExecOptions): Promise<ExecResult>;
   spawn(host: string, argv: string[], opts?: SpawnOptions): LabProcess;
   startNameServers(servers: NameServerSpec[]): Promise<LabProcess[]>;
+  setWireChecksumOffload(host: string, on: boolean): Promise<void>;
   trackCleanup(fn: () => void | Promise<void>): void;
 }
 
@@ -323,6 +324,8 @@ class LabImpl implements Lab {
   private readonly cgroupMount: string;
   private readonly undoStack: UndoStep[] = [];
   private readonly liveChildren = new Set<ChildProcess>();
+  /** Multi-node lab: each host on the wire → its port on the wire's bridge. */
+  private readonly wirePorts = new Map<string, string>();
   private closing: Promise<void> | undefined;
 
   constructor(readonly runId: string, plan: LabPlan) {
@@ -529,6 +532,21 @@ class LabImpl implements Lab {
     // Native XDP_REDIRECT into a veth needs NAPI on its peer, which GRO turns on.
     await this.runInNetns(WIRE_HOST, ['ethtool', '-K', wirePort, 'gro', 'on']);
     await this.configureEth0(host, address);
+    this.wirePorts.set(host, wirePort);
+  }
+
+  /**
+   * Turns TX checksum offload on or off on both ends of a host's wire link.
+   * On, the host's packets cross the wire as CHECKSUM_PARTIAL and so reach
+   * the other hosts' eth0, as on a veth "wire" such as kind's; off (the
+   * lab's default) they carry complete checksums, as on a real wire.
+   */
+  async setWireChecksumOffload(host: string, on: boolean): Promise<void> {
+    const wirePort = this.wirePorts.get(host);
+    if (wirePort === undefined) throw new Error(`${host} is not on the wire of a multi-node lab`);
+    const state = on ? 'on' : 'off';
+    await this.runInNetns(host, ['ethtool', '-K', 'eth0', 'tx', state]);
+    await this.runInNetns(WIRE_HOST, ['ethtool', '-K', wirePort, 'tx', state]);
   }
 
   private async configureEth0(host: string, address: string): Promise<void> {
