@@ -7,9 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
-  chooseMode, featureNames, helperAvailable, parseProbeOverride, probeKernel, type FeatureReport, type ModeChoice, type RequestedMode,
+  btfHasFunc, chooseMode, featureNames, helperAvailable, KERNEL_BTF, parseProbeOverride, probeKernel, type FeatureReport, type ModeChoice, type RequestedMode,
 } from '../../src/datapath/probe.js';
 
 const complete: FeatureReport = { missing: [], checked: ['prog type xdp', 'map type lru_hash'] };
@@ -101,4 +102,12 @@ test('probeKernel without privilege: one finding, and auto falls back to iptable
   const privilege = 'privilege to load BPF programs (CAP_BPF and CAP_NET_ADMIN, or root)';
   assert.deepEqual(report, { missing: [privilege], checked: [privilege] });
   assert.deepEqual(chooseMode('auto', report), { mode: 'iptables', reason: `missing for the eBPF datapath: ${privilege}` });
+});
+
+test('btfHasFunc finds kernel functions by name in the kernel BTF, and only functions', { skip: !existsSync(KERNEL_BTF) && `no kernel BTF at ${KERNEL_BTF}` }, () => {
+  assert.equal(btfHasFunc('bpf_cast_to_kern_ctx'), true);
+  assert.equal(btfHasFunc('tcp_v4_connect'), true);
+  assert.equal(btfHasFunc('sk_buff'), false, 'a struct is not a function');
+  assert.equal(btfHasFunc('kpx_no_such_function'), false);
+  assert.equal(btfHasFunc('bpf_cast_to_kern_ctx', '/nonexistent/btf'), false);
 });
