@@ -226,16 +226,6 @@ int kpx_tc_egress(struct __sk_buff *skb)
 
 /* XDP frames from the wire always carry complete checksums, so direct
  * updates are right here. */
-static __always_inline __u16 kpx_csum_replace16(__u16 check, __u16 from, __u16 to)
-{
-	return kpx_csum_apply(check, kpx_csum_diff16(from, to));
-}
-
-static __always_inline __u16 kpx_csum_replace32(__u16 check, __u32 from, __u32 to)
-{
-	return kpx_csum_apply(check, kpx_csum_diff32(from, to));
-}
-
 SEC("xdp")
 int kpx_xdp(struct xdp_md *ctx)
 {
@@ -294,14 +284,13 @@ int kpx_xdp(struct xdp_md *ctx)
 	if ((void *)(l4_check + 1) > data_end)
 		return XDP_PASS;
 
-	__u16 check = *l4_check;
-	bool update_l4 = !p.udp_csum_zero;
+	/* Each sum of differences is folded once. */
+	__u32 addr_diff = kpx_csum_diff32(p.tuple.saddr, out.saddr) + kpx_csum_diff32(p.tuple.daddr, out.daddr);
 
-	if (update_l4) {
-		check = kpx_csum_replace32(check, p.tuple.saddr, out.saddr);
-		check = kpx_csum_replace32(check, p.tuple.daddr, out.daddr);
-		check = kpx_csum_replace16(check, p.tuple.sport, out.sport);
-		check = kpx_csum_replace16(check, p.tuple.dport, out.dport);
+	if (!p.udp_csum_zero) {
+		__u32 port_diff = kpx_csum_diff16(p.tuple.sport, out.sport) + kpx_csum_diff16(p.tuple.dport, out.dport);
+		__u16 check = kpx_csum_apply(*l4_check, addr_diff + port_diff);
+
 		/* 0 means "no checksum" in UDP; its ones' complement twin is 0xffff. */
 		if (p.tuple.proto == IPPROTO_UDP && check == 0)
 			check = 0xffff;
@@ -310,16 +299,13 @@ int kpx_xdp(struct xdp_md *ctx)
 	*sport = out.sport;
 	*dport = out.dport;
 
-	__u16 ip_check = ip->check;
-	__u16 old_word = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
+	__u16 ttl_proto = bpf_htons((__u16)p.ttl << 8 | p.tuple.proto);
+	__u16 ttl_proto_after = bpf_htons((__u16)(p.ttl - 1) << 8 | p.tuple.proto);
 
-	ip->ttl--;
-	ip_check = kpx_csum_replace16(ip_check, old_word, bpf_htons((__u16)ip->ttl << 8 | ip->protocol));
-	ip_check = kpx_csum_replace32(ip_check, ip->saddr, out.saddr);
-	ip_check = kpx_csum_replace32(ip_check, ip->daddr, out.daddr);
+	ip->ttl = p.ttl - 1;
+	ip->check = kpx_csum_apply(p.ip_check, addr_diff + kpx_csum_diff16(ttl_proto, ttl_proto_after));
 	ip->saddr = out.saddr;
 	ip->daddr = out.daddr;
-	ip->check = ip_check;
 
 	__builtin_memcpy(eth->h_dest, out.fib_dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, out.fib_smac, ETH_ALEN);
