@@ -99,6 +99,7 @@ export const scenario: Scenario = async (quick) => {
         'ns above empty': cell?.above.median ?? null,
         'above min': cell?.above.min ?? null,
         'above max': cell?.above.max ?? null,
+        'one ct insert above empty': cell?.floor?.median ?? null,
         runs: c.runs.length,
         check: c.invalid ? `INVALID: ${c.invalid}` : 'ok',
       });
@@ -132,6 +133,7 @@ export const scenario: Scenario = async (quick) => {
     `New flows: ${settings.newFlows} calls of one run each, every one a flow never seen (fresh source port), the median call; the empty program is timed the same way, so the timer's own cost cancels. The flows are removed after each run. "random Service": each SYN to a NodePort Service drawn at random, whose map entries are mostly out of the caches (and TLB) after the bench's own work between calls: a cold first packet. "one Service": every SYN to the same Service, all warm. UDP: one Service.`,
     `Services: that many TCP Services with a ClusterIP and ${ENDPOINTS_PER_SERVICE} endpoints each, the first 2,766 also with a NodePort (the default NodePort range holds no more), plus 5 helpers (a UDP NodePort, a NodePort with a local endpoint, 3 "pong" Services whose endpoint is the NodePort address, for the mirror entries). Map sizes are fixed for every count.`,
     'The NodePort address (172.18.0.50) is routed on eth0 but not assigned in the bench namespace, and the reply flows are written by hand with a non-local SNAT address (172.18.0.60): the mirror half of a flow does a FIB lookup towards those addresses, which a local address would answer with "not forwarded". The programs never ask whether they are local. Flows of remote and local backends are created by their first packet through the program.',
+    '"one ct insert above empty" (new flows): kpx_floor.o\'s program of the same type, which parses the frame and inserts its kpx_ct entry and does nothing else, timed the same way on the same frames. A new flow inserts two entries (forward, and reply with BPF_NOEXIST to claim its SNAT port), and connection tracking is how kube-proxy keeps NodePort flows: this floor is the least a new flow can cost here, whatever the design.',
     'kpx_ct holds only the measured flows, so the established paths see a small conntrack table at every Service count.',
     'kpx_xdp "TCP established, local backend" is XDP finding the flow and passing the frame on to tc unchanged; tc then does the "kpx_tc_ingress TCP established, local backend" work.',
   );
@@ -144,6 +146,7 @@ function summarize(c: CaseResult) {
     ns: spread(c.runs.map((r) => r.ns), 1),
     empty: spread(c.runs.map((r) => r.emptyNs), 1),
     above: spread(c.runs.map((r) => r.ns - r.emptyNs), 1),
+    floor: c.runs.every((r) => r.floorNs !== undefined) ? spread(c.runs.map((r) => r.floorNs! - r.emptyNs), 1) : undefined,
   };
 }
 

@@ -10,12 +10,15 @@
  * around each program run, so it includes the accounting itself. An empty
  * program (`return 1`) attached to the same cgroup and hook runs on the
  * same calls; its figure is what the accounting and the call cost alone.
+ * Floors (bpf/kpx_floor.o) measure, the same way, what one lookup and the
+ * socket storage kpx_connect4 creates cost alone.
  */
 import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { linkPinPath } from '../src/datapath/ebpf.js';
 import { enableRunTimeStats, linkCreate, linkInfo, loadConstantProgram, objGet, programFdById, programRunStats } from '../src/datapath/libbpf.js';
 import { PROG_TYPE, SOCK_ATTACH } from '../src/datapath/probe.js';
-import { newResult, runIfMain, spread, type Scenario } from './lib/report.js';
+import { openFloorObject, type FloorProgram } from './lib/floor.js';
+import { formatNumber, newResult, runIfMain, spread, type Scenario } from './lib/report.js';
 import {
   BENCH_CPU, createServiceLab, DIRECT, ENDPOINTS_PER_SERVICE, installServices, runTcp, runUdp, serviceDestination,
   udpServiceDestination, writeServices,
@@ -26,13 +29,26 @@ const QUICK = { services: 1000, runs: 2, seconds: 0.25 };
 const TARGET_NS = 150;
 
 interface Case {
-  program: 'kpx_connect4' | 'kpx_sendmsg4';
+  program: 'kpx_connect4' | 'kpx_sendmsg4' | FloorProgram;
   traffic: string;
   /** Whether the program finds a frontend and translates (what the target is about). */
   translates: boolean;
   /** Runs the client; returns how many connect()s or sendto()s it made. */
   run(): Promise<number>;
 }
+
+/**
+ * kpx_floor.o's connect4 programs, each attached alone for its own runs, on
+ * connects to the backend: kpx_connect4 then stops at its filter, so the
+ * floor program creates the socket's first storage, as kpx_connect4 does on
+ * a connect to a Service.
+ */
+const FLOORS: ReadonlyArray<{ program: FloorProgram; does: string }> = [
+  { program: 'kpx_floor_frontend_lookup', does: 'one kpx_frontends lookup (a miss)' },
+  { program: 'kpx_floor_peer_record', does: 'the socket storage getpeername needs, created' },
+];
+
+const isFloor = (program: Case['program']): program is FloorProgram => program.startsWith('kpx_floor_');
 
 /** A new fd for the program behind a cgroup link kpx pinned. */
 function programFd(bpffs: string, program: string): number {
@@ -85,7 +101,14 @@ export const scenario: Scenario = async (quick) => {
         translates: false,
         run: async () => (await runUdp(bed, { addresses: [DIRECT.addresses[0]!], port: DIRECT.port }, plan.seconds)).datagrams,
       },
+      ...FLOORS.map(({ program, does }) => ({
+        program,
+        traffic: `TCP connect to the backend: ${does}`,
+        translates: false,
+        run: async () => (await runTcp(bed, DIRECT, plan.seconds)).connections,
+      })),
     ];
+    const floor = openFloorObject(lab.bpffsPath);
     const fds = new Map<string, number>();
     const emptyFds = new Map<string, number>();
     const samples = new Map<Case, Array<{ nsPerCall: number; emptyNsPerCall: number; calls: number; clientCalls: number }>>(cases.map((c) => [c, []]));
@@ -97,14 +120,18 @@ export const scenario: Scenario = async (quick) => {
     try {
       open(enableRunTimeStats());
       const cgroupFd = open(openSync(lab.cgroupPath, fsc.O_RDONLY | fsc.O_DIRECTORY));
+      const emptyByHook = new Map<number, number>();
       for (const c of cases) {
         if (fds.has(c.program)) continue;
-        fds.set(c.program, open(programFd(lab.bpffsPath, c.program)));
-        const attachType = c.program === 'kpx_connect4' ? SOCK_ATTACH.connect4 : SOCK_ATTACH.sendmsg4;
-        const empty = open(loadConstantProgram(PROG_TYPE.cgroup_sock_addr, attachType, 1));
-        emptyFds.set(c.program, empty);
-        // Not pinned: closing the link's fd detaches it (links close first: opened is closed last to first).
-        open(linkCreate(empty, cgroupFd, attachType));
+        fds.set(c.program, isFloor(c.program) ? floor.programFd(c.program) : open(programFd(lab.bpffsPath, c.program)));
+        const attachType = c.program === 'kpx_sendmsg4' ? SOCK_ATTACH.sendmsg4 : SOCK_ATTACH.connect4;
+        if (!emptyByHook.has(attachType)) {
+          const empty = open(loadConstantProgram(PROG_TYPE.cgroup_sock_addr, attachType, 1));
+          emptyByHook.set(attachType, empty);
+          // Not pinned: closing the link's fd detaches it (links close first: opened is closed last to first).
+          open(linkCreate(empty, cgroupFd, attachType));
+        }
+        emptyFds.set(c.program, emptyByHook.get(attachType)!);
       }
       type RunStats = ReturnType<typeof programRunStats>;
       const nsPerCall = (after: RunStats, before: RunStats) => Number(after.runTimeNs - before.runTimeNs) / Number(after.runCount - before.runCount);
@@ -114,7 +141,13 @@ export const scenario: Scenario = async (quick) => {
           const empty = emptyFds.get(c.program)!;
           const before = programRunStats(fd);
           const emptyBefore = programRunStats(empty);
-          const clientCalls = await c.run();
+          const floorLink = isFloor(c.program) ? linkCreate(fd, cgroupFd, SOCK_ATTACH.connect4) : undefined;
+          let clientCalls: number;
+          try {
+            clientCalls = await c.run();
+          } finally {
+            if (floorLink !== undefined) closeSync(floorLink);
+          }
           const after = programRunStats(fd);
           const emptyAfter = programRunStats(empty);
           samples.get(c)!.push({
@@ -133,6 +166,7 @@ export const scenario: Scenario = async (quick) => {
           // already gone; the others still close
         }
       }
+      floor.close();
     }
 
     for (const c of cases) {
@@ -160,7 +194,9 @@ export const scenario: Scenario = async (quick) => {
         });
       }
     }
+    const floorAbove = (program: FloorProgram) => formatNumber(spread(samples.get(cases.find((c) => c.program === program)!)!.map((x) => x.nsPerCall - x.emptyNsPerCall), 0).median);
     result.notes.push(
+      `floors (bpf/kpx_floor.o): programs that do one thing kpx_connect4 cannot do without and nothing else, each attached alone for its runs, on connects to the backend. One kpx_frontends lookup, a miss, costs ${floorAbove('kpx_floor_frontend_lookup')} ns above the empty program, so with the empty program's own cost nothing that finds a Service fits in ${TARGET_NS} ns per call here. Creating the socket storage that getpeername needs (kube-proxy's DNAT shows the Service as the peer) costs ${floorAbove('kpx_floor_peer_record')} ns above empty: most of kpx_connect4's cost.`,
       'empty program: `r0 = 1; exit`, attached to the same cgroup and hook, so it runs on the same calls; its ns/call is what the run-time accounting (two clock reads) and the call cost with no work. "above empty" is the program\'s own work, the median over runs of the difference. The target applies to ns/call, as the issue defines it.',
     );
   } finally {

@@ -169,6 +169,11 @@ export interface CaseRun {
   ns: number;
   /** The same for the empty program, measured right after on the same frames. */
   emptyNs: number;
+  /**
+   * New flows only: the same for kpx_floor.o's one kpx_ct insert (of the
+   * program's type), on the same frames: the least a new flow costs.
+   */
+  floorNs?: number;
 }
 
 export interface CaseResult {

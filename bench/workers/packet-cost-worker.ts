@@ -27,6 +27,7 @@ import { possibleCpus, readStats, type Stats } from '../../src/datapath/stats.js
 import { CLIENT, NODE_B, NODE_ETH0, programContext, type NetProgram } from '../../test/fixtures/bpf-test-bed.js';
 import { tcpFrame, udpFrame } from '../../test/fixtures/packets.js';
 import { TARGET_PORT, endpointIP } from '../lib/cluster.js';
+import { openFloorObject, type FloorObject } from '../lib/floor.js';
 import { percentile } from '../lib/report.js';
 import {
   CASES,
@@ -78,6 +79,9 @@ class Worker {
   private readonly cpus = possibleCpus();
   private readonly programs = new Map<NetProgram, number>();
   private readonly empty: Record<'tc' | 'xdp', number>;
+  /** kpx_floor.o on the agent's pinned maps: its insert lands in the real kpx_ct. */
+  private readonly floor: FloorObject;
+  private readonly ctInsertFloor: Record<'tc' | 'xdp', number>;
   private readonly pongBackends: Map<string, number>;
 
   constructor(private readonly input: WorkerInput) {
@@ -88,6 +92,8 @@ class Worker {
       tc: bpf.loadConstantProgram(PROG_TYPE.sched_cls, 0, TC.OK),
       xdp: bpf.loadConstantProgram(PROG_TYPE.xdp, bpf.ATTACH.xdp, XDP.PASS),
     };
+    this.floor = openFloorObject(input.bpffs);
+    this.ctInsertFloor = { tc: this.floor.programFd('kpx_floor_ct_insert_tc'), xdp: this.floor.programFd('kpx_floor_ct_insert_xdp') };
     // The backends whose address is the NodePort address: the pong Services' endpoints.
     this.pongBackends = new Map();
     for (const { key, value } of readPinnedTables(input.bpffs).backends.values()) {
@@ -98,6 +104,7 @@ class Worker {
 
   close(): void {
     for (const fd of [this.ct, this.stats, ...this.programs.values(), this.empty.tc, this.empty.xdp]) closeSync(fd);
+    this.floor.close();
   }
 
   run(): WorkerOutput {
@@ -122,7 +129,7 @@ class Worker {
     const fd = this.programs.get(c.program)!;
     const empty = c.program === 'kpx_xdp' ? this.empty.xdp : this.empty.tc;
     const ctx = (frame: Buffer) => programContext(c.program, frame.length, this.input.ifindex);
-    if (c.method === 'new-flow') return () => this.newFlows(c, fd, empty, ctx);
+    if (c.method === 'new-flow') return () => this.newFlows(c, fd, empty, this.ctInsertFloor[c.program === 'kpx_xdp' ? 'xdp' : 'tc'], ctx);
 
     const sport = ESTABLISHED_SPORT + index;
     const frame = this.seedFlow(c, sport);
@@ -151,7 +158,7 @@ class Worker {
   }
 
   /** One run of a new-flow case: each call a SYN (or datagram) of a flow the maps have never seen; the median call. */
-  private newFlows(c: PathCase, fd: number, empty: number, ctx: (frame: Buffer) => Buffer): CaseRun | string {
+  private newFlows(c: PathCase, fd: number, empty: number, floor: number, ctx: (frame: Buffer) => Buffer): CaseRun | string {
     const services = randomIndexes(0x9e3779b9, this.input.tcpNodePorts.length);
     const dport = () => (c.protocol === 'UDP' ? UDP_NODE_PORT : c.spread ? this.input.tcpNodePorts[services.next().value as number]! : this.input.tcpNodePort);
     const frames = Array.from({ length: this.input.newFlows }, (_, k) => {
@@ -174,7 +181,9 @@ class Worker {
     // The next run starts from the same empty table, with every SNAT port free again.
     for (const { tuple } of frames) this.forgetFlow(tuple, c.protocol);
     if (typeof measured === 'string' || wrong) return (wrong ?? measured) as string;
-    return { ns: percentile(measured, 50), emptyNs: percentile(durations(empty) as number[], 50) };
+    const floorNs = percentile(durations(floor) as number[], 50);
+    for (const { tuple } of frames) this.forgetFlow(tuple, c.protocol);
+    return { ns: percentile(measured, 50), emptyNs: percentile(durations(empty) as number[], 50), floorNs };
   }
 
   /**
