@@ -13,14 +13,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Compiler, idsFromTables } from '../compile/compile.js';
+import { frontendKey, IPPROTO, serviceValue } from '../contract/codecs.js';
 import { FrontendFilter } from '../contract/filter.js';
 import { emptyPackedTables, tablesContent, type PackedTables } from '../contract/packed.js';
-import { ALL_MAPS, CARRIED_OVER, DERIVED_MAPS, KERNEL_OWNED_MAPS, TABLES, type TableName, type Tables } from '../contract/tables.js';
+import { ALL_MAPS, CARRIED_OVER, DERIVED_MAPS, KERNEL_OWNED_MAPS, serviceOfSlotId, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
-import { MAP_TYPE } from './probe.js';
+import { btfHasFunc, MAP_TYPE } from './probe.js';
 import { FatalDatapathError, type Datapath, type SyncResult } from './types.js';
+import { StaleUdpSocketSweeper, sweepPinPath } from './udp-sockets.js';
 
 /** The committed objects, found relative to this module in src/ and in dist/. */
 export const BPF_DIR = fileURLToPath(new URL('../../' + (import.meta.url.includes('/dist/') ? '../' : '') + 'bpf/', import.meta.url));
@@ -103,6 +105,8 @@ export class EbpfDatapath implements Datapath {
     private readonly setAside: SetAsidePin[],
     /** Kernel-wide program IDs by program name. */
     private readonly programIds: Map<string, number>,
+    /** Aborts connected UDP sockets whose backend left their Service; none without a cgroup or bpf_sock_destroy. */
+    private readonly udpSweeper: StaleUdpSocketSweeper | undefined,
     private readonly log: Logger,
   ) {
     this.kernelTables = readTables(mapFds);
@@ -170,7 +174,8 @@ export class EbpfDatapath implements Datapath {
       }
       const programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
       const filterFd = bpf.mapFd(bpf.findMap(objects[0], DERIVED_MAPS[0]));
-      const dp = new EbpfDatapath(objects, mapFds, filterFd, capacity, arrays, attachAfterFirstSync, setAside, programIds, opts.log);
+      const udpSweeper = openUdpSweeper(opts);
+      const dp = new EbpfDatapath(objects, mapFds, filterFd, capacity, arrays, attachAfterFirstSync, setAside, programIds, udpSweeper, opts.log);
       opts.log.info(
         {
           bpffs: opts.bpffs,
@@ -267,6 +272,8 @@ export class EbpfDatapath implements Datapath {
     }
     this.kernelTables = undefined;
     if (this.pendingLinks) this.takeOverLinks(this.pendingLinks);
+    // After a start or a repair, every connected socket may be stale; else only those of UDP service ports that changed.
+    if (this.udpSweeper && (fresh || changesUdpBackends(ops, desired, held))) this.udpSweeper.request();
     return { written, removed, full: fresh };
   }
 
@@ -342,6 +349,7 @@ export class EbpfDatapath implements Datapath {
   close(): void {
     // Closed before the first sync after a map was replaced: the old maps go back to their pins, for the next agent.
     restoreSetAside(this.setAside, this.log);
+    this.udpSweeper?.close();
     for (const fd of this.linkFds.splice(0)) closeSync(fd);
     for (const obj of this.objects.splice(0)) bpf.closeObject(obj);
   }
@@ -648,11 +656,52 @@ export function removePins(bpffs: string, cgroup?: string): string[] {
     detachPinned(pin);
     removed.push(pin);
   }
-  for (const map of ALL_MAPS) {
-    const pin = join(bpffs, map);
+  for (const pin of [sweepPinPath(bpffs), ...ALL_MAPS.map((map) => join(bpffs, map))]) {
     if (!existsSync(pin)) continue;
     unlinkSync(pin);
     removed.push(pin);
   }
   return removed;
+}
+
+/**
+ * The sweeper of stale connected UDP sockets (udp-sockets.ts), where the
+ * socket programs are attached and the kernel has bpf_sock_destroy (6.5).
+ * Without it everything else works: such sockets keep a dropped backend.
+ */
+function openUdpSweeper(opts: EbpfOptions): StaleUdpSocketSweeper | undefined {
+  if (opts.cgroup === undefined) return undefined;
+  const keep = 'connected UDP sockets keep a backend their Service dropped';
+  if (!btfHasFunc('bpf_sock_destroy')) {
+    opts.log.warn(`the kernel has no bpf_sock_destroy (Linux 6.5): ${keep}`);
+    return undefined;
+  }
+  try {
+    return StaleUdpSocketSweeper.open({ bpffs: opts.bpffs, objectPath: join(BPF_DIR, 'kpx_iter.o'), cgroup: opts.cgroup, log: opts.log });
+  } catch (err) {
+    opts.log.warn({ err: (err as Error).message }, `could not load the stale UDP socket iterator: ${keep}`);
+    return undefined;
+  }
+}
+
+/** Whether the ops change which backends a UDP service port has: its frontends, or its slots. */
+function changesUdpBackends(ops: readonly TableOp[], desired: PackedTables, held: PackedTables): boolean {
+  const serviceProto = (service: number): number | undefined => {
+    for (const tables of [desired, held]) {
+      const slot = tables.services.slot(service);
+      if (slot !== undefined) return serviceValue.decode(tables.services.values, slot * serviceValue.size).proto;
+    }
+    return undefined;
+  };
+  for (const op of ops) {
+    if (op.table !== 'frontends' && op.table !== 'slots') continue;
+    const from = op.op === 'upsert' ? desired[op.table] : held[op.table];
+    for (let i = 0; i < op.slots.length; i++) {
+      const slot = op.slots[i]!;
+      const proto =
+        op.table === 'frontends' ? frontendKey.decode(from.keys, slot * from.keySize).proto : serviceProto(serviceOfSlotId(from.idAt(slot)));
+      if (proto === IPPROTO.UDP) return true;
+    }
+  }
+  return false;
 }

@@ -1,11 +1,13 @@
 // Client for lab tests; prints ONE JSON line {"results":[...]} on stdout.
 //   node probe.js http   ADDR PORT [--count N] [--timeout MS] [--interval MS] [--path P]
-//   node probe.js udp    ADDR PORT [--count N] [--timeout MS] [--interval MS] [--message M] [--connected] [--fresh]
+//   node probe.js udp    ADDR PORT [--count N] [--timeout MS] [--interval MS] [--message M] [--connected] [--fresh] [--reconnect]
 //   node probe.js stream ADDR PORT [--timeout MS] [--interval MS]
 // The peer reported is what the socket says it is connected to (getpeername),
 // which is exactly what kpx's cgroup programs rewrite. Every result carries
 // `at`, when its attempt started (ms since the epoch), so a test can tell
 // attempts before a change from attempts after it.
+// --reconnect: after an attempt that failed otherwise than by a timeout, the
+// next one goes on a new socket, as a client whose socket was aborted would.
 // stream: one TCP connection to a name server's echo port. Prints
 // "connected NAME" on the greeting, then exchanges a line every interval until
 // an exchange fails or SIGTERM arrives; each exchange is one result.
@@ -26,9 +28,10 @@ interface Options {
   message: string | undefined;
   connected: boolean;
   fresh: boolean;
+  reconnect: boolean;
 }
 
-const USAGE = 'usage: probe (http|udp|stream) ADDR PORT [--count N] [--timeout MS] [--interval MS] [--path P] [--message M] [--connected] [--fresh]';
+const USAGE = 'usage: probe (http|udp|stream) ADDR PORT [--count N] [--timeout MS] [--interval MS] [--path P] [--message M] [--connected] [--fresh] [--reconnect]';
 
 function parseArgs(argv: string[]): Options {
   const [mode, address, portText, ...flags] = argv;
@@ -36,7 +39,7 @@ function parseArgs(argv: string[]): Options {
   const opts: Options = {
     mode, address, port: Number(portText), count: 1,
     timeoutMs: mode === 'udp' ? 1000 : 2000, intervalMs: mode === 'stream' ? 50 : 0,
-    path: '/', message: undefined, connected: false, fresh: false,
+    path: '/', message: undefined, connected: false, fresh: false, reconnect: false,
   };
   for (let i = 0; i < flags.length; i++) {
     switch (flags[i]) {
@@ -47,6 +50,7 @@ function parseArgs(argv: string[]): Options {
       case '--message': opts.message = flags[++i]; break;
       case '--connected': opts.connected = true; break;
       case '--fresh': opts.fresh = true; break;
+      case '--reconnect': opts.reconnect = true; break;
       default: throw new Error(`unknown flag ${flags[i]}\n${USAGE}`);
     }
   }
@@ -92,8 +96,14 @@ function httpAttempt(opts: Options): Promise<ProbeResult> {
   });
 }
 
+/** An error a socket reported between attempts (an aborted socket's receive), for its next attempt. */
+const errorsBetweenAttempts = new WeakMap<dgram.Socket, Error>();
+
 function openUdpSocket(opts: Options): Promise<dgram.Socket> {
   const socket = dgram.createSocket('udp4');
+  socket.on('error', (err) => {
+    if (socket.listenerCount('error') === 1) errorsBetweenAttempts.set(socket, err);
+  });
   if (!opts.connected) return Promise.resolve(socket);
   return new Promise((resolve, reject) => {
     socket.once('error', reject);
@@ -121,6 +131,12 @@ function udpAttempt(socket: dgram.Socket, opts: Options, message: string): Promi
     socket.on('message', onMessage);
     socket.on('error', onError);
     const timer = setTimeout(() => finish({ ok: false, error: errorCode(timeoutError()), at }), opts.timeoutMs);
+    const earlier = errorsBetweenAttempts.get(socket);
+    if (earlier) {
+      errorsBetweenAttempts.delete(socket);
+      onError(earlier);
+      return;
+    }
     if (opts.connected) socket.send(message, onSent);
     else socket.send(message, opts.port, opts.address, onSent);
   });
@@ -158,7 +174,18 @@ async function runUdp(opts: Options): Promise<ProbeResult[]> {
   }
   for (let i = 0; i < opts.count; i++) {
     if (i > 0) await sleep(opts.intervalMs);
-    results.push(await udpAttempt(socket, opts, messageOf(i)));
+    const result = await udpAttempt(socket, opts, messageOf(i));
+    results.push(result);
+    if (opts.reconnect && !result.ok && result.error !== 'ETIMEDOUT') {
+      socket.close();
+      try {
+        socket = await openUdpSocket(opts);
+      } catch (err) {
+        const at = Date.now();
+        while (results.length < opts.count) results.push({ ok: false, error: errorCode(err), at });
+        return results;
+      }
+    }
   }
   socket.close();
   return results;
