@@ -11,6 +11,7 @@ import { closeSync, existsSync, readdirSync, readFileSync, statSync, unlinkSync 
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import * as bpf from './libbpf.js';
+import { openOnPinnedMaps } from './pinned-maps.js';
 
 /** enum bpf_attach_type BPF_TRACE_ITER. */
 const TRACE_ITER = 28;
@@ -19,33 +20,6 @@ const PROGRAM = 'kpx_udp_stale_sockets';
 /** Where the iterator's link is pinned, under the agent's bpffs. */
 export function sweepPinPath(bpffs: string): string {
   return join(bpffs, PROGRAM);
-}
-
-/**
- * Opens an object whose maps are kpx's, on the maps the agent pinned in
- * `bpffs` (sized as they are there: libbpf reuses a pin only if the sizes
- * match). Maps the object has of its own are created with it.
- */
-export function openOnPinnedMaps(path: string, bpffs: string): bpf.BpfObjectPtr {
-  const obj = bpf.openObject(path);
-  try {
-    for (const [name, map] of bpf.objectMaps(obj)) {
-      const pin = join(bpffs, name);
-      if (!existsSync(pin)) continue;
-      const pinned = bpf.objGet(pin);
-      try {
-        bpf.setMapMaxEntries(map, bpf.mapShape(pinned).maxEntries);
-      } finally {
-        closeSync(pinned);
-      }
-      bpf.setMapPinPath(map, pin);
-    }
-    bpf.loadObject(obj);
-  } catch (err) {
-    bpf.closeObject(obj);
-    throw err;
-  }
-  return obj;
 }
 
 /** The network namespaces of the processes in a cgroup and its children: one /proc path per namespace. */
