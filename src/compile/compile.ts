@@ -39,16 +39,14 @@ import {
   u32Key,
   u32Value,
   readHostU32,
-  type BackendValue,
-  type FrontendKey,
-  type FrontendValue,
-  type Id,
+  writeBe16,
+  writeBeU32,
+  writeHostU16,
+  writeHostU32,
   type ServiceValue,
-  type SlotKey,
-  type SlotValue,
 } from '../contract/codecs.js';
-import { copyBytes, emptyPackedTables, IdIndex, tablesContent, type PackedTables } from '../contract/packed.js';
-import { TABLES, tupleId, type TableName, type Tables } from '../contract/tables.js';
+import { emptyPackedTables, IdIndex, tablesContent, type PackedTable, type PackedTables } from '../contract/packed.js';
+import { slotId, TABLES, tupleAddress, tupleId, type TableName, type Tables } from '../contract/tables.js';
 import { parseIPv4 } from '../model/cluster-ip.js';
 import type { IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
 
@@ -78,8 +76,19 @@ function emptyTouched(): TouchedKeys {
 }
 
 export function serviceIdentity(v: ServiceValue): string {
-  if (v.skip_reason !== SKIP.none) return `${v.namespace}/${v.name}#ignored`;
-  return `${v.namespace}/${v.name}:${v.port_name}/${v.proto}`;
+  return identityFrom(v.namespace, v.name, v.port_name, v.proto, v.skip_reason);
+}
+
+function identityFrom(namespace: string, name: string, portName: string, proto: number, skipReason: number): string {
+  if (skipReason !== SKIP.none) return `${namespace}/${name}#ignored`;
+  return `${namespace}/${name}:${portName}/${proto}`;
+}
+
+/** The identity of a model source's service entry: serviceIdentity of the value it compiles to. */
+function sourceIdentity(source: Source): string {
+  return 'ref' in source
+    ? identityFrom(source.ref.namespace, source.ref.name, source.ref.portName, IPPROTO[source.ref.protocol], SKIP.none)
+    : identityFrom(source.namespace, source.name, '', 0, SKIP[source.reason]);
 }
 
 /** A backend's identity: its address, port and protocol as one number. */
@@ -177,15 +186,30 @@ function heapPop(heap: number[]): number {
 
 type Source = ServicePort | IgnoredService;
 
-/** Where a kpx_slot value holds its backend ID: a service port's entries are removed by reading them back. */
-const SLOT_BACKEND_ID_OFFSET = slotValue.fields.find((f) => f.c === 'backend_id')!.offset;
+/*
+ * Where the compiler writes each member of its entries: the codecs' offsets
+ * (the one definition, checked against BTF). Entries are written member by
+ * member with byte stores: a full sync writes a few hundred thousand, and a
+ * codec's encoder (an object per entry, Buffer methods that check their
+ * arguments, addresses parsed again) cost several times as much. Every
+ * member, pads included, is written: a reused slot holds its previous entry.
+ */
+const SLOT_KEY = slotKey.offsetsOf(['service_id', 'slot']);
+const SLOT = slotValue.offsetsOf(['backend_id', 'addr', 'port', 'state', 'pad']);
+const FRONTEND_KEY = frontendKey.offsetsOf(['addr', 'port', 'proto', 'pad']);
+const FRONTEND = frontendValue.offsetsOf(['service_id', 'backend_count', 'kind', 'pad']);
+const BACKEND = backendValue.offsetsOf(['addr', 'port', 'proto', 'flags']);
+const ID_KEY = u32Key.offsetsOf(['id']).id;
+
+const NO_IDENTITIES = new Float64Array(0);
 
 interface Want {
   identity: string;
   source: Source;
-  value: ServiceValue;
-  /** backendIdentity of each of the source's backends, in slot order. */
-  backendIdentities: number[];
+  /** Its service ID, once assignFreshIds has run. */
+  serviceId: number;
+  /** Where the source's backendIdentity values start in Compiler.wantedBackends, in slot order. */
+  backendsAt: number;
 }
 
 /**
@@ -197,28 +221,34 @@ interface Want {
  */
 class BackendListings {
   private capacity = 0;
+  /** As parseIPv4 reads it. */
+  address = new Uint32Array(0);
   port = new Uint16Array(0);
   proto = new Uint8Array(0);
-  address: string[] = [];
   listings = new Uint32Array(0);
   localListings = new Uint32Array(0);
   /** The flags of the written entry; NOT_WRITTEN while it has none. */
   writtenFlags = new Int16Array(0);
   static readonly NOT_WRITTEN = -1;
-  /** The IDs whose listings changed during the current update (each once): their entry is rewritten or removed at its end. */
-  private relisted: number[] = [];
+  /**
+   * The IDs whose listings changed during the current update (each once,
+   * so they fit): their entry is rewritten or removed at its end. A typed
+   * array: a first sync relists every backend.
+   */
+  private relisted = new Int32Array(0);
+  private relistedCount = 0;
   private relistedFlag = new Uint8Array(0);
 
   relist(id: number): void {
     if (this.relistedFlag[id] === 1) return;
     this.relistedFlag[id] = 1;
-    this.relisted.push(id);
+    this.relisted[this.relistedCount++] = id;
   }
 
-  /** The relisted IDs, forgotten as such. */
-  takeRelisted(): number[] {
-    const relisted = this.relisted;
-    this.relisted = [];
+  /** The relisted IDs, forgotten as such; valid until the next relist(). */
+  takeRelisted(): Int32Array {
+    const relisted = this.relisted.subarray(0, this.relistedCount);
+    this.relistedCount = 0;
     for (let i = 0; i < relisted.length; i++) this.relistedFlag[relisted[i]!] = 0;
     return relisted;
   }
@@ -228,7 +258,7 @@ class BackendListings {
   }
 
   /** Makes room for id and records its entry's fields (those of its identity, the same while the ID is held). */
-  ensure(id: number, address: string, port: number, proto: number): void {
+  ensure(id: number, address: number, port: number, proto: number): void {
     if (id >= this.capacity) this.grow(Math.max(id + 1, this.capacity * 2, 1024));
     this.address[id] = address;
     this.port[id] = port;
@@ -241,21 +271,19 @@ class BackendListings {
   }
 
   private grow(capacity: number): void {
-    const grown = <A extends Uint16Array | Uint8Array | Uint32Array | Int16Array>(old: A, make: (n: number) => A): A => {
+    const grown = <A extends Uint16Array | Uint8Array | Uint32Array | Int16Array | Int32Array>(old: A, make: (n: number) => A): A => {
       const next = make(capacity);
       next.set(old);
       return next;
     };
-    // Filled to capacity: IDs are not taken in order, and an array written past its end gets holes or turns into a dictionary.
-    const address = this.address.slice();
-    while (address.length < capacity) address.push('');
-    this.address = address;
+    this.address = grown(this.address, (n) => new Uint32Array(n));
     this.port = grown(this.port, (n) => new Uint16Array(n));
     this.proto = grown(this.proto, (n) => new Uint8Array(n));
     this.listings = grown(this.listings, (n) => new Uint32Array(n));
     this.localListings = grown(this.localListings, (n) => new Uint32Array(n));
     this.writtenFlags = grown(this.writtenFlags, (n) => new Int16Array(n).fill(BackendListings.NOT_WRITTEN));
     this.relistedFlag = grown(this.relistedFlag, (n) => new Uint8Array(n));
+    this.relisted = grown(this.relisted, (n) => new Int32Array(n));
     this.capacity = capacity;
   }
 }
@@ -275,17 +303,17 @@ export class Compiler {
   /** What the current update changed; not kept during the first, where every key is new. */
   private changes: Changes | undefined;
   private updated = false;
-  /** One key's bytes, per table: where a key is encoded to learn its id. */
-  private readonly scratch = Object.fromEntries(
-    (Object.keys(TABLES) as TableName[]).map((t) => [t, Buffer.alloc(TABLES[t].key.size)]),
-  ) as Record<TableName, Buffer>;
-  /** One key and value per table, filled in and encoded for each entry: a full sync writes a few hundred thousand. */
-  private readonly idScratch: Id = { id: 0 };
-  private readonly slotKeyScratch: SlotKey = { service_id: 0, slot: 0 };
-  private readonly frontendKeyScratch: FrontendKey = { addr: '', port: 0, proto: 0 };
-  private readonly slotScratch: SlotValue = { backend_id: 0, addr: '', port: 0, state: 0 };
-  private readonly backendScratch: BackendValue = { addr: '', port: 0, proto: 0, flags: 0 };
-  private readonly frontendScratch: FrontendValue = { service_id: 0, backend_count: 0, kind: 0 };
+  /**
+   * The backendIdentity of every backend the current update wants, in one
+   * list rather than an array per source, sized for the update (begin):
+   * outside the JavaScript heap, which a first sync fills enough.
+   */
+  private wantedBackends = NO_IDENTITIES;
+  private wantedCount = 0;
+  /** Where a node address key is encoded to learn its id. */
+  private readonly nodeAddrScratch = Buffer.alloc(TABLES.nodeAddrs.key.size);
+  /** A service entry's value, filled in and encoded for each: the strings need the codec. */
+  private readonly serviceScratch: ServiceValue = { namespace: '', name: '', port_name: '', proto: 0, skip_reason: 0 };
 
   /** Starts from the IDs already in use, e.g. those recovered from the kernel after a restart. */
   constructor(previous: IdAssignment = { services: new Map(), backends: new Map() }) {
@@ -313,20 +341,29 @@ export class Compiler {
    * undefined for the compiler's first update, where every key is new.
    */
   update(model: Model): Changes | undefined {
-    this.begin();
+    this.begin(model.servicePorts);
     this.reserve(model);
     this.updateNodeAddrs(model.nodeAddresses);
-    // Unchanged sources (same objects as last time) are only counted as wanted: no values built, nothing touched.
     const wanted = new Map<string, Want | undefined>();
-    for (const sources of [model.servicePorts, model.ignored]) {
-      for (const source of sources) {
-        const known = this.identityOf.get(source);
-        if (known !== undefined && this.compiled.get(known) === source) wanted.set(known, undefined);
-        else this.want(wanted, source);
-      }
-    }
+    this.wantAll(wanted, model.servicePorts);
+    this.wantAll(wanted, model.ignored);
     const gone = [...this.compiled.keys()].filter((identity) => !wanted.has(identity));
     return this.apply(wanted, gone);
+  }
+
+  /**
+   * Unchanged sources (same objects as last time) are only counted as
+   * wanted: no values built, nothing touched. Indexed loops here and below:
+   * a first sync runs them before V8 optimizes them, and unoptimized
+   * for...of makes an object per step.
+   */
+  private wantAll(wanted: Map<string, Want | undefined>, sources: readonly Source[]): void {
+    for (let i = 0; i < sources.length; i++) {
+      const source = sources[i]!;
+      const known = this.identityOf.get(source);
+      if (known !== undefined && this.compiled.get(known) === source) wanted.set(known, undefined);
+      else this.want(wanted, source);
+    }
   }
 
   /**
@@ -335,7 +372,7 @@ export class Compiler {
    * that model (ModelDelta.since). Returns what changed, as update().
    */
   updateDelta(delta: ModelDelta): Changes | undefined {
-    this.begin();
+    this.begin(delta.upserted);
     this.updateNodeAddrs(delta.nodeAddresses);
     const wanted = new Map<string, Want | undefined>();
     for (const source of delta.upserted) this.want(wanted, source);
@@ -357,9 +394,9 @@ export class Compiler {
   private reserve(model: Model): void {
     let slots = 0;
     let frontends = 0;
-    for (const sp of model.servicePorts) {
-      slots += sp.backends.length;
-      frontends += sp.frontends.length;
+    for (let i = 0; i < model.servicePorts.length; i++) {
+      slots += model.servicePorts[i]!.backends.length;
+      frontends += model.servicePorts[i]!.frontends.length;
     }
     const services = model.servicePorts.length + model.ignored.length;
     this.tables.services.reserve(services - this.tables.services.size);
@@ -367,30 +404,31 @@ export class Compiler {
     this.tables.slots.reserve(slots - this.tables.slots.size);
   }
 
-  private begin(): void {
+  /** Starts an update, with room in wantedBackends for the backends of the sources it may want. */
+  private begin(sources: readonly Source[]): void {
     this.changes = this.updated ? { touched: emptyTouched(), before: emptyPackedTables() } : undefined;
     this.updated = true;
+    let backends = 0;
+    for (let i = 0; i < sources.length; i++) {
+      const source = sources[i]!;
+      if ('ref' in source) backends += source.backends.length;
+    }
+    this.wantedBackends = backends > 0 ? new Float64Array(backends) : NO_IDENTITIES;
+    this.wantedCount = 0;
   }
 
   private want(wanted: Map<string, Want | undefined>, source: Source): void {
-    let value: ServiceValue;
-    let backendIdentities: number[] = [];
+    const backendsAt = this.wantedCount;
     if ('ref' in source) {
       const proto = IPPROTO[source.ref.protocol];
-      value = {
-        namespace: source.ref.namespace,
-        name: source.ref.name,
-        port_name: source.ref.portName,
-        proto,
-        skip_reason: SKIP.none,
-      };
-      backendIdentities = source.backends.map((b) => backendIdentity(b.address, b.port, proto));
-    } else {
-      value = { namespace: source.namespace, name: source.name, port_name: '', proto: 0, skip_reason: SKIP[source.reason] };
+      const backends = source.backends;
+      for (let i = 0; i < backends.length; i++) {
+        this.wantedBackends[this.wantedCount++] = backendIdentity(backends[i]!.address, backends[i]!.port, proto);
+      }
     }
-    const identity = serviceIdentity(value);
+    const identity = sourceIdentity(source);
     this.identityOf.set(source, identity);
-    wanted.set(identity, { identity, source, value, backendIdentities });
+    wanted.set(identity, { identity, source, serviceId: 0, backendsAt });
   }
 
   private apply(wanted: Map<string, Want | undefined>, gone: string[]): Changes | undefined {
@@ -406,19 +444,19 @@ export class Compiler {
       }
     }
     const changed: Want[] = [];
-    for (const want of wanted.values()) {
-      if (!want) continue;
+    wanted.forEach((want) => {
+      if (!want) return;
       changed.push(want);
       const done = this.compiled.get(want.identity);
       if (done) {
         this.removeEntries(done, this.serviceIds.get(want.identity)!);
         this.compiled.delete(want.identity);
       }
-    }
+    });
     this.assignFreshIds(changed);
-    for (const want of changed) {
-      this.addEntries(want);
-      this.compiled.set(want.identity, want.source);
+    for (let i = 0; i < changed.length; i++) {
+      this.addEntries(changed[i]!);
+      this.compiled.set(changed[i]!.identity, changed[i]!.source);
     }
     this.writeRelistedBackends();
     if (this.holdsRecoveredIds) {
@@ -440,6 +478,7 @@ export class Compiler {
     }
     this.servicePool.endUpdate();
     this.backendPool.endUpdate();
+    this.wantedBackends = NO_IDENTITIES;
     const changes = this.changes;
     this.changes = undefined;
     return changes;
@@ -447,15 +486,32 @@ export class Compiler {
 
   /** New identities get IDs in identity order, so IDs do not depend on where things sit in the model. */
   private assignFreshIds(changed: Want[]): void {
-    for (const identity of changed.map((w) => w.identity).filter((i) => !this.serviceIds.has(i)).sort()) {
-      this.serviceIds.set(identity, this.servicePool.take());
+    const freshServices: Want[] = [];
+    for (let i = 0; i < changed.length; i++) {
+      const want = changed[i]!;
+      const id = this.serviceIds.get(want.identity);
+      if (id === undefined) freshServices.push(want);
+      else want.serviceId = id;
     }
-    const fresh: number[] = [];
+    if (!inIdentityOrder(freshServices)) freshServices.sort(byIdentity);
+    for (let i = 0; i < freshServices.length; i++) {
+      const want = freshServices[i]!;
+      want.serviceId = this.servicePool.take();
+      this.serviceIds.set(want.identity, want.serviceId);
+    }
+    const identities = this.wantedBackends;
+    const fresh = new Float64Array(this.wantedCount);
+    let count = 0;
     for (let w = 0; w < changed.length; w++) {
-      const identities = changed[w]!.backendIdentities;
-      for (let i = 0; i < identities.length; i++) if (!this.backendIds.has(identities[i]!)) fresh.push(identities[i]!);
+      const { source, backendsAt } = changed[w]!;
+      const end = backendsAt + ('ref' in source ? source.backends.length : 0);
+      for (let i = backendsAt; i < end; i++) if (!this.backendIds.has(identities[i]!)) fresh[count++] = identities[i]!;
     }
-    const sorted = Float64Array.from(fresh).sort();
+    const listed = fresh.subarray(0, count);
+    const sorted = ascending(listed) ? listed : listed.sort();
+    // Room for them at once, as reserve() makes for the other tables: a first sync would grow these a dozen times.
+    this.backendIds.reserve(this.backendIds.size + count, this.backendIds.size + count + 1);
+    this.tables.backends.reserve(count);
     for (let i = 0; i < sorted.length; i++) {
       if (i > 0 && sorted[i] === sorted[i - 1]) continue;
       this.backendIds.add(sorted[i]!, this.backendPool.take());
@@ -469,7 +525,6 @@ export class Compiler {
    */
   private writeRelistedBackends(): void {
     const b = this.backends;
-    const value = this.backendScratch;
     const relisted = b.takeRelisted();
     for (let i = 0; i < relisted.length; i++) {
       const id = relisted[i]!;
@@ -477,96 +532,52 @@ export class Compiler {
         b.release(id);
         this.backendIds.delete(this.backendIds.keyOf(id));
         this.backendPool.free(id);
-        this.remove('backends', this.backendKeyId(id));
+        this.remove(this.tables.backends, id);
         continue;
       }
       const flags = b.localListings[id]! > 0 ? BACKEND_FLAGS.local : 0;
       if (b.writtenFlags[id] === flags) continue;
       b.writtenFlags[id] = flags;
-      const at = this.claim('backends', this.backendKeyId(id));
-      value.addr = b.address[id]!;
-      value.port = b.port[id]!;
-      value.proto = b.proto[id]!;
-      value.flags = flags;
-      backendValue.encodeInto(value, this.tables.backends.values, at);
+      const t = this.tables.backends;
+      const slot = this.claim(t, id);
+      writeHostU32(t.keys, slot * t.keySize + ID_KEY, id);
+      const at = slot * t.valueSize;
+      writeBeU32(t.values, at + BACKEND.addr, b.address[id]!);
+      writeBe16(t.values, at + BACKEND.port, b.port[id]!);
+      t.values[at + BACKEND.proto] = b.proto[id]!;
+      t.values[at + BACKEND.flags] = flags;
     }
   }
 
   /** kpx_node_addrs holds exactly the model's node addresses; only the keys that come or go are touched. */
   private updateNodeAddrs(addresses: readonly string[]): void {
+    const t = this.tables.nodeAddrs;
+    const key = this.nodeAddrScratch;
     const wanted = new Map<number, string>();
     for (const addr of addresses) {
-      const key = this.scratch.nodeAddrs;
-      zero(key, 0, key.length);
       nodeAddrKey.encodeInto({ addr }, key, 0);
       wanted.set(TABLES.nodeAddrs.keyId(key, 0), addr);
     }
-    for (const id of this.tables.nodeAddrs.ids()) {
-      if (!wanted.has(id)) this.remove('nodeAddrs', id);
+    for (const id of t.ids()) {
+      if (!wanted.has(id)) this.remove(t, id);
     }
     for (const [id, addr] of wanted) {
-      if (this.tables.nodeAddrs.has(id)) continue;
-      const key = this.scratch.nodeAddrs;
-      zero(key, 0, key.length);
-      nodeAddrKey.encodeInto({ addr }, key, 0);
-      const at = this.claim('nodeAddrs', id);
-      u32Value.encodeInto({ value: NODE_ADDR_PRESENT }, this.tables.nodeAddrs.values, at);
+      if (t.has(id)) continue;
+      const slot = this.claim(t, id);
+      nodeAddrKey.encodeInto({ addr }, t.keys, slot * t.keySize);
+      u32Value.encodeInto({ value: NODE_ADDR_PRESENT }, t.values, slot * t.valueSize);
     }
   }
 
-  /*
-   * Each key is encoded into its table's scratch buffer, its id read from
-   * those bytes (TableSpec.keyId, the one definition), and claim() copies
-   * the bytes into the entry's slot and zeroes its value for the caller.
-   */
-  private serviceKeyId(id: number): number {
-    const key = this.scratch.services;
-    this.idScratch.id = id;
-    u32Key.encodeInto(this.idScratch, key, 0);
-    return TABLES.services.keyId(key, 0);
+  /** The slot of the entry with key id in table t, made if new; the caller writes all its bytes. */
+  private claim(t: PackedTable, id: number): number {
+    this.touching(t.table, id);
+    return t.claim(id);
   }
 
-  private backendKeyId(id: number): number {
-    const key = this.scratch.backends;
-    this.idScratch.id = id;
-    u32Key.encodeInto(this.idScratch, key, 0);
-    return TABLES.backends.keyId(key, 0);
-  }
-
-  private slotKeyId(serviceId: number, slot: number): number {
-    const key = this.scratch.slots;
-    const value = this.slotKeyScratch;
-    value.service_id = serviceId;
-    value.slot = slot;
-    slotKey.encodeInto(value, key, 0);
-    return TABLES.slots.keyId(key, 0);
-  }
-
-  private frontendKeyId(addr: string, port: number, proto: number): number {
-    const key = this.scratch.frontends;
-    zero(key, 0, key.length);
-    const value = this.frontendKeyScratch;
-    value.addr = addr;
-    value.port = port;
-    value.proto = proto;
-    frontendKey.encodeInto(value, key, 0);
-    return TABLES.frontends.keyId(key, 0);
-  }
-
-  /** The value offset of the entry with key id (whose bytes are in the table's scratch), its value zeroed. */
-  private claim(table: TableName, id: number): number {
-    this.touching(table, id);
-    const t = this.tables[table];
-    const slot = t.claim(id);
-    copyBytes(this.scratch[table], 0, t.keys, slot * t.keySize, t.keySize);
-    const at = slot * t.valueSize;
-    zero(t.values, at, t.valueSize);
-    return at;
-  }
-
-  private remove(table: TableName, id: number): void {
-    this.touching(table, id);
-    this.tables[table].delete(id);
+  private remove(t: PackedTable, id: number): void {
+    this.touching(t.table, id);
+    t.delete(id);
   }
 
   /** Notes a key about to change; the first time in an update, keeps its entry as it was. */
@@ -583,16 +594,16 @@ export class Compiler {
 
   /** Takes out what source put in; the backend IDs its slots name are read from the slots themselves. */
   private removeEntries(source: Source, serviceId: number): void {
-    this.remove('services', this.serviceKeyId(serviceId));
+    this.remove(this.tables.services, serviceId);
     if (!('ref' in source)) return;
     const proto = IPPROTO[source.ref.protocol];
-    for (const fe of source.frontends) this.remove('frontends', this.frontendKeyId(fe.address, fe.port, proto));
+    for (const fe of source.frontends) this.remove(this.tables.frontends, tupleId(ipv4Of(fe.address), fe.port, proto));
     const b = this.backends;
     const slots = this.tables.slots;
     for (let slot = 0; slot < source.backends.length; slot++) {
-      const keyId = this.slotKeyId(serviceId, slot);
-      const id = readHostU32(slots.values, slots.slot(keyId)! * slots.valueSize + SLOT_BACKEND_ID_OFFSET);
-      this.remove('slots', keyId);
+      const keyId = slotId(serviceId, slot);
+      const id = readHostU32(slots.values, slots.slot(keyId)! * slots.valueSize + SLOT.backend_id);
+      this.remove(slots, keyId);
       b.listings[id]!--;
       if (source.backends[slot]!.local) b.localListings[id]!--;
       b.relist(id);
@@ -600,45 +611,105 @@ export class Compiler {
   }
 
   private addEntries(want: Want): void {
-    const serviceId = this.serviceIds.get(want.identity)!;
-    // claim() may grow the arena: read it only after.
-    const serviceAt = this.claim('services', this.serviceKeyId(serviceId));
-    serviceValue.encodeInto(want.value, this.tables.services.values, serviceAt);
+    const serviceId = want.serviceId;
     const source = want.source;
+    this.putService(serviceId, source);
     if (!('ref' in source)) return;
 
     const proto = IPPROTO[source.ref.protocol];
     const b = this.backends;
     const slots = this.tables.slots;
-    const slotValueOf = this.slotScratch;
+    const identities = this.wantedBackends;
     for (let slot = 0; slot < source.backends.length; slot++) {
       const backend = source.backends[slot]!;
-      const identity = want.backendIdentities[slot]!;
+      const identity = identities[want.backendsAt + slot]!;
       const backendId = this.backendIds.get(identity);
-      b.ensure(backendId, backend.address, backend.port, proto);
+      const address = tupleAddress(identity);
+      b.ensure(backendId, address, backend.port, proto);
       b.listings[backendId]!++;
       if (backend.local) b.localListings[backendId]!++;
       b.relist(backendId);
-      const at = this.claim('slots', this.slotKeyId(serviceId, slot));
-      slotValueOf.backend_id = backendId;
-      slotValueOf.addr = backend.address;
-      slotValueOf.port = backend.port;
-      slotValueOf.state = STATE[backend.state];
-      slotValue.encodeInto(slotValueOf, slots.values, at);
+      // claim() may grow the arenas: read them only after.
+      const at = this.claim(slots, slotId(serviceId, slot));
+      const keyAt = at * slots.keySize;
+      writeHostU32(slots.keys, keyAt + SLOT_KEY.service_id, serviceId);
+      writeHostU32(slots.keys, keyAt + SLOT_KEY.slot, slot);
+      const valueAt = at * slots.valueSize;
+      writeHostU32(slots.values, valueAt + SLOT.backend_id, backendId);
+      writeBeU32(slots.values, valueAt + SLOT.addr, address);
+      writeBe16(slots.values, valueAt + SLOT.port, backend.port);
+      slots.values[valueAt + SLOT.state] = STATE[backend.state];
+      slots.values[valueAt + SLOT.pad] = 0;
     }
-    const frontendValueOf = this.frontendScratch;
-    frontendValueOf.service_id = serviceId;
-    frontendValueOf.backend_count = source.backends.length;
-    for (const fe of source.frontends) {
-      const at = this.claim('frontends', this.frontendKeyId(fe.address, fe.port, proto));
-      frontendValueOf.kind = KIND[fe.kind];
-      frontendValue.encodeInto(frontendValueOf, this.tables.frontends.values, at);
+    const frontends = this.tables.frontends;
+    for (let i = 0; i < source.frontends.length; i++) {
+      const fe = source.frontends[i]!;
+      const address = ipv4Of(fe.address);
+      const at = this.claim(frontends, tupleId(address, fe.port, proto));
+      const keyAt = at * frontends.keySize;
+      writeBeU32(frontends.keys, keyAt + FRONTEND_KEY.addr, address);
+      writeBe16(frontends.keys, keyAt + FRONTEND_KEY.port, fe.port);
+      frontends.keys[keyAt + FRONTEND_KEY.proto] = proto;
+      frontends.keys[keyAt + FRONTEND_KEY.pad] = 0;
+      const valueAt = at * frontends.valueSize;
+      writeHostU32(frontends.values, valueAt + FRONTEND.service_id, serviceId);
+      writeHostU16(frontends.values, valueAt + FRONTEND.backend_count, source.backends.length);
+      frontends.values[valueAt + FRONTEND.kind] = KIND[fe.kind];
+      frontends.values[valueAt + FRONTEND.pad] = 0;
     }
+  }
+
+  private putService(serviceId: number, source: Source): void {
+    const t = this.tables.services;
+    const slot = this.claim(t, serviceId);
+    writeHostU32(t.keys, slot * t.keySize + ID_KEY, serviceId);
+    const value = this.serviceScratch;
+    if ('ref' in source) {
+      value.namespace = source.ref.namespace;
+      value.name = source.ref.name;
+      value.port_name = source.ref.portName;
+      value.proto = IPPROTO[source.ref.protocol];
+      value.skip_reason = SKIP.none;
+    } else {
+      value.namespace = source.namespace;
+      value.name = source.name;
+      value.port_name = '';
+      value.proto = 0;
+      value.skip_reason = SKIP[source.reason];
+    }
+    const at = slot * t.valueSize;
+    // The strings leave the rest of their members as they are. Uint8Array's own fill, a builtin:
+    // Buffer's checks its arguments in JavaScript first, slow in a first sync's unoptimized code.
+    Uint8Array.prototype.fill.call(t.values, 0, at, at + t.valueSize);
+    serviceValue.encodeInto(value, t.values, at);
   }
 }
 
-function zero(buf: Buffer, at: number, length: number): void {
-  for (let i = at; i < at + length; i++) buf[i] = 0;
+/*
+ * Fresh identities are often in order already, as a first sync's are
+ * (Services by name, their endpoints by address): checking costs a
+ * comparison an element, sorting some 0.5 us a string and 50 ns a number.
+ */
+
+function byIdentity(a: Want, b: Want): number {
+  return a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0;
+}
+
+function inIdentityOrder(wants: Want[]): boolean {
+  for (let i = 1; i < wants.length; i++) if (wants[i - 1]!.identity > wants[i]!.identity) return false;
+  return true;
+}
+
+function ascending(list: Float64Array): boolean {
+  for (let i = 1; i < list.length; i++) if (list[i - 1]! > list[i]!) return false;
+  return true;
+}
+
+/** A model address (IPv4 by construction) as parseIPv4 reads it. */
+function ipv4Of(address: string): number {
+  const n = parseIPv4(address);
+  if (n === null) throw new Error(`not an IPv4 address: ${address}`);
+  return n;
 }
 
 /** The tables a model compiles to from scratch, given the IDs already in use. Pure. */

@@ -49,6 +49,45 @@ export function readHostU32(buf: Buffer, offset: number): number {
   return LITTLE ? buf.readUInt32LE(offset) : buf.readUInt32BE(offset);
 }
 
+/*
+ * Byte stores for the compiler, which writes a few hundred thousand entries
+ * a full sync at offsets it takes from the codecs (offsetsOf): the Buffer
+ * methods check their arguments on every call and cost several times as
+ * much. The values are the compiler's own, in range by construction.
+ */
+
+/** A host-order __u32 of map memory. */
+export function writeHostU32(buf: Buffer, offset: number, value: number): void {
+  if (LITTLE) {
+    buf[offset] = value & 255;
+    buf[offset + 1] = (value >>> 8) & 255;
+    buf[offset + 2] = (value >>> 16) & 255;
+    buf[offset + 3] = value >>> 24;
+  } else {
+    writeBeU32(buf, offset, value);
+  }
+}
+
+/** A host-order __u16 of map memory. */
+export function writeHostU16(buf: Buffer, offset: number, value: number): void {
+  buf[offset + (LITTLE ? 0 : 1)] = value & 255;
+  buf[offset + (LITTLE ? 1 : 0)] = value >>> 8;
+}
+
+/** A network-order 32 bits: an IPv4 address as parseIPv4 reads it. */
+export function writeBeU32(buf: Buffer, offset: number, value: number): void {
+  buf[offset] = value >>> 24;
+  buf[offset + 1] = (value >>> 16) & 255;
+  buf[offset + 2] = (value >>> 8) & 255;
+  buf[offset + 3] = value & 255;
+}
+
+/** A network-order 16 bits: a port. */
+export function writeBe16(buf: Buffer, offset: number, value: number): void {
+  buf[offset] = value >>> 8;
+  buf[offset + 1] = value & 255;
+}
+
 /** An Ethernet address, "aa:bb:cc:dd:ee:ff". */
 export function macToBytes(mac: string, out: Buffer, offset: number): void {
   if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)) throw new Error(`not an Ethernet address: ${mac}`);
@@ -63,7 +102,17 @@ export function bytesToIpv4(buf: Buffer, offset: number): string {
   return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
 }
 
+function isAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 127) return false;
+  return true;
+}
+
 function writeChars(text: string, buf: Buffer, at: number, size: number, member: string): void {
+  // ASCII (every Kubernetes name) byte by byte: Buffer.from makes a Buffer per string, 30,000 in a full sync.
+  if (text.length < size && isAscii(text)) {
+    for (let i = 0; i < text.length; i++) buf[at + i] = text.charCodeAt(i);
+    return;
+  }
   const bytes = Buffer.from(text, 'utf8');
   // Always leave room for the terminating NUL C expects.
   if (bytes.length >= size) throw new Error(`${member} longer than ${size - 1} bytes: ${text}`);
@@ -146,6 +195,19 @@ export class StructCodec<T extends object> {
   /** Writes value's members at base; pad members are left as they are (callers zero the struct first). */
   encodeInto(value: T, buf: Buffer, base: number): void {
     this.encoder(value, buf, base);
+  }
+
+  /**
+   * Where each member starts, for code that writes the struct itself. The
+   * list must name every member, pads included: a member added to the
+   * struct then fails here, at load, rather than be left unwritten.
+   */
+  offsetsOf<K extends string>(members: readonly K[]): Record<K, number> {
+    const named = new Set<string>(members);
+    if (named.size !== this.fields.length || this.fields.some((f) => !named.has(f.c))) {
+      throw new Error(`${this.cName} has members ${this.fields.map((f) => f.c).join(', ')}, not ${members.join(', ')}`);
+    }
+    return Object.fromEntries(this.fields.map((f) => [f.c, f.offset])) as Record<K, number>;
   }
 
   decode(buf: Buffer, base = 0): T {

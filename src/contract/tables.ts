@@ -33,6 +33,11 @@ export function tupleId(addr: number, port: number, proto: number): number {
   return addr * 2 ** 21 + port * 32 + (proto & 31);
 }
 
+/** The address of a tupleId. */
+export function tupleAddress(id: number): number {
+  return Math.floor(id / 2 ** 21);
+}
+
 /**
  * A slot number stays below 2^16 (kpx_frontend.backend_count is a __u16).
  * The ids of the first 32,767 services' slots stay small integers, which a
@@ -40,7 +45,13 @@ export function tupleId(addr: number, port: number, proto: number): number {
  */
 const SLOT_ID_SPAN = 2 ** 16;
 
+/** The key id of kpx_backends and kpx_services: the ID itself. */
 const u32KeyId = (key: Buffer, offset: number) => readHostU32(key, offset);
+
+/** The key id of kpx_slots[serviceId, slot] (TABLES.slots.keyId). */
+export function slotId(serviceId: number, slot: number): number {
+  return serviceId * SLOT_ID_SPAN + slot;
+}
 
 /** The service ID of a kpx_slots key id (TABLES.slots.keyId). */
 export function serviceOfSlotId(id: number): number {
@@ -58,7 +69,7 @@ export const TABLES = {
     map: 'kpx_slots',
     key: slotKey,
     value: slotValue,
-    keyId: (key: Buffer, offset: number) => readHostU32(key, offset) * SLOT_ID_SPAN + readHostU32(key, offset + 4),
+    keyId: (key: Buffer, offset: number) => slotId(readHostU32(key, offset), readHostU32(key, offset + 4)),
   },
   backends: { map: 'kpx_backends', key: u32Key, value: backendValue, keyId: u32KeyId },
   services: { map: 'kpx_services', key: u32Key, value: serviceValue, keyId: u32KeyId },

@@ -238,8 +238,8 @@ export class EbpfDatapath implements Datapath {
     for (const op of ops) {
       if (op.op !== 'upsert' || !this.arrays.has(op.table)) continue;
       const t = desired[op.table];
-      for (const slot of op.slots) {
-        const id = TABLES[op.table].keyId(t.keys, slot * t.keySize);
+      for (let i = 0; i < op.slots.length; i++) {
+        const id = t.idAt(op.slots[i]!);
         if (id < this.capacity[op.table]) continue;
         this.compiler = undefined;
         throw new TableFullError(`map ${TABLES[op.table].map} is full: ID ${id} is past its ${this.capacity[op.table]} entries; nothing was written (raise its size)`);
@@ -293,10 +293,11 @@ export class EbpfDatapath implements Datapath {
     for (const op of ops) {
       if (op.table !== 'frontends') continue;
       const from = op.op === 'upsert' ? desired.frontends : held.frontends;
-      for (const slot of op.slots) {
+      for (let i = 0; i < op.slots.length; i++) {
+        const slot = op.slots[i]!;
         const at = slot * from.keySize;
         if (op.op === 'delete') filter.remove(from.keys, at);
-        else if (held.frontends.slot(TABLES.frontends.keyId(from.keys, at)) === undefined) set = filter.add(from.keys, at) || set;
+        else if (!held.frontends.has(from.idAt(slot))) set = filter.add(from.keys, at) || set;
       }
     }
     return set;

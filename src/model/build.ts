@@ -79,6 +79,10 @@ interface LiveService {
   ports: LivePort[];
   externalIPs: string[];
   loadBalancerIPs: string[];
+  /** Its endpoints: from its EndpointSlices, else from its Endpoints object. */
+  endpointGroups: EpGroup[];
+  /** An EndpointSlice names it (IPv6 ones too): its Endpoints object is not used. */
+  hasSlices: boolean;
 }
 
 interface EpPort {
@@ -87,21 +91,49 @@ interface EpPort {
   port: number;
 }
 
-interface Ep {
-  address: string;
-  /** address as parseIPv4 reads it. */
-  addressNumber: number;
-  ready: boolean;
-  serving: boolean;
-  terminating: boolean;
-  /** Always set, undefined or not: a property added later would give each endpoint a second object. */
-  nodeName: string | undefined;
+/** Endpoint states in order of preference: ready ones take traffic, else serving terminating ones, never the others. */
+const READY = 0;
+const SERVING_TERMINATING = 1;
+const NOT_SERVING = 2;
+
+function rankOf(ready: boolean, serving: boolean, terminating: boolean): number {
+  if (ready) return READY;
+  if (serving && terminating) return SERVING_TERMINATING;
+  return NOT_SERVING;
 }
 
-/** Endpoints paired with ports: one EndpointSlice, or one subset of an Endpoints object. */
+/**
+ * Endpoints paired with ports: one EndpointSlice, or one subset of an
+ * Endpoints object. Endpoint i is entry i of each list: as an object each,
+ * a full sync made a hundred thousand only to drop them.
+ */
 interface EpGroup {
   ports: EpPort[];
-  endpoints: Ep[];
+  addresses: string[];
+  /** Each address as parseIPv4 reads it. */
+  addressNumbers: number[];
+  /** Each endpoint's state: READY, SERVING_TERMINATING or NOT_SERVING. */
+  ranks: number[];
+  /** undefined where the endpoint does not say. */
+  nodeNames: Array<string | undefined>;
+}
+
+/** A group with room for `room` endpoints, filled by addEndpoint and cut to size by trimmed. */
+function epGroup(ports: EpPort[], room: number): EpGroup {
+  return { ports, addresses: sizedArray(room), addressNumbers: sizedArray(room), ranks: sizedArray(room), nodeNames: sizedArray(room) };
+}
+
+function addEndpoint(g: EpGroup, at: number, address: string, addressNumber: number, rank: number, nodeName: string | undefined): void {
+  g.addresses[at] = address;
+  g.addressNumbers[at] = addressNumber;
+  g.ranks[at] = rank;
+  g.nodeNames[at] = nodeName;
+}
+
+/** The group holding its first `count` endpoints only (the others were rejected). */
+function trimmed(g: EpGroup, count: number): EpGroup {
+  if (g.addresses.length !== count) for (const list of [g.addresses, g.addressNumbers, g.ranks, g.nodeNames]) list.length = count;
+  return g;
 }
 
 class Rejections {
@@ -165,8 +197,8 @@ function jsonOf(id: Named): string {
 function collect(kind: Kind, raws: unknown, rej: Rejections): Named[] {
   const list = Array.isArray(raws) ? raws : [];
   const named: Named[] = [];
-  for (const raw of list) {
-    const id = identify(kind, raw, rej);
+  for (let i = 0; i < list.length; i++) {
+    const id = identify(kind, list[i], rej);
     if (id) named.push(id);
   }
   // One object, as in every group of the model cache: nothing to sort or de-duplicate.
@@ -187,8 +219,11 @@ function collect(kind: Kind, raws: unknown, rej: Rejections): Named[] {
   return out;
 }
 
+/** What an object without labels reads: one object rather than one each. */
+const NO_LABELS: Obj = Object.freeze({});
+
 function labelsOf(id: Named): Obj {
-  return isObj(id.meta.labels) ? id.meta.labels : {};
+  return isObj(id.meta.labels) ? id.meta.labels : NO_LABELS;
 }
 
 type ServiceVerdict = { ignored: IgnoreReason } | { live: LiveService } | null;
@@ -276,70 +311,70 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
   const names = multi ? new Map<string, number>() : undefined;
   const numbers = multi ? new Map<string, number>() : undefined;
   const nodePorts = multi ? new Map<string, number>() : undefined;
-  portsRaw.forEach((p: unknown, index: number) => {
+  for (let index = 0; index < portsRaw.length; index++) {
+    const p: unknown = portsRaw[index];
     if (!isObj(p)) {
       rej.of(id, `spec.ports[${index}] is not an object`);
-      return;
+      continue;
     }
-    // Named only in a rejection.
-    const label = () => portLabel(index, p.name);
     const nameRaw = p.name;
     if (nameRaw !== undefined && nameRaw !== null && typeof nameRaw !== 'string') {
-      rej.of(id, `${label()}: name is not a string: ${show(nameRaw)}`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: name is not a string: ${show(nameRaw)}`);
+      continue;
     }
     const portName = typeof nameRaw === 'string' ? nameRaw : '';
     const protoRaw = p.protocol;
     if (protoRaw !== undefined && protoRaw !== null && typeof protoRaw !== 'string') {
-      rej.of(id, `${label()}: protocol is not a string: ${show(protoRaw)}`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: protocol is not a string: ${show(protoRaw)}`);
+      continue;
     }
     const proto = typeof protoRaw === 'string' && protoRaw !== '' ? protoRaw : 'TCP';
     if (proto !== 'TCP' && proto !== 'UDP') {
-      rej.of(id, `${label()}: protocol ${proto} not supported`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: protocol ${proto} not supported`);
+      continue;
     }
     if (!isPort(p.port)) {
-      rej.of(id, `${label()}: invalid port ${show(p.port)} (want an integer 1..65535)`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: invalid port ${show(p.port)} (want an integer 1..65535)`);
+      continue;
     }
     const tp = p.targetPort;
     if (tp !== undefined && tp !== null && !isPort(tp) && !(typeof tp === 'string' && tp !== '')) {
-      rej.of(id, `${label()}: invalid targetPort ${show(tp)} (want an integer 1..65535 or a port name)`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: invalid targetPort ${show(tp)} (want an integer 1..65535 or a port name)`);
+      continue;
     }
     const np = p.nodePort;
     // 0 is the API's "not set", as for every int32 field.
     if (np !== undefined && np !== null && np !== 0 && !isPort(np)) {
-      rej.of(id, `${label()}: invalid nodePort ${show(np)} (want an integer 1..65535)`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: invalid nodePort ${show(np)} (want an integer 1..65535)`);
+      continue;
     }
     if (multi && portName === '') {
-      rej.of(id, `${label()}: a Service with more than one port must name each port`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: a Service with more than one port must name each port`);
+      continue;
     }
     const firstName = names?.get(portName);
     if (firstName !== undefined) {
-      rej.of(id, `${label()}: duplicate port name (also spec.ports[${firstName}])`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: duplicate port name (also spec.ports[${firstName}])`);
+      continue;
     }
-    const numKey = `${p.port}/${proto}`;
-    const firstNum = numbers?.get(numKey);
+    // Only a Service of several ports has numbers to check: the key is built only then.
+    const numKey = numbers ? `${p.port}/${proto}` : undefined;
+    const firstNum = numKey === undefined ? undefined : numbers!.get(numKey);
     if (firstNum !== undefined) {
-      rej.of(id, `${label()}: duplicate port ${numKey} (also spec.ports[${firstNum}])`);
-      return;
+      rej.of(id, `${portLabel(index, p.name)}: duplicate port ${numKey} (also spec.ports[${firstNum}])`);
+      continue;
     }
     names?.set(portName, index);
-    numbers?.set(numKey, index);
+    if (numKey !== undefined) numbers!.set(numKey, index);
     // A nodePort that is set but cannot be used leaves the port without one, not with an allocated one.
     let nodePort: LivePort['nodePort'] = null;
     if (isPort(np)) {
       const npKey = `${np}/${proto}`;
       const firstNp = nodePorts?.get(npKey);
       if (!hasNodePorts) {
-        rej.of(id, `${label()}: nodePort ${np} is set but spec.type is ${type}`);
+        rej.of(id, `${portLabel(index, p.name)}: nodePort ${np} is set but spec.type is ${type}`);
       } else if (firstNp !== undefined) {
-        rej.of(id, `${label()}: duplicate nodePort ${npKey} (also spec.ports[${firstNp}])`);
+        rej.of(id, `${portLabel(index, p.name)}: duplicate nodePort ${npKey} (also spec.ports[${firstNp}])`);
       } else {
         nodePorts?.set(npKey, index);
         nodePort = np;
@@ -348,7 +383,7 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
       nodePort = 'missing';
     }
     ports.push({ index, portName, protocol: proto, port: p.port, nodePort });
-  });
+  }
 
   // External IPs.
   const externalIPs: string[] = [];
@@ -409,12 +444,11 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
     }
   }
 
-  return { live: { id, clusterIP, ports, externalIPs, loadBalancerIPs } };
+  return { live: { id, clusterIP, ports, externalIPs, loadBalancerIPs, endpointGroups: [], hasSlices: false } };
 }
 
 /** Reads a condition; missing/null gives the default, a non-boolean is an error (undefined). */
-function condition(conds: Obj, key: string, dflt: boolean): boolean | undefined {
-  const v = conds[key];
+function condition(v: unknown, dflt: boolean): boolean | undefined {
   if (v === undefined || v === null) return dflt;
   if (typeof v === 'boolean') return v;
   return undefined;
@@ -427,82 +461,90 @@ function parseEpPorts(id: Named, raw: unknown, where: string, rej: Rejections): 
     return [];
   }
   const out: EpPort[] = [];
-  raw.forEach((p: unknown, i: number) => {
-    // Named only in a rejection.
-    const at = () => `${where}[${i}]`;
+  for (let i = 0; i < raw.length; i++) {
+    const p: unknown = raw[i];
     if (!isObj(p)) {
-      rej.of(id, `${at()} is not an object`);
-      return;
+      rej.of(id, `${where}[${i}] is not an object`);
+      continue;
     }
     const name = p.name;
     if (name !== undefined && name !== null && typeof name !== 'string') {
-      rej.of(id, `${at()}: name is not a string: ${show(name)}`);
-      return;
+      rej.of(id, `${where}[${i}]: name is not a string: ${show(name)}`);
+      continue;
     }
-    const label = () => (typeof name === 'string' && name !== '' ? `${at()} ${JSON.stringify(name)}` : at());
     const proto = p.protocol;
     if (proto !== undefined && proto !== null && typeof proto !== 'string') {
-      rej.of(id, `${label()}: protocol is not a string: ${show(proto)}`);
-      return;
+      rej.of(id, `${epPortLabel(where, i, name)}: protocol is not a string: ${show(proto)}`);
+      continue;
     }
     if (!isPort(p.port)) {
-      rej.of(id, `${label()}: invalid port ${show(p.port)} (want an integer 1..65535)`);
-      return;
+      rej.of(id, `${epPortLabel(where, i, name)}: invalid port ${show(p.port)} (want an integer 1..65535)`);
+      continue;
     }
     out.push({
       name: typeof name === 'string' ? name : '',
       protocol: typeof proto === 'string' && proto !== '' ? proto : 'TCP',
       port: p.port,
     });
-  });
+  }
   return out;
+}
+
+/** An endpoint port as a rejection names it. */
+function epPortLabel(where: string, i: number, name: unknown): string {
+  return typeof name === 'string' && name !== '' ? `${where}[${i}] ${JSON.stringify(name)}` : `${where}[${i}]`;
 }
 
 function parseSlice(id: Named, rej: Rejections): EpGroup {
   const ports = parseEpPorts(id, id.raw.ports, 'ports', rej);
-  const endpoints: Ep[] = [];
   const eps = id.raw.endpoints;
   if (eps !== undefined && eps !== null && !Array.isArray(eps)) {
     rej.of(id, 'endpoints is not a list');
-  } else if (Array.isArray(eps)) {
-    // Named only in a rejection: a full sync reads a hundred thousand valid endpoints.
-    const endpointAt = (i: number) => `endpoints[${i}]`;
-    eps.forEach((e: unknown, i: number) => {
-      if (!isObj(e)) {
-        rej.of(id, `${endpointAt(i)} is not an object`);
-        return;
-      }
-      const addrs = e.addresses;
-      if (!Array.isArray(addrs) || addrs.length === 0) {
-        rej.of(id, `${endpointAt(i)}: no addresses`);
-        return;
-      }
-      // kube-proxy uses only the first address of an endpoint.
-      const address = addrs[0];
-      const addressNumber = typeof address === 'string' ? parseIPv4(address) : null;
-      if (typeof address !== 'string' || addressNumber === null) {
-        rej.of(id, `${endpointAt(i)}: invalid IPv4 address ${show(address)}`);
-        return;
-      }
-      const condsRaw = e.conditions;
-      if (condsRaw !== undefined && condsRaw !== null && !isObj(condsRaw)) {
-        rej.of(id, `${endpointAt(i)} ${address}: conditions is not an object`);
-        return;
-      }
-      const conds: Obj = isObj(condsRaw) ? condsRaw : {};
-      const ready = condition(conds, 'ready', true);
-      const serving = condition(conds, 'serving', true);
-      const terminating = condition(conds, 'terminating', false);
-      if (ready === undefined || serving === undefined || terminating === undefined) {
-        rej.of(id, `${endpointAt(i)} ${address}: conditions must be booleans`);
-        return;
-      }
-      const nodeName = typeof e.nodeName === 'string' && e.nodeName !== '' ? e.nodeName : undefined;
-      endpoints.push({ address, addressNumber, ready, serving, terminating, nodeName });
-    });
+    return epGroup(ports, 0);
   }
-  return { ports, endpoints };
+  const list: unknown[] = Array.isArray(eps) ? eps : [];
+  const group = epGroup(ports, list.length);
+  let count = 0;
+  for (let i = 0; i < list.length; i++) {
+    const e = list[i];
+    if (!isObj(e)) {
+      rej.of(id, `endpoints[${i}] is not an object`);
+      continue;
+    }
+    const addrs = e.addresses;
+    if (!Array.isArray(addrs) || addrs.length === 0) {
+      rej.of(id, `endpoints[${i}]: no addresses`);
+      continue;
+    }
+    // kube-proxy uses only the first address of an endpoint.
+    const address: unknown = addrs[0];
+    const addressNumber = typeof address === 'string' ? parseIPv4(address) : null;
+    if (typeof address !== 'string' || addressNumber === null) {
+      rej.of(id, `endpoints[${i}]: invalid IPv4 address ${show(address)}`);
+      continue;
+    }
+    const condsRaw = e.conditions;
+    if (condsRaw !== undefined && condsRaw !== null && !isObj(condsRaw)) {
+      rej.of(id, `endpoints[${i}] ${address}: conditions is not an object`);
+      continue;
+    }
+    const conds: Obj = isObj(condsRaw) ? condsRaw : NO_CONDITIONS;
+    // Read by name, not by a key passed in: a hundred thousand endpoints in a full sync.
+    const ready = condition(conds.ready, true);
+    const serving = condition(conds.serving, true);
+    const terminating = condition(conds.terminating, false);
+    if (ready === undefined || serving === undefined || terminating === undefined) {
+      rej.of(id, `endpoints[${i}] ${address}: conditions must be booleans`);
+      continue;
+    }
+    const nodeName = typeof e.nodeName === 'string' && e.nodeName !== '' ? e.nodeName : undefined;
+    addEndpoint(group, count++, address, addressNumber, rankOf(ready, serving, terminating), nodeName);
+  }
+  return trimmed(group, count);
 }
+
+/** What an endpoint without conditions reads: every condition at its default. */
+const NO_CONDITIONS: Obj = Object.freeze({});
 
 function parseEndpoints(id: Named, rej: Rejections): EpGroup[] {
   const subsets = id.raw.subsets;
@@ -512,97 +554,134 @@ function parseEndpoints(id: Named, rej: Rejections): EpGroup[] {
     return [];
   }
   const groups: EpGroup[] = [];
-  subsets.forEach((s: unknown, i: number) => {
+  for (let i = 0; i < subsets.length; i++) {
+    const s: unknown = subsets[i];
     const at = `subsets[${i}]`;
     if (!isObj(s)) {
       rej.of(id, `${at} is not an object`);
-      return;
+      continue;
     }
     const ports = parseEpPorts(id, s.ports, `${at}.ports`, rej);
-    const endpoints: Ep[] = [];
     const addrs = s.addresses;
     if (addrs !== undefined && addrs !== null && !Array.isArray(addrs)) {
       rej.of(id, `${at}.addresses is not a list`);
-    } else if (Array.isArray(addrs)) {
-      addrs.forEach((a: unknown, j: number) => {
-        const aat = `${at}.addresses[${j}]`;
-        if (!isObj(a)) {
-          rej.of(id, `${aat} is not an object`);
-          return;
-        }
-        const ip = a.ip;
-        const addressNumber = typeof ip === 'string' ? parseIPv4(ip) : null;
-        if (typeof ip !== 'string' || addressNumber === null) {
-          rej.of(id, looksLikeIPv6(ip) ? `${aat} ${show(ip)}: IPv6 not supported yet` : `${aat}: invalid IPv4 address ${show(ip)}`);
-          return;
-        }
-        const nodeName = typeof a.nodeName === 'string' && a.nodeName !== '' ? a.nodeName : undefined;
-        endpoints.push({ address: ip, addressNumber, ready: true, serving: true, terminating: false, nodeName });
-      });
+      groups.push(epGroup(ports, 0));
+      continue;
+    }
+    const list: unknown[] = Array.isArray(addrs) ? addrs : [];
+    const group = epGroup(ports, list.length);
+    let count = 0;
+    for (let j = 0; j < list.length; j++) {
+      const a = list[j];
+      const aat = `${at}.addresses[${j}]`;
+      if (!isObj(a)) {
+        rej.of(id, `${aat} is not an object`);
+        continue;
+      }
+      const ip = a.ip;
+      const addressNumber = typeof ip === 'string' ? parseIPv4(ip) : null;
+      if (typeof ip !== 'string' || addressNumber === null) {
+        rej.of(id, looksLikeIPv6(ip) ? `${aat} ${show(ip)}: IPv6 not supported yet` : `${aat}: invalid IPv4 address ${show(ip)}`);
+        continue;
+      }
+      const nodeName = typeof a.nodeName === 'string' && a.nodeName !== '' ? a.nodeName : undefined;
+      addEndpoint(group, count++, ip, addressNumber, READY, nodeName);
     }
     // notReadyAddresses are never used by kube-proxy.
-    groups.push({ ports, endpoints });
-  });
+    groups.push(trimmed(group, count));
+  }
   return groups;
 }
 
-function stateRank(ep: Ep): number {
-  if (ep.ready) return 0;
-  if (ep.serving && ep.terminating) return 1;
-  return 2;
+/**
+ * The listings of one port across groups, merged: entry i of each list is
+ * one listing, keyed by address and port as one number (32 + 16 bits, which
+ * also orders them).
+ */
+interface Listings {
+  keys: number[];
+  ports: number[];
+  addresses: string[];
+  ranks: number[];
+  nodeNames: Array<string | undefined>;
 }
 
-function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): Backend[] {
-  // Every listing of the port, keyed by address and port as one number (32 + 16 bits, which also orders them).
-  const keys: number[] = [];
-  const endpoints: Ep[] = [];
-  const ports: number[] = [];
+function listingsOf(groups: EpGroup[], portName: string, protocol: Protocol): Listings {
+  const out: Listings = { keys: [], ports: [], addresses: [], ranks: [], nodeNames: [] };
   for (const g of groups) {
     for (const p of g.ports) {
       if (p.name !== portName || p.protocol !== protocol) continue;
-      for (const ep of g.endpoints) {
-        keys.push(ep.addressNumber * 65536 + p.port);
-        endpoints.push(ep);
-        ports.push(p.port);
+      for (let i = 0; i < g.addresses.length; i++) {
+        out.keys.push(g.addressNumbers[i]! * 65536 + p.port);
+        out.ports.push(p.port);
+        out.addresses.push(g.addresses[i]!);
+        out.ranks.push(g.ranks[i]!);
+        out.nodeNames.push(g.nodeNames[i]);
       }
     }
   }
+  return out;
+}
+
+function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): Backend[] {
+  // One group listing the port (the common case: one slice) is read in place, its addresses ordering it
+  // as the keys would; several are merged (listingsOf).
+  let only: EpGroup | undefined;
+  let onlyPort = 0;
+  let matches = 0;
+  for (const g of groups) {
+    for (const p of g.ports) {
+      if (p.name !== portName || p.protocol !== protocol) continue;
+      only = g;
+      onlyPort = p.port;
+      matches++;
+    }
+  }
+  if (matches === 0) return [];
+  const merged = matches > 1 ? listingsOf(groups, portName, protocol) : undefined;
+  const keys = merged ? merged.keys : only!.addressNumbers;
+  const ranks = merged ? merged.ranks : only!.ranks;
+  const addresses = merged ? merged.addresses : only!.addresses;
+  const nodeNames = merged ? merged.nodeNames : only!.nodeNames;
   const n = keys.length;
-  // By address then port; an endpoint listed twice (two slices) counts in its best state, which sorts first.
-  // Listings in strictly ascending order (one slice, as the controller often writes it) need no sorting.
+  // By key; an endpoint listed twice (two slices) counts in its best state, which sorts first.
+  // Keys in strictly ascending order (one slice, as the controller often writes it) need no sorting.
   let order: number[] | undefined;
   for (let i = 1; i < n; i++) {
     if (keys[i - 1]! < keys[i]!) continue;
-    order = keys.map((_, j) => j).sort((x, y) => keys[x]! - keys[y]! || stateRank(endpoints[x]!) - stateRank(endpoints[y]!));
+    order = keys.map((_, j) => j).sort((x, y) => keys[x]! - keys[y]! || ranks[x]! - ranks[y]!);
     break;
   }
-  const listing = (at: number) => (order ? order[at]! : at);
   // Ready endpoints if any, else the serving terminating ones, never the others.
-  let want = 2;
-  for (const ep of endpoints) want = Math.min(want, stateRank(ep));
-  if (want > 1) return [];
-  const state = want === 0 ? 'ready' : 'serving-terminating';
-  const taken = (at: number) => {
-    const i = listing(at);
-    return (at === 0 || keys[i] !== keys[listing(at - 1)]) && stateRank(endpoints[i]!) === want;
-  };
+  let want = NOT_SERVING;
+  for (let i = 0; i < n; i++) if (ranks[i]! < want) want = ranks[i]!;
+  if (want === NOT_SERVING) return [];
+  const state = want === READY ? 'ready' : 'serving-terminating';
   // Counted first: the list is kept with the model, and one pushed to keeps room for 16 more.
   let count = 0;
-  for (let at = 0; at < n; at++) if (taken(at)) count++;
+  for (let at = 0; at < n; at++) if (taken(keys, ranks, order, at, want)) count++;
   const backends = sizedArray<Backend>(count);
   count = 0;
   for (let at = 0; at < n; at++) {
-    if (!taken(at)) continue;
-    const i = listing(at);
-    const ep = endpoints[i]!;
+    if (!taken(keys, ranks, order, at, want)) continue;
+    const i = order ? order[at]! : at;
+    const address = addresses[i]!;
+    const port = merged ? merged.ports[i]! : onlyPort;
+    const endpointNode = nodeNames[i];
     // An endpoint without nodeName is never local: nothing says where it runs. One literal per
     // shape: a property added later would give each of the hundred thousand backends a second object.
     backends[count++] =
-      ep.nodeName === undefined
-        ? { address: ep.address, port: ports[i]!, state, local: ep.nodeName === nodeName }
-        : { address: ep.address, port: ports[i]!, state, local: ep.nodeName === nodeName, nodeName: ep.nodeName };
+      endpointNode === undefined
+        ? { address, port, state, local: endpointNode === nodeName }
+        : { address, port, state, local: endpointNode === nodeName, nodeName: endpointNode };
   }
   return backends;
+}
+
+/** Whether listing `at` (in key order) becomes a backend: the first of its key, in the state wanted. */
+function taken(keys: number[], ranks: number[], order: number[] | undefined, at: number, want: number): boolean {
+  const i = order ? order[at]! : at;
+  return (at === 0 || keys[i] !== keys[order ? order[at - 1]! : at - 1]) && ranks[i] === want;
 }
 
 /**
@@ -620,10 +699,13 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
 
   // Services.
   const services = collect('Service', snap.services, rej);
-  const allServiceKeys = keyLookup(services.map((s) => `${s.namespace}/${s.name}`));
+  const allServiceKeys = new ServiceIndex(services, itself);
   const ignored: IgnoredService[] = [];
   let live: LiveService[] = [];
-  for (const id of services) {
+  // Indexed loops: the model cache calls this once per Service, a first sync 10,000 times before V8 optimizes it,
+  // and unoptimized for...of makes an object per step.
+  for (let i = 0; i < services.length; i++) {
+    const id = services[i]!;
     const v = checkService(id, rej);
     if (v === null) continue;
     if ('ignored' in v) ignored.push({ namespace: id.namespace, name: id.name, reason: v.ignored });
@@ -673,12 +755,12 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
     }
   }
   assignNodePorts(live, opts, rej);
-  const liveKeys = keyLookup(live.map((s) => `${s.id.namespace}/${s.id.name}`));
+  const liveByKey = new ServiceIndex(live, idOfLive);
 
-  // EndpointSlices, grouped by Service.
-  const groupsBySvc = new Map<string, EpGroup[]>();
-  const hasSlices = new Set<string>();
-  for (const id of collect('EndpointSlice', snap.endpointSlices, rej)) {
+  // EndpointSlices, filed with their Service.
+  const slices = collect('EndpointSlice', snap.endpointSlices, rej);
+  for (let i = 0; i < slices.length; i++) {
+    const id = slices[i]!;
     const svcName = labelsOf(id)[SERVICE_NAME_LABEL];
     if (typeof svcName !== 'string' || svcName === '') {
       rej.of(id, `missing label ${SERVICE_NAME_LABEL}`);
@@ -689,37 +771,40 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       rej.of(id, `no Service ${key}`);
       continue;
     }
-    hasSlices.add(key);
-    if (!liveKeys.has(key)) continue; // Service ignored or already rejected
+    const s = liveByKey.get(key);
+    if (!s) continue; // Service ignored or already rejected
+    s.hasSlices = true;
     const at = id.raw.addressType;
     if (at === 'IPv6') continue; // not supported yet; silently, like a single-stack kube-proxy
     if (at !== 'IPv4') {
       rej.of(id, at === undefined || at === null ? 'missing addressType' : `unsupported addressType ${show(at)}`);
       continue;
     }
-    const list = groupsBySvc.get(key) ?? [];
-    list.push(parseSlice(id, rej));
-    groupsBySvc.set(key, list);
+    s.endpointGroups.push(parseSlice(id, rej));
   }
 
   // Legacy Endpoints, only for Services without any EndpointSlice.
-  for (const id of collect('Endpoints', snap.endpoints, rej)) {
+  const endpoints = collect('Endpoints', snap.endpoints, rej);
+  for (let i = 0; i < endpoints.length; i++) {
+    const id = endpoints[i]!;
     const key = `${id.namespace}/${id.name}`;
     if (!allServiceKeys.has(key)) {
       rej.of(id, `no Service ${key}`);
       continue;
     }
-    if (hasSlices.has(key) || !liveKeys.has(key)) continue;
-    groupsBySvc.set(key, parseEndpoints(id, rej));
+    const s = liveByKey.get(key);
+    if (!s || s.hasSlices) continue;
+    s.endpointGroups = parseEndpoints(id, rej);
   }
 
   // Service ports.
   const servicePorts: ServicePort[] = [];
-  for (const s of live) {
-    const key = `${s.id.namespace}/${s.id.name}`;
-    const groups = groupsBySvc.get(key) ?? [];
+  for (let i = 0; i < live.length; i++) {
+    const s = live[i]!;
+    const groups = s.endpointGroups;
     const clusterIP = s.clusterIP as string;
-    for (const p of s.ports) {
+    for (let j = 0; j < s.ports.length; j++) {
+      const p = s.ports[j]!;
       const frontends: Frontend[] = [{ kind: 'ClusterIP', address: clusterIP, port: p.port }];
       if (typeof p.nodePort === 'number') frontends.push({ kind: 'NodePort', address: NODE_PORT_ADDRESS, port: p.nodePort });
       for (const ip of s.externalIPs) frontends.push({ kind: 'ExternalIP', address: ip, port: p.port });
@@ -731,33 +816,64 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       });
     }
   }
-  servicePorts.sort(
-    (a, b) =>
-      cmp(a.ref.namespace, b.ref.namespace) ||
-      cmp(a.ref.name, b.ref.name) ||
-      cmp(a.ref.portName, b.ref.portName) ||
-      cmp(a.ref.protocol, b.ref.protocol),
-  );
+  servicePorts.sort(byServicePort);
   const claimed = claimFrontends(servicePorts, (ns, name) => live.find((s) => s.id.namespace === ns && s.id.name === name)?.id.origin ?? '');
   rej.list.push(...claimed.rejected);
-  ignored.sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));
-  const rejected = rej.list.sort(
-    (a, b) =>
-      cmp(a.kind, b.kind) ||
-      cmp(a.namespace, b.namespace) ||
-      cmp(a.name, b.name) ||
-      cmp(a.origin, b.origin) ||
-      cmp(a.reason, b.reason),
-  );
+  ignored.sort(byIgnored);
+  const rejected = rej.list.sort(byRejection);
   return { servicePorts: claimed.servicePorts, ignored, rejected, nodeAddresses: nodeAddressesOf(opts.nodePortAddresses) };
 }
 
+/* The model's orders, as functions rather than a closure per call. */
+
+function byServicePort(a: ServicePort, b: ServicePort): number {
+  return cmp(a.ref.namespace, b.ref.namespace) || cmp(a.ref.name, b.ref.name) || cmp(a.ref.portName, b.ref.portName) || cmp(a.ref.protocol, b.ref.protocol);
+}
+
+function byIgnored(a: IgnoredService, b: IgnoredService): number {
+  return cmp(a.namespace, b.namespace) || cmp(a.name, b.name);
+}
+
+function byRejection(a: Rejected, b: Rejected): number {
+  return cmp(a.kind, b.kind) || cmp(a.namespace, b.namespace) || cmp(a.name, b.name) || cmp(a.origin, b.origin) || cmp(a.reason, b.reason);
+}
+
+const itself = (id: Named): Named => id;
+const idOfLive = (s: LiveService): Named => s.id;
+
 /**
- * Membership of a list of keys: a Set, except for the one or two keys of a
- * model cache group, which a scan finds for less than making the Set costs.
+ * Services by "namespace/name": a Map, except for the one or two Services
+ * of a model cache group, which a scan finds for less than making the Map
+ * costs.
  */
-function keyLookup(keys: string[]): { has(key: string): boolean } {
-  return keys.length > 4 ? new Set(keys) : { has: (key) => keys.includes(key) };
+class ServiceIndex<T> {
+  private readonly keys: string[];
+  private readonly index: Map<string, T> | undefined;
+
+  constructor(
+    private readonly items: T[],
+    idOf: (item: T) => Named,
+  ) {
+    this.keys = sizedArray(items.length);
+    for (let i = 0; i < items.length; i++) {
+      const id = idOf(items[i]!);
+      this.keys[i] = `${id.namespace}/${id.name}`;
+    }
+    if (items.length <= 4) return;
+    // The keys are unique (collect() dropped repeated namespace/name pairs).
+    this.index = new Map();
+    for (let i = 0; i < items.length; i++) this.index.set(this.keys[i]!, items[i]!);
+  }
+
+  get(key: string): T | undefined {
+    if (this.index) return this.index.get(key);
+    const at = this.keys.indexOf(key);
+    return at < 0 ? undefined : this.items[at];
+  }
+
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
 }
 
 let lastNodeAddresses: { from: string[]; sorted: string[] } | undefined;

@@ -27,6 +27,10 @@ import {
   sockRevnatValue,
   u32Key,
   u32Value,
+  writeBe16,
+  writeBeU32,
+  writeHostU16,
+  writeHostU32,
   type StructCodec,
 } from '../../src/contract/codecs.js';
 
@@ -209,4 +213,32 @@ test('addresses that are not dotted IPv4 are refused, not encoded as something e
   for (const bad of ['10.0.0.256', 'a.b.c.d', '10.0.0', '10.0.0.01', '', '1.2.3.4.5']) {
     assert.throws(() => frontendKey.encode({ addr: bad, port: 80, proto: 6 }), /not an IPv4 address/, bad);
   }
+});
+
+test('byte stores write what the Buffer methods write', () => {
+  const little = endianness() === 'LE';
+  for (const value of [0, 1, 0x1234, 0xffff, 0x12345678, 0x80000000, 0xffffffff]) {
+    const [a, b] = [Buffer.alloc(6), Buffer.alloc(6)];
+    writeHostU32(a, 1, value);
+    if (little) b.writeUInt32LE(value, 1);
+    else b.writeUInt32BE(value, 1);
+    assert.deepEqual(a, b, `host u32 ${value}`);
+    writeBeU32(a, 2, value);
+    b.writeUInt32BE(value, 2);
+    assert.deepEqual(a, b, `be32 ${value}`);
+    if (value > 0xffff) continue;
+    writeHostU16(a, 3, value);
+    if (little) b.writeUInt16LE(value, 3);
+    else b.writeUInt16BE(value, 3);
+    assert.deepEqual(a, b, `host u16 ${value}`);
+    writeBe16(a, 0, value);
+    b.writeUInt16BE(value, 0);
+    assert.deepEqual(a, b, `be16 ${value}`);
+  }
+});
+
+test('offsetsOf: every member, pads included, or it throws', () => {
+  assert.deepEqual(slotValue.offsetsOf(['backend_id', 'addr', 'port', 'state', 'pad']), { backend_id: 0, addr: 4, port: 8, state: 10, pad: 11 });
+  assert.throws(() => slotValue.offsetsOf(['backend_id', 'addr', 'port', 'state']), /kpx_slot has members backend_id, addr, port, state, pad/);
+  assert.throws(() => slotKey.offsetsOf(['service_id', 'slot', 'extra']), /kpx_slot_key has members/);
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backendIdentity, compile, idsFromTables as idsFromPacked, type IdAssignment } from '../../src/compile/compile.js';
+import { backendIdentity, compile, Compiler, idsFromTables as idsFromPacked, type IdAssignment } from '../../src/compile/compile.js';
 import { packTables } from '../../src/contract/packed.js';
 import {
   BACKEND_FLAGS,
@@ -14,8 +14,9 @@ import {
   slotValue,
   u32Key,
   u32Value,
+  type StructCodec,
 } from '../../src/contract/codecs.js';
-import type { Tables } from '../../src/contract/tables.js';
+import { TABLES, type TableName, type Tables } from '../../src/contract/tables.js';
 import type { Backend, Model, ServicePort } from '../../src/model/types.js';
 
 /** The IDs a table set holds, as the datapath recovers them after a restart. */
@@ -340,6 +341,43 @@ test('compile: past the arenas first size, every entry keeps its bytes (the aren
     d.slots.sort((a, b) => a.service_id - b.service_id || a.slot - b.slot).map((s) => [s.service_id, s.slot, backendById.get(s.backend_id)]),
     model.servicePorts.flatMap((p, i) => p.backends.map((b, slot) => [i + 1, slot, b.address])),
   );
+});
+
+test('compile: every entry written decodes and encodes back to its own bytes (pads zero, no stale tail in a reused slot), under the key id its bytes give', () => {
+  // NodePorts, external addresses, UDP, local and terminating backends, an ignored Service; then a change that frees
+  // slots and reuses them: a Service with long names leaves, one with short names comes, so a name written over a
+  // longer one shows any byte left of it.
+  const long = 'x'.repeat(60);
+  const before = smallModel();
+  before.servicePorts.push(
+    sp('ns', 'dns', 'dns', 'UDP', [{ kind: 'ClusterIP', address: '10.96.0.53', port: 53 }, { kind: 'ExternalIP', address: '203.0.113.7', port: 53 }], [be('10.244.9.9', 5353, 'ready', true)]),
+    sp('ns', long, 'port-name-long', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.60', port: 80 }], [be('10.244.9.7', 8080)]),
+  );
+  const after: Model = {
+    ...before,
+    servicePorts: [
+      before.servicePorts[0]!,
+      sp('ns', 'dns', 'dns', 'UDP', [{ kind: 'LoadBalancer', address: '198.51.100.1', port: 53 }], [be('10.244.9.8', 53)]),
+      sp('ns', 's', 'p', 'TCP', [{ kind: 'ClusterIP', address: '10.96.0.61', port: 80 }], [be('10.244.9.6', 8080)]),
+    ],
+  };
+  const compiler = new Compiler();
+  for (const model of [before, after]) {
+    compiler.update(model);
+    for (const name of Object.keys(TABLES) as TableName[]) {
+      const t = compiler.tables[name];
+      const { key, value } = TABLES[name] as { key: StructCodec<object>; value: StructCodec<object> };
+      for (const slot of t.slots()) {
+        assert.equal(TABLES[name].keyId(t.keys, slot * t.keySize), t.idAt(slot), `${name}: key id of slot ${slot}`);
+        const keyBytes = t.keys.subarray(slot * t.keySize, (slot + 1) * t.keySize);
+        const valueBytes = t.values.subarray(slot * t.valueSize, (slot + 1) * t.valueSize);
+        assert.deepEqual(key.encode(key.decode(keyBytes)), keyBytes, `${name}: key bytes of slot ${slot}`);
+        assert.deepEqual(value.encode(value.decode(valueBytes)), valueBytes, `${name}: value bytes of slot ${slot}`);
+      }
+    }
+  }
+  const names = compiler.tables.services.slots().map((slot) => serviceValue.decode(compiler.tables.services.values, slot * serviceValue.size).name);
+  assert.ok(names.includes('s') && !names.includes(long), `the short-named Service took the long one's place: ${names.join(', ')}`);
 });
 
 test('idsFromTables: an ID at or above its map capacity is left out (kpx hands out IDs dense from 1)', () => {

@@ -9,7 +9,7 @@ function rng(seed: number): () => number {
   return () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
 }
 
-test('IdIndex: adds, finds and deletes as a Map does, keys past 2^32 included, through rehashes and backward shifts', () => {
+test('IdIndex: adds (getOrAdd too), finds and deletes as a Map does, keys past 2^32 included, through rehashes and backward shifts', () => {
   const random = rng(7);
   const index = new IdIndex();
   const model = new Map<number, number>();
@@ -27,11 +27,16 @@ test('IdIndex: adds, finds and deletes as a Map does, keys past 2^32 included, t
       assert.equal(index.delete(k), false);
     } else {
       const k = key();
-      if (model.has(k)) continue;
+      if (model.has(k)) {
+        assert.equal(index.getOrAdd(k, nextValue), model.get(k));
+        continue;
+      }
       const value = freeValues.pop() ?? nextValue++;
       model.set(k, value);
       keys.push(k);
-      index.add(k, value);
+      // Half of the keys through getOrAdd, which adds what it does not find.
+      if (random() < 0.5) index.add(k, value);
+      else assert.equal(index.getOrAdd(k, value), -1);
     }
     if (step % 997 === 0) {
       assert.equal(index.size, model.size);
@@ -39,7 +44,8 @@ test('IdIndex: adds, finds and deletes as a Map does, keys past 2^32 included, t
         assert.equal(index.get(k), v);
         assert.equal(index.keyOf(v), k);
       }
-      assert.equal(index.get(key() + 0.5), -1);
+      // Not an integer, so never a key (past 2^52 adding 0.5 rounds to one: small keys only).
+      assert.equal(index.get(Math.floor(random() * 5000) + 0.5), -1);
     }
   }
   const seen = new Map<number, number>();
