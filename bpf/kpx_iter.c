@@ -8,8 +8,8 @@
  * translated whose backend its Service no longer lists, or whose Service
  * is gone, as Cilium does: its next send() fails, and the application
  * connects again, to a backend that serves. The reader gets one byte per
- * socket aborted. A separate object, since
- * bpf_sock_destroy needs Linux 6.5 where the rest of kpx does not.
+ * socket aborted. A separate object, so that a kernel built without
+ * bpf_sock_destroy loads the rest.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -40,12 +40,14 @@ struct bpf_iter__udp___kpx {
 extern int bpf_sock_destroy(struct sock_common___kpx *sock) __ksym;
 
 #define KPX_AF_INET 2
-/* Slots looked at per socket: a Service with more backends keeps its
- * sockets unless their backend is among the first ones. */
+/* Slots looked at per socket. A Service with more backends is not looked
+ * at: its sockets are never aborted. */
 #define KPX_ITER_MAX_SLOTS 1024
 
 static __always_inline bool kpx_service_lists(const struct kpx_frontend *fe, __be32 addr, __be16 port)
 {
+	if (fe->backend_count > KPX_ITER_MAX_SLOTS)
+		return true;
 	for (__u32 i = 0; i < KPX_ITER_MAX_SLOTS && i < fe->backend_count; i++) {
 		struct kpx_slot_key key = { .service_id = fe->service_id, .slot = i };
 		struct kpx_slot *slot = bpf_map_lookup_elem(&kpx_slots, &key);
@@ -53,7 +55,15 @@ static __always_inline bool kpx_service_lists(const struct kpx_frontend *fe, __b
 		if (slot && slot->addr == addr && slot->port == port)
 			return true;
 	}
-	return fe->backend_count > KPX_ITER_MAX_SLOTS;
+	return false;
+}
+
+static __always_inline __u64 kpx_sync_seq_now(void)
+{
+	__u32 key = 0;
+	__u64 *seq = bpf_map_lookup_elem(&kpx_sync_seq, &key);
+
+	return seq ? *(volatile __u64 *)seq : 1;
 }
 
 SEC("iter/udp")
@@ -70,9 +80,20 @@ int kpx_udp_stale_sockets(struct bpf_iter__udp___kpx *ctx)
 	/* Only a socket connected to the backend kpx gave it. */
 	if (!peer || peer->backend_addr != daddr || peer->backend_port != dport)
 		return 0;
-	struct kpx_frontend *fe = kpx_lookup_frontend(peer->addr, peer->port, IPPROTO_UDP);
+	/* The tables are read between two looks at kpx_sync_seq: while the agent
+	 * writes them, a backend that stays may be missing for a moment (slots
+	 * move), so nothing is aborted then; the sweep after that sync looks
+	 * again. */
+	__u64 seq = kpx_sync_seq_now();
 
-	if (fe && kpx_service_lists(fe, daddr, dport))
+	if (seq & 1)
+		return 0;
+	/* As kpx_connect4 found it: a NodePort by its wildcard key too. */
+	struct kpx_frontend *fe = kpx_lookup_service(peer->addr, peer->port, IPPROTO_UDP);
+	bool listed = fe && kpx_service_lists(fe, daddr, dport);
+
+	asm volatile("" ::: "memory");
+	if (listed || kpx_sync_seq_now() != seq)
 		return 0;
 	/* One byte out per socket aborted: the reader counts them. */
 	if (bpf_sock_destroy(&sk->__sk_common) == 0)

@@ -224,8 +224,9 @@ int kpx_tc_egress(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* XDP frames from the wire always carry complete checksums, so direct
- * updates are right here. */
+/* Frames from a physical wire carry complete checksums, so direct updates
+ * are right here. XDP cannot tell a partial one: a veth whose peer sends
+ * with TX checksum offload (kind's nodes) is not for --xdp. */
 SEC("xdp")
 int kpx_xdp(struct xdp_md *ctx)
 {

@@ -77,6 +77,16 @@ struct {
 	__uint(max_entries, 1);
 } kpx_filter SEC(".maps");
 
+/* Bumped by the agent before it writes the tables (odd) and after (even):
+ * a reader that must not act on a half-written update (kpx_iter.c) checks
+ * it is even and unchanged around what it reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} kpx_sync_seq SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct kpx_ct_key);

@@ -92,8 +92,12 @@ export const DELETE_ORDER: readonly TableName[] = ['nodeAddrs', 'frontends', 'sl
  */
 export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_sock_peer', 'kpx_ct', 'kpx_stats'] as const;
 
-/** Maps the control plane writes whole, derived from what it wrote to the tables (contract/filter.ts). */
-export const DERIVED_MAPS = ['kpx_filter'] as const;
+/**
+ * Maps the control plane writes besides the tables, for them: kpx_filter,
+ * derived from the frontends (contract/filter.ts), and kpx_sync_seq, odd
+ * while a sync writes the tables.
+ */
+export const DERIVED_MAPS = ['kpx_filter', 'kpx_sync_seq'] as const;
 
 export const ALL_MAPS: readonly string[] = [...Object.values(TABLES).map((t) => t.map), ...DERIVED_MAPS, ...KERNEL_OWNED_MAPS];
 

@@ -20,7 +20,7 @@ import { ALL_MAPS, CARRIED_OVER, DERIVED_MAPS, KERNEL_OWNED_MAPS, serviceOfSlotI
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
 import * as bpf from './libbpf.js';
-import { btfHasFunc, MAP_TYPE } from './probe.js';
+import { MAP_TYPE } from './probe.js';
 import { FatalDatapathError, type Datapath, type SyncResult } from './types.js';
 import { StaleUdpSocketSweeper, sweepPinPath } from './udp-sockets.js';
 
@@ -91,11 +91,15 @@ export class EbpfDatapath implements Datapath {
    */
   private filter: FrontendFilter | undefined;
   private readonly filterKey = Buffer.alloc(4);
+  /** kpx_sync_seq as last written (read at start): odd while a sync writes the tables, or after one failed. */
+  private syncSeq: bigint;
+  private readonly syncSeqValue = Buffer.alloc(8);
 
   private constructor(
     private readonly objects: bpf.BpfObjectPtr[],
     private readonly mapFds: Record<TableName, number>,
     private readonly filterFd: number,
+    private readonly syncSeqFd: number,
     private readonly capacity: Record<TableName, number>,
     /** Tables kept in arrays indexed by ID: a delete writes zeros, and an ID must be below the size. */
     private readonly arrays: ReadonlySet<TableName>,
@@ -105,12 +109,14 @@ export class EbpfDatapath implements Datapath {
     private readonly setAside: SetAsidePin[],
     /** Kernel-wide program IDs by program name. */
     private readonly programIds: Map<string, number>,
-    /** Aborts connected UDP sockets whose backend left their Service; none without a cgroup or bpf_sock_destroy. */
-    private readonly udpSweeper: StaleUdpSocketSweeper | undefined,
     private readonly log: Logger,
   ) {
     this.kernelTables = readTables(mapFds);
+    this.syncSeq = bpf.mapLookup(syncSeqFd, this.filterKey, 8)?.readBigUInt64LE(0) ?? 0n;
   }
+
+  /** Aborts connected UDP sockets whose backend left their Service; none without a cgroup or bpf_sock_destroy. */
+  private udpSweeper: StaleUdpSocketSweeper | undefined;
 
   static open(opts: EbpfOptions): EbpfDatapath {
     mkdirSync(opts.bpffs, { recursive: true });
@@ -173,9 +179,9 @@ export class EbpfDatapath implements Datapath {
         if (shape.type === MAP_TYPE.array) arrays.add(table);
       }
       const programIds = new Map([...programs].map(([name, prog]) => [name, bpf.programId(bpf.programFd(prog))]));
-      const filterFd = bpf.mapFd(bpf.findMap(objects[0], DERIVED_MAPS[0]));
-      const udpSweeper = openUdpSweeper(opts);
-      const dp = new EbpfDatapath(objects, mapFds, filterFd, capacity, arrays, attachAfterFirstSync, setAside, programIds, udpSweeper, opts.log);
+      const [filterFd, syncSeqFd] = DERIVED_MAPS.map((name) => bpf.mapFd(bpf.findMap(objects[0], name))) as [number, number];
+      const dp = new EbpfDatapath(objects, mapFds, filterFd, syncSeqFd, capacity, arrays, attachAfterFirstSync, setAside, programIds, opts.log);
+      dp.udpSweeper = openUdpSweeper(opts);
       opts.log.info(
         {
           bpffs: opts.bpffs,
@@ -253,6 +259,8 @@ export class EbpfDatapath implements Datapath {
       const filter = known ?? FrontendFilter.of((this.kernelTables ?? readTables(this.mapFds)).frontends);
       // Cleared so that a failure from here on rebuilds it from what the kernel holds.
       this.filter = undefined;
+      // Odd from the first write until the last one landed: kpx_iter.o acts on no half-written update.
+      this.writeSyncSeq(this.syncSeq | 1n);
       if (this.countFrontends(filter, ops, desired, held) || !known) this.writeFilter(filter);
       for (const op of ops) {
         if (op.op === 'upsert') written += this.upsert(op, desired, held);
@@ -260,6 +268,7 @@ export class EbpfDatapath implements Datapath {
       }
       if (filter.settle()) this.writeFilter(filter);
       this.filter = filter;
+      this.writeSyncSeq(this.syncSeq + 1n);
     } catch (err) {
       // Part of the ops may have landed: trust only what the kernel says,
       // and start a new compiler from the IDs it holds. This one has freed
@@ -305,6 +314,13 @@ export class EbpfDatapath implements Datapath {
 
   private writeFilter(filter: FrontendFilter): void {
     bpf.mapUpdate(this.filterFd, this.filterKey, filter.value);
+  }
+
+  private writeSyncSeq(seq: bigint): void {
+    if (seq === this.syncSeq) return;
+    this.syncSeqValue.writeBigUInt64LE(seq, 0);
+    bpf.mapUpdate(this.syncSeqFd, this.filterKey, this.syncSeqValue);
+    this.syncSeq = seq;
   }
 
   /** The new programs take over the links now that their maps hold the model; the old maps go with the old programs. */
@@ -673,34 +689,46 @@ export function removePins(bpffs: string, cgroup?: string): string[] {
 function openUdpSweeper(opts: EbpfOptions): StaleUdpSocketSweeper | undefined {
   if (opts.cgroup === undefined) return undefined;
   const keep = 'connected UDP sockets keep a backend their Service dropped';
-  if (!btfHasFunc('bpf_sock_destroy')) {
-    opts.log.warn(`the kernel has no bpf_sock_destroy (Linux 6.5): ${keep}`);
-    return undefined;
-  }
   try {
+    if (!bpf.kernelHasFunc('bpf_sock_destroy')) {
+      opts.log.warn(`the kernel has no bpf_sock_destroy: ${keep}`);
+      return undefined;
+    }
     return StaleUdpSocketSweeper.open({ bpffs: opts.bpffs, objectPath: join(BPF_DIR, 'kpx_iter.o'), cgroup: opts.cgroup, log: opts.log });
   } catch (err) {
-    opts.log.warn({ err: (err as Error).message }, `could not load the stale UDP socket iterator: ${keep}`);
+    opts.log.warn({ err: (err as Error).message }, `could not set up the stale UDP socket sweep: ${keep}`);
     return undefined;
   }
 }
 
-/** Whether the ops change which backends a UDP service port has: its frontends, or its slots. */
+const SERVICE_PROTO_AT = serviceValue.offsetsOf(['namespace', 'name', 'port_name', 'proto', 'skip_reason', 'pad']).proto;
+const FRONTEND_PROTO_AT = frontendKey.offsetsOf(['addr', 'port', 'proto', 'pad']).proto;
+
+/**
+ * Whether the ops change which backends a UDP service port has: its
+ * frontends, its slots, or the node addresses its NodePorts answer on.
+ */
 function changesUdpBackends(ops: readonly TableOp[], desired: PackedTables, held: PackedTables): boolean {
+  const protoOf = new Map<number, number | undefined>();
   const serviceProto = (service: number): number | undefined => {
+    if (protoOf.has(service)) return protoOf.get(service);
+    let proto: number | undefined;
     for (const tables of [desired, held]) {
       const slot = tables.services.slot(service);
-      if (slot !== undefined) return serviceValue.decode(tables.services.values, slot * serviceValue.size).proto;
+      if (slot === undefined) continue;
+      proto = tables.services.values[slot * serviceValue.size + SERVICE_PROTO_AT];
+      break;
     }
-    return undefined;
+    protoOf.set(service, proto);
+    return proto;
   };
   for (const op of ops) {
+    if (op.table === 'nodeAddrs') return true;
     if (op.table !== 'frontends' && op.table !== 'slots') continue;
     const from = op.op === 'upsert' ? desired[op.table] : held[op.table];
     for (let i = 0; i < op.slots.length; i++) {
       const slot = op.slots[i]!;
-      const proto =
-        op.table === 'frontends' ? frontendKey.decode(from.keys, slot * from.keySize).proto : serviceProto(serviceOfSlotId(from.idAt(slot)));
+      const proto = op.table === 'frontends' ? from.keys[slot * from.keySize + FRONTEND_PROTO_AT] : serviceProto(serviceOfSlotId(from.idAt(slot)));
       if (proto === IPPROTO.UDP) return true;
     }
   }

@@ -11,6 +11,7 @@ const libc = koffi.load('libc.so.6');
 koffi.opaque('bpf_object');
 koffi.opaque('bpf_map');
 koffi.opaque('bpf_program');
+koffi.opaque('btf');
 
 export type BpfObjectPtr = unknown;
 export type BpfMapPtr = unknown;
@@ -51,6 +52,9 @@ const fn = {
   mapLookupBatch: lib.func(
     'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32_t *count, const void *opts)',
   ),
+  btfLoadVmlinux: lib.func('btf *btf__load_vmlinux_btf(void)'),
+  btfFindByNameKind: lib.func('int btf__find_by_name_kind(const btf *btf, const char *name, uint32_t kind)'),
+  btfFree: lib.func('void btf__free(btf *btf)'),
   strerror: lib.func('int libbpf_strerror(int err, _Out_ char *buf, size_t size)'),
   ifNameToIndex: libc.func('unsigned int if_nametoindex(const char *ifname)'),
 };
@@ -189,7 +193,7 @@ export function objGet(path: string): number {
 }
 
 /** enum bpf_attach_type values newer than the 6.1 uapi headers Debian ships. */
-export const ATTACH = { xdp: 37, tcxIngress: 46, tcxEgress: 47 } as const;
+export const ATTACH = { traceIter: 28, xdp: 37, tcxIngress: 46, tcxEgress: 47 } as const;
 
 /** enum bpf_link_type values kpx creates. */
 export const LINK_TYPE = { cgroup: 3, xdp: 6, tcx: 11 } as const;
@@ -221,6 +225,24 @@ export function linkInfo(linkFd: number): LinkInfo {
       return { type, progId, ifindex: info.readUInt32LE(16), attachType: ATTACH.xdp };
     default:
       return { type, progId };
+  }
+}
+
+/** BTF_KIND_FUNC (linux/btf.h). */
+const BTF_KIND_FUNC = 12;
+
+/**
+ * Whether the running kernel's BTF names a function `name` (false without
+ * kernel BTF). For a kfunc, which exists only as one, that is whether the
+ * kernel has it.
+ */
+export function kernelHasFunc(name: string): boolean {
+  const btf = fn.btfLoadVmlinux();
+  if (btf === null) return false;
+  try {
+    return (fn.btfFindByNameKind(btf, name, BTF_KIND_FUNC) as number) > 0;
+  } finally {
+    fn.btfFree(btf);
   }
 }
 

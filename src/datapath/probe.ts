@@ -5,7 +5,7 @@
  * `chooseMode` turns the answer and `--mode` into a decision with a reason.
  * Probing loads throwaway programs and closes them: nothing is attached.
  */
-import { closeSync, existsSync, readFileSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import * as bpf from './libbpf.js';
 
 export interface FeatureReport {
@@ -81,67 +81,8 @@ const HELPERS_BY_PROG_TYPE: Record<ProgTypeName, readonly HelperName[]> = {
   xdp: ['bpf_fib_lookup', 'bpf_redirect', 'bpf_ktime_get_coarse_ns', 'bpf_get_prandom_u32'],
 };
 
-/**
- * Kernel functions kpx_net.c's tc programs call (bpf_cast_to_kern_ctx: Linux
- * 6.3). The call is resolved against the kernel's BTF, which the program's
- * CO-RE field access needs as well: a kfunc named there is one it can call.
- */
+/** Kernel functions kpx_net.c's tc programs call: bpf_cast_to_kern_ctx (Linux 6.3), whose CO-RE access needs kernel BTF too. */
 const KFUNCS = ['bpf_cast_to_kern_ctx'] as const;
-
-export const KERNEL_BTF = '/sys/kernel/btf/vmlinux';
-
-/** BTF_KIND_* (linux/btf.h) → bytes that follow a type's 12-byte header, given its vlen. */
-const BTF_KIND_EXTRA: ReadonlyMap<number, (vlen: number) => number> = new Map([
-  [1, () => 4], // INT
-  [2, () => 0], // PTR
-  [3, () => 12], // ARRAY
-  [4, (vlen: number) => 12 * vlen], // STRUCT
-  [5, (vlen: number) => 12 * vlen], // UNION
-  [6, (vlen: number) => 8 * vlen], // ENUM
-  [7, () => 0], // FWD
-  [8, () => 0], // TYPEDEF
-  [9, () => 0], // VOLATILE
-  [10, () => 0], // CONST
-  [11, () => 0], // RESTRICT
-  [12, () => 0], // FUNC
-  [13, (vlen: number) => 8 * vlen], // FUNC_PROTO
-  [14, () => 4], // VAR
-  [15, (vlen: number) => 12 * vlen], // DATASEC
-  [16, () => 0], // FLOAT
-  [17, () => 4], // DECL_TAG
-  [18, () => 0], // TYPE_TAG
-  [19, (vlen: number) => 12 * vlen], // ENUM64
-]);
-const BTF_KIND_FUNC = 12;
-
-/**
- * Whether a BTF blob (the kernel's by default) names a function `name`; no
- * blob names none. Throws on a blob it cannot walk, so that a probe never
- * says "missing" for a format it misread.
- */
-export function btfHasFunc(name: string, path = KERNEL_BTF): boolean {
-  if (!existsSync(path)) return false;
-  const btf = readFileSync(path);
-  if (btf.readUInt16LE(0) !== 0xeb9f) throw new Error(`${path}: not little-endian BTF`);
-  const hdrLen = btf.readUInt32LE(4);
-  const [typeOff, typeLen, strOff, strLen] = [8, 12, 16, 20].map((at) => btf.readUInt32LE(at)) as [number, number, number, number];
-  const strings = hdrLen + strOff;
-  // Where the name starts in the string section (a name may be stored more than once).
-  const wanted = Buffer.from(`\0${name}\0`);
-  const nameOffsets = new Set<number>();
-  for (let at = btf.indexOf(wanted, strings); at >= 0 && at < strings + strLen; at = btf.indexOf(wanted, at + 1)) nameOffsets.add(at + 1 - strings);
-  if (nameOffsets.size === 0) return false;
-  const end = hdrLen + typeOff + typeLen;
-  for (let at = hdrLen + typeOff; at < end; ) {
-    const info = btf.readUInt32LE(at + 4);
-    const kind = (info >>> 24) & 0x1f;
-    if (kind === BTF_KIND_FUNC && nameOffsets.has(btf.readUInt32LE(at))) return true;
-    const extra = BTF_KIND_EXTRA.get(kind);
-    if (extra === undefined) throw new Error(`${path}: BTF kind ${kind} unknown`);
-    at += 12 + extra(info & 0xffff);
-  }
-  return false;
-}
 
 /** tcx links (Linux 6.6), attached per --interfaces device. */
 const TCX_ATTACH_TYPES = [
@@ -201,7 +142,7 @@ const FEATURE_CHECKS: readonly FeatureCheck[] = [
   ...KFUNCS.map((kfunc) => ({
     name: `kfunc ${kfunc} in sched_cls`,
     progType: 'sched_cls' as const,
-    supported: () => btfHasFunc(kfunc),
+    supported: () => bpf.kernelHasFunc(kfunc),
   })),
   ...(Object.keys(HELPERS_BY_PROG_TYPE) as ProgTypeName[]).flatMap((progType) =>
     HELPERS_BY_PROG_TYPE[progType].map((helper) => ({

@@ -6,15 +6,13 @@
  * opens and reads it. A sweep is asked for after a sync that changed UDP
  * Services; requests that come while one runs make one more.
  */
-import { execFile } from 'node:child_process';
-import { closeSync, existsSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { execFile, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import * as bpf from './libbpf.js';
 import { openOnPinnedMaps } from './pinned-maps.js';
 
-/** enum bpf_attach_type BPF_TRACE_ITER. */
-const TRACE_ITER = 28;
 const PROGRAM = 'kpx_udp_stale_sockets';
 
 /** Where the iterator's link is pinned, under the agent's bpffs. */
@@ -27,8 +25,10 @@ export function cgroupNetns(cgroup: string): string[] {
   const byInode = new Map<number, string>();
   const visit = (dir: string) => {
     let procs: string;
+    let children: string[];
     try {
       procs = readFileSync(join(dir, 'cgroup.procs'), 'utf8');
+      children = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
     } catch {
       return; // removed meanwhile
     }
@@ -42,7 +42,7 @@ export function cgroupNetns(cgroup: string): string[] {
         // exited meanwhile
       }
     }
-    for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) visit(join(dir, entry.name));
+    for (const child of children) visit(join(dir, child));
   };
   visit(cgroup);
   return [...byInode.values()];
@@ -60,22 +60,35 @@ export class StaleUdpSocketSweeper {
   private running = false;
   private again = false;
   private closed = false;
+  private reader: ChildProcess | undefined;
+  /** Whether the last sweep could read no namespace: said once, until one works again. */
+  private failing = false;
 
   private constructor(
     private readonly opts: SweepOptions,
     private readonly obj: bpf.BpfObjectPtr,
     private readonly pin: string,
+    /** The iterator's program: the pin is this sweeper's while it holds a link to it. */
+    private readonly programId: number,
   ) {}
 
-  /** Loads the iterator on the agent's maps and pins its link (an earlier agent's pin is replaced). */
+  /**
+   * Loads the iterator on the agent's maps and pins its link (an earlier
+   * agent's pin is replaced). Reading it needs nsenter and the processes'
+   * /proc entries (the host's PID namespace).
+   */
   static open(opts: SweepOptions): StaleUdpSocketSweeper {
+    const nsenter = spawnSync('nsenter', ['--version']);
+    if (nsenter.error) throw new Error(`nsenter: ${nsenter.error.message}`);
     const obj = openOnPinnedMaps(opts.objectPath, opts.bpffs);
     const pin = sweepPinPath(opts.bpffs);
     let link: number | undefined;
     try {
-      link = bpf.linkCreate(bpf.programFd(bpf.findProgram(obj, PROGRAM)), 0, TRACE_ITER);
-      if (existsSync(pin)) unlinkSync(pin);
+      const progFd = bpf.programFd(bpf.findProgram(obj, PROGRAM));
+      link = bpf.linkCreate(progFd, 0, bpf.ATTACH.traceIter);
+      unlinkQuiet(pin);
       bpf.objPin(link, pin);
+      return new StaleUdpSocketSweeper(opts, obj, pin, bpf.programId(progFd));
     } catch (err) {
       bpf.closeObject(obj);
       throw err;
@@ -83,7 +96,6 @@ export class StaleUdpSocketSweeper {
       // The pin holds the link from here on.
       if (link !== undefined) closeSync(link);
     }
-    return new StaleUdpSocketSweeper(opts, obj, pin);
   }
 
   /** Asks for a sweep; one that is running finishes first, then one more runs. */
@@ -94,28 +106,43 @@ export class StaleUdpSocketSweeper {
       return;
     }
     this.running = true;
-    void this.runUntilQuiet();
+    // Not in the caller's turn: the walk of the cgroup is no part of a sync.
+    setImmediate(() => void this.runUntilQuiet());
   }
 
-  /** A sweep running goes on with what it opened (the kernel holds the iterator) and stops after it. */
+  /** A sweep running stops; the pin goes if it is still this sweeper's (a newer agent may have replaced it). */
   close(): void {
     this.closed = true;
-    if (existsSync(this.pin)) unlinkSync(this.pin);
+    this.reader?.kill('SIGKILL');
+    if (this.pinIsOurs()) unlinkQuiet(this.pin);
     bpf.closeObject(this.obj);
   }
 
-  private async runUntilQuiet(): Promise<void> {
+  private pinIsOurs(): boolean {
+    let fd: number;
     try {
-      do {
-        this.again = false;
-        await this.sweep();
-      } while (this.again && !this.closed);
-    } catch (err) {
-      // The next request tries again; the agent goes on.
-      this.opts.log.warn({ err: (err as Error).message }, 'stale UDP socket sweep failed');
-    } finally {
-      this.running = false;
+      fd = bpf.objGet(this.pin);
+    } catch {
+      return false;
     }
+    try {
+      return bpf.linkInfo(fd).progId === this.programId;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private async runUntilQuiet(): Promise<void> {
+    do {
+      this.again = false;
+      try {
+        await this.sweep();
+      } catch (err) {
+        // The next request tries again; the agent goes on.
+        this.opts.log.warn({ err: (err as Error).message }, 'stale UDP socket sweep failed');
+      }
+    } while (this.again && !this.closed);
+    this.running = false;
   }
 
   /** Reads the iterator once in each namespace; it writes one byte per socket it aborts. */
@@ -123,14 +150,24 @@ export class StaleUdpSocketSweeper {
     const started = performance.now();
     const namespaces = cgroupNetns(this.opts.cgroup);
     let aborted = 0;
+    let read = 0;
+    let lastError: string | undefined;
     for (const netns of namespaces) {
+      if (this.closed) return;
       try {
-        aborted += await readIterator(netns, this.pin);
+        aborted += await this.readIterator(netns);
+        read++;
       } catch (err) {
         // A namespace whose processes all exited meanwhile; the others still count.
-        this.opts.log.debug({ netns, err: (err as Error).message }, 'stale UDP socket sweep: namespace skipped');
+        lastError = (err as Error).message;
+        this.opts.log.debug({ netns, err: lastError }, 'stale UDP socket sweep: namespace skipped');
       }
     }
+    const failing = namespaces.length > 0 && read === 0;
+    if (failing && !this.failing) {
+      this.opts.log.warn({ namespaces: namespaces.length, err: lastError }, 'stale UDP socket sweep read no network namespace: connected UDP sockets keep a backend their Service dropped');
+    }
+    this.failing = failing;
     if (aborted > 0) {
       this.opts.log.info(
         { aborted, namespaces: namespaces.length, ms: Math.round(performance.now() - started) },
@@ -138,13 +175,22 @@ export class StaleUdpSocketSweeper {
       );
     }
   }
+
+  private readIterator(netns: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.reader = execFile('nsenter', [`--net=${netns}`, '--', 'cat', this.pin], { encoding: 'buffer', maxBuffer: 1 << 24 }, (err, stdout) => {
+        this.reader = undefined;
+        if (err) reject(err);
+        else resolve(stdout.length);
+      });
+    });
+  }
 }
 
-function readIterator(netns: string, pin: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    execFile('nsenter', [`--net=${netns}`, '--', 'cat', pin], { encoding: 'buffer', maxBuffer: 1 << 24 }, (err, stdout) => {
-      if (err) reject(err);
-      else resolve(stdout.length);
-    });
-  });
+function unlinkQuiet(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
 }

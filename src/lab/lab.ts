@@ -161,6 +161,14 @@ export interface LabNode {
   readonly interface?: string;
 }
 
+/** TX checksum offload at either end of a host's wire link; an end left out stays as it is. */
+export interface TxChecksumOffload {
+  /** The host's own eth0: what it sends. */
+  eth0?: boolean;
+  /** Its port on the wire's bridge: what it receives. */
+  wirePort?: boolean;
+}
+
 /** Any lab: hosts, the nodes they belong to, processes in them. */
 export interface ClusterLab extends Handle {
   readonly runId: string;
@@ -173,7 +181,7 @@ export interface ClusterLab extends Handle {
   exec(host: string, argv: string[], opts?: ExecOptions): Promise<ExecResult>;
   spawn(host: string, argv: string[], opts?: SpawnOptions): LabProcess;
   startNameServers(servers: NameServerSpec[]): Promise<LabProcess[]>;
-  setWireChecksumOffload(host: string, on: boolean): Promise<void>;
+  setTxChecksumOffload(host: string, ends: TxChecksumOffload): Promise<void>;
   trackCleanup(fn: () => void | Promise<void>): void;
 }
 
@@ -536,17 +544,19 @@ class LabImpl implements Lab {
   }
 
   /**
-   * Turns TX checksum offload on or off on both ends of a host's wire link.
-   * On, the host's packets cross the wire as CHECKSUM_PARTIAL and so reach
-   * the other hosts' eth0, as on a veth "wire" such as kind's; off (the
-   * lab's default) they carry complete checksums, as on a real wire.
+   * TX checksum offload of a host's wire link, each end apart (the lab's
+   * default: off at both, as on a real wire, where every checksum is
+   * complete). A veth sending with it hands on CHECKSUM_PARTIAL packets: a
+   * host's eth0 for what it sends, its port on the wire's bridge for what
+   * the host receives (each packet crosses the bridge out through the
+   * receiver's port, where an end without offload completes the checksum).
    */
-  async setWireChecksumOffload(host: string, on: boolean): Promise<void> {
+  async setTxChecksumOffload(host: string, ends: TxChecksumOffload): Promise<void> {
     const wirePort = this.wirePorts.get(host);
     if (wirePort === undefined) throw new Error(`${host} is not on the wire of a multi-node lab`);
-    const state = on ? 'on' : 'off';
-    await this.runInNetns(host, ['ethtool', '-K', 'eth0', 'tx', state]);
-    await this.runInNetns(WIRE_HOST, ['ethtool', '-K', wirePort, 'tx', state]);
+    const state = (on: boolean) => (on ? 'on' : 'off');
+    if (ends.eth0 !== undefined) await this.runInNetns(host, ['ethtool', '-K', 'eth0', 'tx', state(ends.eth0)]);
+    if (ends.wirePort !== undefined) await this.runInNetns(WIRE_HOST, ['ethtool', '-K', wirePort, 'tx', state(ends.wirePort)]);
   }
 
   private async configureEth0(host: string, address: string): Promise<void> {

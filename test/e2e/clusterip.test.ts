@@ -13,7 +13,7 @@ import { kpxArgv, startLabAgent } from '../../src/lab/agent.js';
 import { createLab, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
 import { countBodies, countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
 import { allocateClusterIPs } from '../../src/model/cluster-ip.js';
-import { btfHasFunc } from '../../src/datapath/probe.js';
+import { kernelHasFunc } from '../../src/datapath/libbpf.js';
 import { programmedServicePorts } from '../fixtures/programmed.js';
 import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
@@ -228,28 +228,45 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
     // kube-proxy, clears the flow and the same socket goes on.
     const aborts = connected && mode === 'ebpf';
     test(`a UDP client that keeps sending${connected ? ' on a connected socket' : ''} moves to a new endpoint when its own is dropped${aborts ? ': its socket is aborted, and it connects again' : ", as kube-proxy's conntrack cleanup makes it"}`, {
-      skip: aborts && !btfHasFunc('bpf_sock_destroy') && 'the kernel has no bpf_sock_destroy (Linux 6.5): a connected UDP socket keeps its backend',
+      skip: aborts && !kernelHasFunc('bpf_sock_destroy') && 'the kernel has no bpf_sock_destroy: a connected UDP socket keeps its backend',
     }, async () => {
       const file = `udp-move-${connected ? 'connected' : 'sendto'}.json`;
       const address = connected ? '10.96.0.55' : '10.96.0.54';
-      const manifest = (endpoint: string) => [service('udp-move', address, [{ name: 'p', port: 53, protocol: 'UDP', targetPort: 5353 }]), slice('udp-move', 'm', 5353, [[endpoint]], 'UDP')];
+      // With a UDP NodePort Service that keeps its endpoint: its clients connected to 127.0.0.1:nodePort stay.
+      const nodePortService = { ...service('udp-np', '10.96.0.57', [{ name: 'p', port: 53, protocol: 'UDP', targetPort: 5353, nodePort: 30057 }]) };
+      nodePortService.spec = { ...nodePortService.spec, type: 'NodePort' } as typeof nodePortService.spec;
+      const manifest = (...endpoints: string[]) => [
+        service('udp-move', address, [{ name: 'p', port: 53, protocol: 'UDP', targetPort: 5353 }]),
+        slice('udp-move', 'm', 5353, endpoints.map((e) => [e]), 'UDP'),
+        nodePortService,
+        slice('udp-np', 'n', 5353, [['10.244.0.13']], 'UDP'),
+      ];
       await writeManifest(file, manifest('10.244.0.11'));
       await kernelReflects('the UDP Service on pod-a', () => find('udp-move')?.backends[0]?.address === '10.244.0.11');
       try {
         // Every 50 ms for 3 s from one socket; pod-a stays up and would answer whatever still reaches it.
         const sending = probe(['udp', address, '53', '--count', '60', '--interval', '50', ...(connected ? ['--connected', '--reconnect'] : [])]);
-        // A client of another UDP Service, which keeps its endpoints, is left alone.
-        const bystander = connected ? probe(['udp', '10.96.0.53', '53', '--count', '60', '--interval', '50', '--connected']) : undefined;
-        await new Promise((r) => setTimeout(r, 700));
+        // Clients of other UDP Services, which keep their endpoints, are left alone: through a ClusterIP, and (ebpf
+        // mode: a pod's own 127.0.0.1 is no NodePort in iptables mode) through a NodePort's wildcard key.
+        const others = [['10.96.0.53', '53'], ...(mode === 'ebpf' ? [['127.0.0.1', '30057']] : [])];
+        const bystanders = connected ? others.map(([to, port]) => probe(['udp', to!, port!, '--count', '60', '--interval', '50', '--connected'])) : [];
+        await new Promise((r) => setTimeout(r, connected ? 400 : 700));
+        if (connected) {
+          // An endpoint that sorts first moves pod-a to another slot: its connected socket stays where it is.
+          await writeManifest(file, manifest('10.244.0.9', '10.244.0.11'));
+          await kernelReflects('a second endpoint', () => find('udp-move')?.backends.length === 2);
+          await new Promise((r) => setTimeout(r, 300));
+        }
+        const moved = Date.now();
         await writeManifest(file, manifest('10.244.0.12'));
         await kernelReflects('the UDP Service moved to pod-b', () => find('udp-move')?.backends[0]?.address === '10.244.0.12');
         // The kernel has the change; give the conntrack cleanup (iptables mode) or the socket sweep (ebpf) a moment after it.
         const settled = Date.now() + 300;
         const results = await sending;
         const failed = results.filter((r) => !r.ok);
-        if (bystander) {
+        for (const bystander of bystanders) {
           const kept = await bystander;
-          assert.ok(kept.every((r) => r.ok) && new Set(kept.map((r) => r.ok && r.body)).size === 1, `the bystander kept its socket and backend: ${JSON.stringify(countBodies(kept))}`);
+          assert.ok(kept.every((r) => r.ok) && new Set(kept.map((r) => r.ok && r.body)).size === 1, `a bystander kept its socket and backend: ${JSON.stringify(countBodies(kept))}`);
         }
         if (aborts) {
           // The aborted socket's pending receive or next send fails, once; the new socket reaches pod-b.
@@ -258,7 +275,8 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
         } else {
           assert.deepEqual(failed, [], JSON.stringify(countBodies(results)));
         }
-        assert.deepEqual(countBodies(results.slice(0, 1)), { 'pod-a': 1 }, 'the flow started on pod-a');
+        const before = results.filter((r) => r.at < moved);
+        assert.deepEqual(countBodies(before), { 'pod-a': before.length }, `the flow stayed on pod-a until its endpoint went: ${JSON.stringify(countBodies(results))}`);
         const after = results.filter((r) => r.at > settled);
         assert.ok(after.length >= 5, `datagrams after the change settled: ${after.length}`);
         assert.deepEqual(countBodies(after), { 'pod-b': after.length }, `after the change went to pod-b; all: ${JSON.stringify(countBodies(results))}`);

@@ -298,19 +298,24 @@ for (const { label, mode, extraArgs } of VARIANTS) {
 
     // XDP sees no skb, so nor whether a checksum is partial: the lab's wire carries complete ones for it.
     if (!extraArgs.includes('--xdp')) {
-      test('packets that cross the wire with partial checksums (a veth wire, as in kind) reach a remote backend and their replies the client', async () => {
-        // node-a forwards out of an eth0 without offload, which completes each checksum in software from what
-        // the translation left in it: a wrong one is dropped by the receiver. Both directions arrive partial.
-        const partial = ['ext', 'node-b'];
+      test('packets that reach node-a with partial checksums (a veth wire, as in kind) reach a remote backend and their replies the client', async () => {
+        // ext's and node-b's packets arrive at node-a's tc ingress CHECKSUM_PARTIAL: both send with offload, and
+        // node-a's bridge port hands them on as they are. node-a sends without offload, so its forwarding completes
+        // each checksum in software from what the translation left in it, and the receiver drops a wrong one.
+        const offload = [
+          { host: 'ext', ends: { eth0: true } },
+          { host: 'node-b', ends: { eth0: true } },
+          { host: 'node-a', ends: { wirePort: true } },
+        ];
         try {
-          for (const host of partial) await lab.setWireChecksumOffload(host, true);
+          for (const { host, ends } of offload) await lab.setTxChecksumOffload(host, ends);
           const tcp = await fromOutside(['http', NODE_A, '30080', '--path', '/client', '--count', '20']);
           assertAllAnswered(tcp, 'TCP');
           assert.deepEqual([...(clientsSeen(tcp).get('pod-b1') ?? [])], [NODE_A], 'the remote backend answered, through SNAT');
           const udp = await fromOutside(['udp', NODE_A, '30053', '--message', 'client', '--fresh', '--count', '5']);
           assert.deepEqual(countBodies(udp), { [`pod-b1 ${NODE_A}`]: 5 });
         } finally {
-          for (const host of partial) await lab.setWireChecksumOffload(host, false);
+          for (const { host } of offload) await lab.setTxChecksumOffload(host, { eth0: false, wirePort: false });
         }
       });
     }

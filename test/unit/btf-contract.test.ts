@@ -159,6 +159,7 @@ const KERNEL_OWNED_CODECS: Record<string, { key: StructCodec<object>; value: Str
 /** Codecs of the maps the control plane derives from the tables (DERIVED_MAPS). */
 const DERIVED_CODECS: Record<string, { key: StructCodec<object>; value: StructCodec<object> }> = {
   kpx_filter: { key: u32Key, value: filterValue },
+  kpx_sync_seq: { key: u32Key, value: u64Value },
 };
 
 function codecsOfMap(map: string): { key: StructCodec<object>; value: StructCodec<object> } {
