@@ -90,7 +90,8 @@ export class EbpfDatapath implements Datapath {
    * may be stale, or the map new).
    */
   private filter: FrontendFilter | undefined;
-  private readonly filterKey = Buffer.alloc(4);
+  /** Key 0: the one entry of kpx_filter and of kpx_sync_seq. */
+  private readonly oneEntryKey = Buffer.alloc(4);
   /** kpx_sync_seq as last written (read at start): odd while a sync writes the tables, or after one failed. */
   private syncSeq: bigint;
   private readonly syncSeqValue = Buffer.alloc(8);
@@ -112,7 +113,7 @@ export class EbpfDatapath implements Datapath {
     private readonly log: Logger,
   ) {
     this.kernelTables = readTables(mapFds);
-    this.syncSeq = bpf.mapLookup(syncSeqFd, this.filterKey, 8)?.readBigUInt64LE(0) ?? 0n;
+    this.syncSeq = bpf.mapLookup(syncSeqFd, this.oneEntryKey, 8)?.readBigUInt64LE(0) ?? 0n;
   }
 
   /** Aborts connected UDP sockets whose backend left their Service; none without a cgroup or bpf_sock_destroy. */
@@ -313,13 +314,13 @@ export class EbpfDatapath implements Datapath {
   }
 
   private writeFilter(filter: FrontendFilter): void {
-    bpf.mapUpdate(this.filterFd, this.filterKey, filter.value);
+    bpf.mapUpdate(this.filterFd, this.oneEntryKey, filter.value);
   }
 
   private writeSyncSeq(seq: bigint): void {
     if (seq === this.syncSeq) return;
     this.syncSeqValue.writeBigUInt64LE(seq, 0);
-    bpf.mapUpdate(this.syncSeqFd, this.filterKey, this.syncSeqValue);
+    bpf.mapUpdate(this.syncSeqFd, this.oneEntryKey, this.syncSeqValue);
     this.syncSeq = seq;
   }
 

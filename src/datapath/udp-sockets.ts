@@ -21,7 +21,7 @@ export function sweepPinPath(bpffs: string): string {
 }
 
 /** The network namespaces of the processes in a cgroup and its children: one /proc path per namespace. */
-export function cgroupNetns(cgroup: string): string[] {
+function cgroupNetns(cgroup: string): string[] {
   const byInode = new Map<number, string>();
   const visit = (dir: string) => {
     let procs: string;
@@ -48,7 +48,7 @@ export function cgroupNetns(cgroup: string): string[] {
   return [...byInode.values()];
 }
 
-export interface SweepOptions {
+interface SweepOptions {
   bpffs: string;
   /** The object, bpf/kpx_iter.o. */
   objectPath: string;
