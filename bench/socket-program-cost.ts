@@ -21,7 +21,7 @@ import { openFloorObject, type FloorProgram } from './lib/floor.js';
 import { formatNumber, newResult, runIfMain, spread, type Scenario } from './lib/report.js';
 import {
   BENCH_CPU, createServiceLab, DIRECT, ENDPOINTS_PER_SERVICE, installServices, runTcp, runUdp, serviceDestination,
-  udpServiceDestination, writeServices,
+  udpServiceDestination, udpServicesDestination, writeServices,
 } from './lib/service-lab.js';
 
 const FULL = { services: 10_000, runs: 3, seconds: 1 };
@@ -94,6 +94,12 @@ export const scenario: Scenario = async (quick) => {
         traffic: 'UDP sendto the UDP ClusterIP',
         translates: true,
         run: async () => (await runUdp(bed, udpServiceDestination(plan.services), plan.seconds)).datagrams,
+      },
+      {
+        program: 'kpx_sendmsg4',
+        traffic: 'UDP sendto two UDP ClusterIPs in turn (no sendto repeats the last)',
+        translates: true,
+        run: async () => (await runUdp(bed, udpServicesDestination(plan.services), plan.seconds)).datagrams,
       },
       {
         program: 'kpx_sendmsg4',

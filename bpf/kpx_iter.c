@@ -58,14 +58,6 @@ static __always_inline bool kpx_service_lists(const struct kpx_frontend *fe, __b
 	return false;
 }
 
-static __always_inline __u64 kpx_sync_seq_now(void)
-{
-	__u32 key = 0;
-	__u64 *seq = bpf_map_lookup_elem(&kpx_sync_seq, &key);
-
-	return seq ? *(volatile __u64 *)seq : 1;
-}
-
 SEC("iter/udp")
 int kpx_udp_stale_sockets(struct bpf_iter__udp___kpx *ctx)
 {

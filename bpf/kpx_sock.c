@@ -39,8 +39,8 @@ static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const st
 
 /* An unconnected UDP socket may send to several Services: one LRU entry per
  * socket and backend. Most sendto()s repeat the last mapping, and a lookup
- * costs far less than a write. */
-static __always_inline void kpx_remember_sendto(__u64 cookie, const struct kpx_slot *slot, __be32 addr, __be16 port)
+ * costs far less than a write. Returns whether the mapping was known. */
+static __always_inline bool kpx_remember_sendto(__u64 cookie, const struct kpx_slot *slot, __be32 addr, __be16 port)
 {
 	struct kpx_sock_revnat_key rkey = {
 		.cookie = cookie,
@@ -54,8 +54,29 @@ static __always_inline void kpx_remember_sendto(__u64 cookie, const struct kpx_s
 	struct kpx_sock_revnat *known = bpf_map_lookup_elem(&kpx_sock_revnat, &rkey);
 
 	if (known && known->addr == addr && known->port == port)
-		return;
+		return true;
 	bpf_map_update_elem(&kpx_sock_revnat, &rkey, &rval, BPF_ANY);
+	return false;
+}
+
+/* Keeps a sendto()'s translation in the socket for the next one (struct
+ * kpx_sock_sendto): in the storage it has, or, once a mapping repeats, in
+ * new storage. */
+static __always_inline void kpx_keep_sendto(struct bpf_sock_addr *ctx, struct kpx_sock_sendto *last, bool repeat, __u64 seq,
+					    const struct kpx_slot *slot, __be32 addr, __be16 port)
+{
+	if (!last) {
+		if (!repeat)
+			return;
+		last = bpf_sk_storage_get(&kpx_sock_sendto, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!last)
+			return;
+	}
+	last->sync_seq = seq;
+	last->addr = addr;
+	last->port = port;
+	last->backend_addr = slot->addr;
+	last->backend_port = slot->port;
 }
 
 /* The backend choice of an unconnected socket's sendto(): fixed per socket,
@@ -68,19 +89,17 @@ static __always_inline __u32 kpx_socket_pick(__u64 cookie)
 	return (__u32)((cookie * 0x9e3779b97f4a7c15ULL) >> 32);
 }
 
-/* Rewrites ctx to a backend of the frontend it addresses, if any. */
-static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx, bool connecting)
+/* The frontend ctx addresses, or NULL when the call proceeds untouched or
+ * is refused (*verdict says which). */
+static __always_inline struct kpx_frontend *kpx_frontend_of(struct bpf_sock_addr *ctx, bool connecting, int *verdict)
 {
-	__be32 addr = ctx->user_ip4;
-	__be16 port = (__be16)ctx->user_port;
-	__u8 proto;
+	__u8 proto = kpx_sock_proto(ctx);
 	struct kpx_frontend *fe;
-	struct kpx_slot *slot;
 
+	*verdict = SYS_PROCEED;
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
-		return SYS_PROCEED;
-	proto = kpx_sock_proto(ctx);
-	fe = kpx_lookup_service(addr, port, proto);
+		return NULL;
+	fe = kpx_lookup_service(ctx->user_ip4, (__be16)ctx->user_port, proto);
 	if (!fe) {
 		/* A UDP socket may connect again, here straight to an address: what
 		 * it kept from a Service connect must not name its new peer. Only
@@ -88,30 +107,72 @@ static __always_inline int kpx_translate4(struct bpf_sock_addr *ctx, bool connec
 		 * of the socket), and a TCP socket connects once. */
 		if (connecting && proto == IPPROTO_UDP)
 			bpf_sk_storage_delete(&kpx_sock_peer, ctx->sk);
-		return SYS_PROCEED;
+		return NULL;
 	}
 	if (fe->backend_count == 0) {
 		/* kube-proxy REJECTs a Service without endpoints: fail at once
 		 * with the errno a refused connection gives. */
 		bpf_set_retval(-ECONNREFUSED);
-		return SYS_REJECT;
+		*verdict = SYS_REJECT;
+		return NULL;
 	}
-	if (connecting) {
-		slot = kpx_select_slot(fe, bpf_get_prandom_u32());
-		if (!slot)
-			return SYS_PROCEED;
-		/* Socket storage can only fail to allocate: the LRU still answers. */
-		if (kpx_remember_peer(ctx, slot, addr, port) < 0)
-			kpx_remember_sendto(bpf_get_socket_cookie(ctx), slot, addr, port);
-	} else {
-		__u64 cookie = bpf_get_socket_cookie(ctx);
+	return fe;
+}
 
-		slot = kpx_select_slot(fe, kpx_socket_pick(cookie));
-		if (!slot)
-			return SYS_PROCEED;
-		kpx_remember_sendto(cookie, slot, addr, port);
+SEC("cgroup/connect4")
+int kpx_connect4(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	struct kpx_frontend *fe;
+	struct kpx_slot *slot;
+	int verdict;
+
+	fe = kpx_frontend_of(ctx, true, &verdict);
+	if (!fe)
+		return verdict;
+	slot = kpx_select_slot(fe, bpf_get_prandom_u32());
+	if (!slot)
+		return SYS_PROCEED;
+	/* Socket storage can only fail to allocate: the LRU still answers. */
+	if (kpx_remember_peer(ctx, slot, addr, port) < 0)
+		kpx_remember_sendto(bpf_get_socket_cookie(ctx), slot, addr, port);
+	ctx->user_ip4 = slot->addr;
+	ctx->user_port = (__u32)slot->port;
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/sendmsg4")
+int kpx_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	struct kpx_frontend *fe;
+	struct kpx_slot *slot;
+	int verdict;
+
+	/* Most datagrams go elsewhere: they skip the socket storage too. */
+	if (!kpx_may_be_service(addr, port))
+		return SYS_PROCEED;
+	/* Read before the tables: a sync that lands after this read makes
+	 * what is kept below stale at once. */
+	__u64 seq = kpx_sync_seq_now();
+	struct kpx_sock_sendto *last = bpf_sk_storage_get(&kpx_sock_sendto, ctx->sk, 0, 0);
+
+	if (last && last->sync_seq == seq && last->addr == addr && last->port == port) {
+		ctx->user_ip4 = last->backend_addr;
+		ctx->user_port = (__u32)last->backend_port;
+		return SYS_PROCEED;
 	}
+	fe = kpx_frontend_of(ctx, false, &verdict);
+	if (!fe)
+		return verdict;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
 
+	slot = kpx_select_slot(fe, kpx_socket_pick(cookie));
+	if (!slot)
+		return SYS_PROCEED;
+	kpx_keep_sendto(ctx, last, kpx_remember_sendto(cookie, slot, addr, port), seq, slot, addr, port);
 	ctx->user_ip4 = slot->addr;
 	ctx->user_port = (__u32)slot->port;
 	return SYS_PROCEED;
@@ -133,6 +194,16 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 		return SYS_PROCEED;
 	}
 
+	/* An unconnected socket: its last sendto() first, whether or not the
+	 * tables changed since (it did send to that Service), then the LRU. */
+	struct kpx_sock_sendto *last = bpf_sk_storage_get(&kpx_sock_sendto, ctx->sk, 0, 0);
+
+	if (last && last->backend_addr == backend_addr && last->backend_port == backend_port) {
+		ctx->user_ip4 = last->addr;
+		ctx->user_port = (__u32)last->port;
+		return SYS_PROCEED;
+	}
+
 	struct kpx_sock_revnat_key rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
 		.backend_addr = backend_addr,
@@ -146,18 +217,6 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 		ctx->user_port = (__u32)rval->port;
 	}
 	return SYS_PROCEED;
-}
-
-SEC("cgroup/connect4")
-int kpx_connect4(struct bpf_sock_addr *ctx)
-{
-	return kpx_translate4(ctx, true);
-}
-
-SEC("cgroup/sendmsg4")
-int kpx_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return kpx_translate4(ctx, false);
 }
 
 SEC("cgroup/recvmsg4")

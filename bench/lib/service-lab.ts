@@ -5,9 +5,9 @@
  * the native client and server (bench/native/) pinned to one CPU.
  *
  * The server pod holds ten addresses, the ten endpoints of the first and the
- * last Service; every other Service's endpoints are synthetic. One extra UDP
- * Service (index N, so it sorts after every TCP one in KUBE-SERVICES) has the
- * same ten endpoints, for the sendmsg program.
+ * last Service; every other Service's endpoints are synthetic. Two extra UDP
+ * Services (indexes N and N + 1, so they sort after every TCP one in
+ * KUBE-SERVICES) have the same ten endpoints, for the sendmsg program.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -44,9 +44,14 @@ export function serviceDestination(index: number): Destination {
   return { addresses: [clusterIP(index)], port: SERVICE_PORT };
 }
 
-/** The UDP Service of a lab with `services` TCP Services. */
+/** The first UDP Service of a lab with `services` TCP Services. */
 export function udpServiceDestination(services: number): Destination {
   return serviceDestination(services);
+}
+
+/** Both UDP Services of a lab with `services` TCP Services, to be taken in turn. */
+export function udpServicesDestination(services: number): Destination {
+  return { addresses: [clusterIP(services), clusterIP(services + 1)], port: SERVICE_PORT };
 }
 
 export interface TcpRun {
@@ -101,13 +106,13 @@ function clusterSpec(services: number, protocol: 'TCP' | 'UDP'): ClusterSpec {
   };
 }
 
-/** N TCP Services and the UDP one, as one JSON List in the manifest folder. */
+/** N TCP Services and the two UDP ones, as one JSON List in the manifest folder. */
 export async function writeServices(lab: Lab, services: number): Promise<void> {
   const tcp = clusterSpec(services, 'TCP');
   const udp = clusterSpec(services, 'UDP');
   const items: object[] = [];
   for (let i = 0; i < services; i++) items.push(service(i, tcp), endpointSlice(i, tcp));
-  items.push(service(services, udp), endpointSlice(services, udp));
+  for (const i of [services, services + 1]) items.push(service(i, udp), endpointSlice(i, udp));
   // `origin` is what the manifest source adds when it reads a file, not part of the object.
   const objects = items.map((item) => Object.fromEntries(Object.entries(item).filter(([key]) => key !== 'origin')));
   await writeFile(join(lab.manifestsDir, 'services.json'), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }));
@@ -163,8 +168,7 @@ export function runTcp(bed: ServiceLab, to: Destination, seconds: number): Promi
 }
 
 export function runUdp(bed: ServiceLab, to: Destination, seconds: number): Promise<UdpRun> {
-  if (to.addresses.length !== 1) throw new Error('runUdp: one address');
-  return runClient(bed, ['udp', to.addresses[0]!, String(to.port)], seconds) as Promise<UdpRun>;
+  return runClient(bed, ['udp', to.addresses.join(','), String(to.port)], seconds) as Promise<UdpRun>;
 }
 
 /** The server pod's TCP counters that say whether fresh 4-tuples really were fresh. */

@@ -7,9 +7,10 @@
  *     "ping", read the answer until the server closes, close; addresses in
  *     turn. Prints {"connections","seconds","p50_us","p99_us"}, the
  *     latencies being whole connections (connect to close).
- *   connect-loop udp ADDR PORT SECONDS
- *     one unconnected socket, sendto ADDR:PORT in a loop (every datagram
- *     goes through the cgroup sendmsg hook). Prints {"datagrams","seconds"}.
+ *   connect-loop udp ADDR[,ADDR...] PORT SECONDS
+ *     one unconnected socket, sendto ADDR:PORT in a loop, addresses in turn
+ *     (every datagram goes through the cgroup sendmsg hook). Prints
+ *     {"datagrams","seconds"}.
  *
  * Any failed call ends the run with exit status 1 and the reason on stderr:
  * a rate over failing connections would mean nothing.
@@ -31,7 +32,7 @@
 #define MAX_ADDRESSES 64
 
 static void usage(void) {
-  fprintf(stderr, "usage: connect-loop tcp ADDR[,ADDR...] PORT SECONDS | connect-loop udp ADDR PORT SECONDS\n");
+  fprintf(stderr, "usage: connect-loop tcp|udp ADDR[,ADDR...] PORT SECONDS\n");
   exit(2);
 }
 
@@ -105,14 +106,15 @@ static void tcp_loop(struct sockaddr_in *to, int n_to, double seconds) {
   free(latencies);
 }
 
-static void udp_loop(const struct sockaddr_in *to, double seconds) {
+static void udp_loop(const struct sockaddr_in *to, int n_to, double seconds) {
   int fd = socket(AF_INET, SOCK_DGRAM, 0);
   if (fd < 0) fail("socket");
   uint64_t start = now_ns(), deadline = start + (uint64_t)(seconds * 1e9), t = start;
   size_t n = 0;
   while (t < deadline) {
     /* A full socket buffer is the receiver's problem, not a failed call. */
-    if (sendto(fd, "ping", 4, 0, (const struct sockaddr *)to, sizeof(*to)) < 0 && errno != ENOBUFS && errno != EAGAIN) fail("sendto");
+    const struct sockaddr_in *dst = &to[n % (size_t)n_to];
+    if (sendto(fd, "ping", 4, 0, (const struct sockaddr *)dst, sizeof(*dst)) < 0 && errno != ENOBUFS && errno != EAGAIN) fail("sendto");
     n++;
     if ((n & 255) == 0) t = now_ns();
   }
@@ -129,7 +131,7 @@ int main(int argc, char **argv) {
   if (port <= 0 || port > 65535 || seconds <= 0) usage();
   int n_to = parse_addresses(argv[2], port, to);
   if (strcmp(argv[1], "tcp") == 0) tcp_loop(to, n_to, seconds);
-  else if (strcmp(argv[1], "udp") == 0 && n_to == 1) udp_loop(&to[0], seconds);
+  else if (strcmp(argv[1], "udp") == 0) udp_loop(to, n_to, seconds);
   else usage();
   return 0;
 }

@@ -35,6 +35,17 @@ static __always_inline bool kpx_filter_has_nodeport(const struct kpx_filter *fil
 	return filter->nodeport_bits[(bit >> 6) & (KPX_FILTER_PORT_WORDS - 1)] & (1ULL << (bit & 63));
 }
 
+/* False when addr:port reaches no frontend, as kpx_filter says for most
+ * destinations at the cost of an array read: a program with work to do
+ * before kpx_lookup_service skips it for them. */
+static __always_inline bool kpx_may_be_service(__be32 addr, __be16 port)
+{
+	__u32 zero = 0;
+	struct kpx_filter *filter = bpf_map_lookup_elem(&kpx_filter, &zero);
+
+	return filter && (kpx_filter_has_addr(filter, addr) || kpx_filter_has_nodeport(filter, port));
+}
+
 /* The frontend a packet or socket for addr:port reaches: an exact entry
  * (ClusterIP, externalIP, LoadBalancer IP), else the NodePort when addr is
  * one of the node addresses that answer NodePorts, or 0. kpx_filter answers

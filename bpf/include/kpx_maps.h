@@ -64,6 +64,13 @@ struct {
 } kpx_sock_peer SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kpx_sock_sendto);
+} kpx_sock_sendto SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __be32);
 	__type(value, __u32);
@@ -86,6 +93,15 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, 1);
 } kpx_sync_seq SEC(".maps");
+
+/* kpx_sync_seq now; odd (mid-update) when the map cannot be read. */
+static __always_inline __u64 kpx_sync_seq_now(void)
+{
+	__u32 key = 0;
+	__u64 *seq = bpf_map_lookup_elem(&kpx_sync_seq, &key);
+
+	return seq ? *(volatile __u64 *)seq : 1;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -121,6 +121,21 @@ struct kpx_sock_peer {
 	__u16 pad2;
 };
 
+/* kpx_sock_sendto: an unconnected UDP socket's last sendto() translation.
+ * While kpx_sync_seq still reads sync_seq, the tables are as they were when
+ * it was made, so a sendto to the same Service takes it without a lookup:
+ * most sockets repeat one destination. Made on a socket's second sendto to
+ * a Service, so a socket that sends once never pays for its storage. */
+struct kpx_sock_sendto {
+	__u64 sync_seq;
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+	__be32 backend_addr;
+	__be16 backend_port;
+	__u16 pad2;
+};
+
 /* kpx_node_addrs: the node addresses that answer NodePorts (kube-proxy's
  * --nodeport-addresses). A NodePort is one kpx_frontends entry with addr 0;
  * a packet or socket for <addr>:<port> reaches it when addr is listed here.

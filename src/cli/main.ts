@@ -47,8 +47,8 @@ function parseNodePortRangeFlag(text: string): PortRange {
   return range;
 }
 
-/** kpx_sock_peer is socket storage (no size), kpx_filter and kpx_sync_seq one value each, kpx_stats one slot per counter. */
-const RESIZABLE_MAPS = ALL_MAPS.filter((m) => !['kpx_sock_peer', 'kpx_filter', 'kpx_sync_seq', 'kpx_stats'].includes(m));
+/** kpx_sock_peer and kpx_sock_sendto are socket storage (no size), kpx_filter and kpx_sync_seq one value each, kpx_stats one slot per counter. */
+const RESIZABLE_MAPS = ALL_MAPS.filter((m) => !['kpx_sock_peer', 'kpx_sock_sendto', 'kpx_filter', 'kpx_sync_seq', 'kpx_stats'].includes(m));
 
 function parseMapSizes(spec: string | undefined): Partial<Record<string, number>> {
   const sizes: Record<string, number> = {};

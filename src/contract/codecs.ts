@@ -458,6 +458,25 @@ export const sockPeerValue = new StructCodec<SockPeer>('kpx_sock_peer', 16, [
   { c: 'pad2', kind: 'u16', offset: 14 },
 ]);
 
+export interface SockSendto {
+  sync_seq: bigint;
+  addr: string;
+  port: number;
+  backend_addr: string;
+  backend_port: number;
+}
+
+/** The value of kpx_sock_sendto: an unconnected socket's last sendto() translation, and the kpx_sync_seq it holds for. */
+export const sockSendtoValue = new StructCodec<SockSendto>('kpx_sock_sendto', 24, [
+  { c: 'sync_seq', kind: 'u64', offset: 0 },
+  { c: 'addr', kind: 'ipv4', offset: 8 },
+  { c: 'port', kind: 'be16', offset: 12 },
+  { c: 'pad', kind: 'u16', offset: 14 },
+  { c: 'backend_addr', kind: 'ipv4', offset: 16 },
+  { c: 'backend_port', kind: 'be16', offset: 20 },
+  { c: 'pad2', kind: 'u16', offset: 22 },
+]);
+
 /** KPX_FILTER_ADDR_MUL and KPX_FILTER_ADDR_SHIFT: an address's bit is the top bits of its product with the multiplier. */
 export const FILTER_ADDR_MUL = 0x9e3779b1;
 export const FILTER_ADDR_SHIFT = 12;
@@ -488,6 +507,7 @@ export const CONTRACT_STRUCTS = [
   sockRevnatKey,
   sockRevnatValue,
   sockPeerValue,
+  sockSendtoValue,
   ctKey,
   ctValue,
   filterValue,

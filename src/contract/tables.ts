@@ -90,7 +90,7 @@ export const DELETE_ORDER: readonly TableName[] = ['nodeAddrs', 'frontends', 'sl
  * outlive an agent restart (flows, socket mappings and counters go on) and
  * removePins removes them with the rest.
  */
-export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_sock_peer', 'kpx_ct', 'kpx_stats'] as const;
+export const KERNEL_OWNED_MAPS = ['kpx_sock_revnat', 'kpx_sock_peer', 'kpx_sock_sendto', 'kpx_ct', 'kpx_stats'] as const;
 
 /**
  * Maps the control plane writes besides the tables, for them: kpx_filter,

@@ -16,6 +16,7 @@ import {
   CONTRACT_STRUCTS,
   socketFdKey,
   sockPeerValue,
+  sockSendtoValue,
   CT_FIB,
   CT_FLAGS,
   ctKey,
@@ -152,6 +153,7 @@ class Btf {
 const KERNEL_OWNED_CODECS: Record<string, { key: StructCodec<object>; value: StructCodec<object> }> = {
   kpx_sock_revnat: { key: sockRevnatKey, value: sockRevnatValue },
   kpx_sock_peer: { key: socketFdKey, value: sockPeerValue },
+  kpx_sock_sendto: { key: socketFdKey, value: sockSendtoValue },
   kpx_ct: { key: ctKey, value: ctValue },
   kpx_stats: { key: u32Key, value: u64Value },
 };

@@ -119,6 +119,7 @@ test('CONTRACT_STRUCTS lists every struct codec once', () => {
       'kpx_sock_revnat_key',
       'kpx_sock_revnat',
       'kpx_sock_peer',
+      'kpx_sock_sendto',
       'kpx_ct_key',
       'kpx_ct',
       'kpx_filter',
