@@ -3,7 +3,9 @@
  * one after the other (connect, "ping", "pong", the server closes) from the
  * client pod, straight to the backend (the limit) and through the first and
  * the last of N Services, with the agent's ebpf and iptables datapaths, at
- * several N. Client and server are native programs pinned to one CPU.
+ * several N. Client and server are native programs pinned to one CPU. A
+ * run takes the backend and the Services in turn, connection by connection,
+ * so a ratio compares connections made microseconds apart.
  *
  *   node dist/bench/connect-rate.js [--quick]
  *
@@ -15,7 +17,7 @@
 import { newResult, runIfMain, spread, type BenchResult, type Panel, type Row, type Scenario, type Series } from './lib/report.js';
 import { clusterIP, kubeServicesIndexes } from './lib/cluster.js';
 import {
-  BENCH_CPU, createServiceLab, DIRECT, ENDPOINTS_PER_SERVICE, installServices, kubeServicesOrder, runTcp, serverTcpCounters, serviceDestination,
+  BENCH_CPU, createServiceLab, DIRECT, ENDPOINTS_PER_SERVICE, installServices, kubeServicesOrder, runTcpInterleaved, serverTcpCounters, serviceDestination,
   writeServices, type Destination, type Mode, type ServiceLab, type TcpRun,
 } from './lib/service-lab.js';
 
@@ -75,13 +77,13 @@ export const scenario: Scenario = async (quick) => {
     services: plan.sizes,
     endpointsPerService: ENDPOINTS_PER_SERVICE,
     runs: plan.runs,
-    secondsPerRun: plan.seconds,
+    secondsPerRun: `${plan.seconds} per target: a run takes the targets in turn`,
     iptablesServices: plan.sizes,
     cpuPinning: `client and server pinned to CPU ${BENCH_CPU} (taskset)`,
     connection: 'connect, write 4 bytes, read 4 bytes, the server closes first, close; fresh ephemeral port each time; client TCP timestamps without per-destination offset (tcp_timestamps=2)',
-    extraServices: 'one UDP Service besides the N TCP ones (for socket-program-cost), after them in KUBE-SERVICES',
+    extraServices: 'two UDP Services besides the N TCP ones (for socket-program-cost), after them in KUBE-SERVICES',
     statistic:
-      'median over runs of connections/s, p50 and p99 per run; runs interleave the targets. Ratio to direct, ebpf rows: the median over runs r of (the target\'s conn/s in run r) / (conn/s straight to the backend in run r), runs seconds apart (this VM drifts by more than the program costs), with the min-max of those per-run ratios; iptables rows (run minutes later): their median conn/s over the ebpf direct median',
+      'each run takes the targets in turn, connection by connection (backend, first Service, last Service, backend, ...): a target\'s conn/s in a run is its connections over the time they took. Median over runs of conn/s, p50 and p99. Ratio to direct, ebpf rows: the median over runs of (the target\'s conn/s) / (conn/s straight to the backend in the same run), with the min-max of those per-run ratios (this VM drifts between runs by more than the program costs); iptables rows (another install, minutes later): their median conn/s over the ebpf direct median',
   });
   const measured: Measured[] = [];
   const bed = await createServiceLab();
@@ -95,7 +97,8 @@ export const scenario: Scenario = async (quick) => {
         if (mode === 'iptables') await checkKubeServicesOrder(bed, services, targets, result.notes);
         const runs = new Map<Target, TcpRun[]>(targets.map((t) => [t, []]));
         for (let run = 0; run < plan.runs; run++) {
-          for (const target of targets) runs.get(target)!.push(await runTcp(bed, target.destination, plan.seconds));
+          const perTarget = await runTcpInterleaved(bed, targets.map((t) => t.destination), plan.seconds * targets.length);
+          targets.forEach((target, i) => runs.get(target)!.push(perTarget[i]!));
         }
         for (const target of targets) measured.push(summarise(services, mode, target, runs.get(target)!));
       }
@@ -115,7 +118,8 @@ export const scenario: Scenario = async (quick) => {
 /** kube-proxy's chain is walked in order: say where the targets' jumps sit, and whether they are the first and the last. */
 async function checkKubeServicesOrder(bed: ServiceLab, services: number, targets: Target[], notes: string[]): Promise<void> {
   const order = await kubeServicesOrder(bed.lab);
-  const tcpOrder = order.filter((address) => address !== clusterIP(services));
+  const udp = new Set([clusterIP(services), clusterIP(services + 1)]);
+  const tcpOrder = order.filter((address) => !udp.has(address));
   const serviceTargets = targets.filter((t) => t.index !== undefined);
   const positions = serviceTargets.map((t) => `${t.to} at ${order.indexOf(clusterIP(t.index!)) + 1}`);
   const asExpected = tcpOrder[0] === clusterIP(serviceTargets[0]!.index!) && tcpOrder[tcpOrder.length - 1] === clusterIP(serviceTargets.at(-1)!.index!);
@@ -127,7 +131,7 @@ async function checkKubeServicesOrder(bed: ServiceLab, services: number, targets
 
 function report(result: BenchResult, sizes: number[], measured: Measured[]): void {
   const directOf = (services: number) => measured.find((m) => m.services === services && m.mode === 'ebpf' && m.target.index === undefined)!;
-  // Same mode as the direct runs: paired run by run (seconds apart). iptables runs are minutes from them: the ratio of medians.
+  // Same mode as the direct runs: paired within each run (connection by connection). iptables runs are minutes from them: the ratio of medians.
   const runRatios = (m: Measured) => (m.mode === 'ebpf' ? m.perRun.map((c, r) => c / directOf(m.services).perRun[r]!) : undefined);
   const ratioOf = (m: Measured) => {
     const paired = runRatios(m);

@@ -163,12 +163,24 @@ async function runClient(bed: ServiceLab, args: string[], seconds: number): Prom
   return JSON.parse(r.stdout);
 }
 
-export function runTcp(bed: ServiceLab, to: Destination, seconds: number): Promise<TcpRun> {
-  return runClient(bed, ['tcp', to.addresses.join(','), String(to.port)], seconds) as Promise<TcpRun>;
+const destinationArg = (to: Destination) => `${to.addresses.join(',')}:${to.port}`;
+
+/**
+ * One client run over several destinations, taken in turn connection by
+ * connection (bench/native/connect-loop.c); one TcpRun per destination, in
+ * order, its seconds being the time its own connections took.
+ */
+export async function runTcpInterleaved(bed: ServiceLab, to: Destination[], seconds: number): Promise<TcpRun[]> {
+  const out = (await runClient(bed, ['tcp', ...to.map(destinationArg)], seconds)) as { destinations: TcpRun[] };
+  return out.destinations;
+}
+
+export async function runTcp(bed: ServiceLab, to: Destination, seconds: number): Promise<TcpRun> {
+  return (await runTcpInterleaved(bed, [to], seconds))[0]!;
 }
 
 export function runUdp(bed: ServiceLab, to: Destination, seconds: number): Promise<UdpRun> {
-  return runClient(bed, ['udp', to.addresses.join(','), String(to.port)], seconds) as Promise<UdpRun>;
+  return runClient(bed, ['udp', destinationArg(to)], seconds) as Promise<UdpRun>;
 }
 
 /** The server pod's TCP counters that say whether fresh 4-tuples really were fresh. */
