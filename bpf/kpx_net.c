@@ -215,7 +215,7 @@ int kpx_tc_egress(struct __sk_buff *skb)
 	 * translated packet was rewritten where it came in. */
 	if (!ct || (ct->flags & (KPX_CT_REPLY | KPX_CT_REDIRECT)) != KPX_CT_REPLY)
 		return TC_ACT_OK;
-	kpx_ct_touch(ct, &p, bpf_ktime_get_coarse_ns());
+	kpx_ct_touch(ct, &p, kpx_now_ns());
 	struct kpx_ct out = *ct;
 
 	if (kpx_skb_rewrite(skb, &p, &out, p.ttl) < 0)

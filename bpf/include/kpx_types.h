@@ -197,7 +197,7 @@ struct kpx_ct {
 	/* Forward entries: the backend chosen, checked on every packet so a
 	 * flow whose backend is gone picks a new one. */
 	__u32 backend_id;
-	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, by the tick), refreshed at most every second */
+	__u64 last_seen_ns; /* kpx_now_ns() (CLOCK_MONOTONIC, by the tick), refreshed at most every second */
 	__u8 flags;	    /* KPX_CT_* */
 	__u8 fib;	    /* KPX_FIB_*: which of the fib_ members below hold the flow's last FIB result */
 	__u8 pad[2];

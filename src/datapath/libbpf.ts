@@ -23,6 +23,7 @@ const fn = {
   objectClose: lib.func('void bpf_object__close(bpf_object *obj)'),
   nextMap: lib.func('bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)'),
   mapName: lib.func('const char *bpf_map__name(const bpf_map *map)'),
+  mapIsInternal: lib.func('bool bpf_map__is_internal(const bpf_map *map)'),
   findMapByName: lib.func('bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)'),
   mapSetPinPath: lib.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
   mapSetMaxEntries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
@@ -103,9 +104,16 @@ export function closeObject(obj: BpfObjectPtr): void {
 }
 
 /** The maps an object declares, by name. */
+/**
+ * The maps an object declares in its .maps section, by name. Not the ones
+ * libbpf makes for the object itself (.kconfig, .rodata): each object has
+ * its own, and they are never shared or pinned.
+ */
 export function objectMaps(obj: BpfObjectPtr): Map<string, BpfMapPtr> {
   const maps = new Map<string, BpfMapPtr>();
-  for (let map = fn.nextMap(obj, null); map !== null; map = fn.nextMap(obj, map)) maps.set(fn.mapName(map) as string, map);
+  for (let map = fn.nextMap(obj, null); map !== null; map = fn.nextMap(obj, map)) {
+    if (!fn.mapIsInternal(map)) maps.set(fn.mapName(map) as string, map);
+  }
   return maps;
 }
 

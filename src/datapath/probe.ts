@@ -45,6 +45,7 @@ const HELPER_ID = {
   bpf_redirect: 23,
   bpf_skb_pull_data: 39,
   bpf_get_socket_cookie: 46,
+  bpf_jiffies64: 118, // Linux 5.5
   bpf_fib_lookup: 69,
   bpf_sk_storage_get: 107, // in cgroup sock_addr programs since Linux 5.3
   bpf_redirect_neigh: 152,
@@ -76,9 +77,10 @@ const HELPERS_BY_PROG_TYPE: Record<ProgTypeName, readonly HelperName[]> = {
     'bpf_skb_store_bytes',
     'bpf_l4_csum_replace', // CHECKSUM_COMPLETE packets only
     'bpf_ktime_get_coarse_ns',
+    'bpf_jiffies64',
     'bpf_get_prandom_u32',
   ],
-  xdp: ['bpf_fib_lookup', 'bpf_redirect', 'bpf_ktime_get_coarse_ns', 'bpf_get_prandom_u32'],
+  xdp: ['bpf_fib_lookup', 'bpf_redirect', 'bpf_ktime_get_coarse_ns', 'bpf_jiffies64', 'bpf_get_prandom_u32'],
 };
 
 /** Kernel functions kpx_net.c's tc programs call: bpf_cast_to_kern_ctx (Linux 6.3), whose CO-RE access needs kernel BTF too. */

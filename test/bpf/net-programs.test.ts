@@ -233,12 +233,16 @@ describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
 
   type CtFlow = Omit<CtValue, 'last_seen_ns' | 'fib' | 'fib_ifindex' | 'fib_nexthop' | 'fib_dmac' | 'fib_smac'>;
 
-  /** A kpx_ct entry without its timestamp, which only has to be set, and its kept FIB result (a test of its own). */
+  /**
+   * A kpx_ct entry without its timestamp, which only has to be CLOCK_MONOTONIC of the last few seconds (the
+   * programs' clock is the tick, from jiffies where the kernel's HZ is known), and its kept FIB result (a test of its own).
+   */
   function ctEntry(key: Omit<CtKey, 'proto'>, proto: number = IPPROTO.TCP): CtFlow | undefined {
     const entry = bed.ct({ ...key, proto });
     if (!entry) return undefined;
     const { last_seen_ns, fib: _fib, fib_ifindex: _ifindex, fib_nexthop: _nexthop, fib_dmac: _dmac, fib_smac: _smac, ...rest } = entry;
-    assert.ok(last_seen_ns > 0n, 'last_seen_ns is set');
+    const age = process.hrtime.bigint() - last_seen_ns;
+    assert.ok(age > -1_000_000_000n && age < 10_000_000_000n, `last_seen_ns is CLOCK_MONOTONIC of the last seconds: ${Number(age) / 1e9} s ago`);
     return rest;
   }
 
