@@ -103,7 +103,6 @@ export function closeObject(obj: BpfObjectPtr): void {
   fn.objectClose(obj);
 }
 
-/** The maps an object declares, by name. */
 /**
  * The maps an object declares in its .maps section, by name. Not the ones
  * libbpf makes for the object itself (.kconfig, .rodata): each object has
