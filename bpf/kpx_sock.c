@@ -40,7 +40,7 @@ static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const st
 /* An unconnected UDP socket may send to several Services: one LRU entry per
  * socket and backend. Most sendto()s repeat the last mapping, and a lookup
  * costs far less than a write. Returns whether the mapping was known. */
-static __always_inline bool kpx_remember_sendto(__u64 cookie, const struct kpx_slot *slot, __be32 addr, __be16 port)
+static __always_inline bool kpx_remember_revnat(__u64 cookie, const struct kpx_slot *slot, __be32 addr, __be16 port)
 {
 	struct kpx_sock_revnat_key rkey = {
 		.cookie = cookie,
@@ -61,10 +61,14 @@ static __always_inline bool kpx_remember_sendto(__u64 cookie, const struct kpx_s
 
 /* Keeps a sendto()'s translation in the socket for the next one (struct
  * kpx_sock_sendto): in the storage it has, or, once a mapping repeats, in
- * new storage. */
+ * new storage. Not while kpx_sync_seq is odd: the tables may be half
+ * written, and a sync that failed leaves it odd through the next one's
+ * writes, which would not make the translation stale. */
 static __always_inline void kpx_keep_sendto(struct bpf_sock_addr *ctx, struct kpx_sock_sendto *last, bool repeat, __u64 seq,
 					    const struct kpx_slot *slot, __be32 addr, __be16 port)
 {
+	if (seq & 1)
+		return;
 	if (!last) {
 		if (!repeat)
 			return;
@@ -136,7 +140,7 @@ int kpx_connect4(struct bpf_sock_addr *ctx)
 		return SYS_PROCEED;
 	/* Socket storage can only fail to allocate: the LRU still answers. */
 	if (kpx_remember_peer(ctx, slot, addr, port) < 0)
-		kpx_remember_sendto(bpf_get_socket_cookie(ctx), slot, addr, port);
+		kpx_remember_revnat(bpf_get_socket_cookie(ctx), slot, addr, port);
 	ctx->user_ip4 = slot->addr;
 	ctx->user_port = (__u32)slot->port;
 	return SYS_PROCEED;
@@ -172,7 +176,7 @@ int kpx_sendmsg4(struct bpf_sock_addr *ctx)
 	slot = kpx_select_slot(fe, kpx_socket_pick(cookie));
 	if (!slot)
 		return SYS_PROCEED;
-	kpx_keep_sendto(ctx, last, kpx_remember_sendto(cookie, slot, addr, port), seq, slot, addr, port);
+	kpx_keep_sendto(ctx, last, kpx_remember_revnat(cookie, slot, addr, port), seq, slot, addr, port);
 	ctx->user_ip4 = slot->addr;
 	ctx->user_port = (__u32)slot->port;
 	return SYS_PROCEED;

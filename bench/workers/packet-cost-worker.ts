@@ -261,7 +261,8 @@ class Worker {
       sport: out.sport,
       dport: out.dport,
       backend_id: backendId,
-      last_seen_ns: process.hrtime.bigint(), // CLOCK_MONOTONIC, the clock of bpf_ktime_get_coarse_ns() (at a tick's precision)
+      // CLOCK_MONOTONIC: the programs' clock (kpx_now_ns) to within its offset from boot, so the entry is fresh.
+      last_seen_ns: process.hrtime.bigint(),
       flags,
       // No FIB result: the first packet of the run looks it up and keeps it, as a refreshed entry's does; the rest use it.
       fib: CT_FIB.none,

@@ -19,6 +19,7 @@ import { emptyPackedTables, tablesContent, type PackedTables } from '../contract
 import { ALL_MAPS, CARRIED_OVER, DERIVED_MAPS, KERNEL_OWNED_MAPS, serviceOfSlotId, TABLES, type TableName, type Tables } from '../contract/tables.js';
 import type { ModelUpdate } from '../model/types.js';
 import { diffTables, opBatch, type TableOp } from '../reconcile/table-diff.js';
+import { kernelHz, objectKconfig } from './kernel-config.js';
 import * as bpf from './libbpf.js';
 import { MAP_TYPE } from './probe.js';
 import { FatalDatapathError, type Datapath, type SyncResult } from './types.js';
@@ -51,6 +52,8 @@ export interface EbpfOptions {
   xdp?: boolean;
   /** max_entries per map name; a pinned map of another size is replaced (a kernel-owned one then starts empty). */
   mapSizes?: Partial<Record<string, number>>;
+  /** The kernel's CONFIG_HZ, 0 for unknown; by default read from its config (kernel-config.ts). */
+  kernelHz?: number;
   log: Logger;
 }
 
@@ -127,8 +130,9 @@ export class EbpfDatapath implements Datapath {
     try {
       const adopted = existsSync(join(opts.bpffs, TABLES.frontends.map));
       const programs = new Map<string, bpf.BpfProgramPtr>();
+      const kconfig = objectKconfig(opts.kernelHz ?? kernelHz());
       for (const file of OBJECT_FILES) {
-        const obj = bpf.openObject(join(BPF_DIR, file));
+        const obj = bpf.openObject(join(BPF_DIR, file), kconfig);
         objects.push(obj);
         const maps = bpf.objectMaps(obj);
         for (const [name, map] of maps) {
@@ -260,7 +264,8 @@ export class EbpfDatapath implements Datapath {
       const filter = known ?? FrontendFilter.of((this.kernelTables ?? readTables(this.mapFds)).frontends);
       // Cleared so that a failure from here on rebuilds it from what the kernel holds.
       this.filter = undefined;
-      // Odd from the first write until the last one landed: kpx_iter.o acts on no half-written update.
+      // Odd from the first write until the last one landed: kpx_iter.o acts on no half-written update, and
+      // kpx_sendmsg4 keeps no translation from one.
       this.writeSyncSeq(this.syncSeq | 1n);
       if (this.countFrontends(filter, ops, desired, held) || !known) this.writeFilter(filter);
       for (const op of ops) {
@@ -337,6 +342,9 @@ export class EbpfDatapath implements Datapath {
     const { linkFds, newLinks, removedLinks } = taken;
     this.linkFds.push(...linkFds);
     this.pendingLinks = undefined;
+    // Until the swap the previous programs served from their own tables (set-aside maps, or a model this
+    // agent has since changed) and kept sendto translations under the current sequence: make those stale.
+    this.writeSyncSeq(this.syncSeq + 2n);
     const replacedMaps = this.setAside.map((s) => s.name);
     for (const { fd } of this.setAside.splice(0)) closeSync(fd);
     this.log.info({ newLinks, removedLinks, replacedMaps }, 'the first sync landed: this agent\'s programs took over the links');

@@ -12,13 +12,25 @@ koffi.opaque('bpf_object');
 koffi.opaque('bpf_map');
 koffi.opaque('bpf_program');
 koffi.opaque('btf');
+/**
+ * struct bpf_object_open_opts (libbpf 1.x) up to `kconfig`, the one member
+ * kpx sets; `sz` tells libbpf where the caller's struct ends.
+ */
+const ObjectOpenOpts = koffi.struct('bpf_object_open_opts', {
+  sz: 'size_t',
+  object_name: 'const char *',
+  relaxed_maps: 'bool',
+  pin_root_path: 'const char *',
+  attach_prog_fd_removed: 'uint32_t',
+  kconfig: 'const char *',
+});
 
 export type BpfObjectPtr = unknown;
 export type BpfMapPtr = unknown;
 export type BpfProgramPtr = unknown;
 
 const fn = {
-  objectOpenFile: lib.func('bpf_object *bpf_object__open_file(const char *path, const void *opts)'),
+  objectOpenFile: lib.func('bpf_object *bpf_object__open_file(const char *path, const bpf_object_open_opts *opts)'),
   objectLoad: lib.func('int bpf_object__load(bpf_object *obj)'),
   objectClose: lib.func('void bpf_object__close(bpf_object *obj)'),
   nextMap: lib.func('bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)'),
@@ -91,8 +103,17 @@ export const ENOENT = 2;
 export const E2BIG = 7;
 const ENOSPC = 28;
 
-export function openObject(path: string): BpfObjectPtr {
-  return checkPtr(`bpf_object__open_file(${path})`, fn.objectOpenFile(path, null));
+/**
+ * Opens an object file. `kconfig` ("CONFIG_X=v" lines) gives its __kconfig
+ * externs their values; libbpf otherwise reads the kernel's config file for
+ * them and fails the load where there is none.
+ */
+export function openObject(path: string, kconfig?: string): BpfObjectPtr {
+  const opts =
+    kconfig === undefined
+      ? null
+      : { sz: koffi.sizeof(ObjectOpenOpts), object_name: null, relaxed_maps: false, pin_root_path: null, attach_prog_fd_removed: 0, kconfig };
+  return checkPtr(`bpf_object__open_file(${path})`, fn.objectOpenFile(path, opts));
 }
 
 export function loadObject(obj: BpfObjectPtr): void {

@@ -45,9 +45,9 @@ const HELPER_ID = {
   bpf_redirect: 23,
   bpf_skb_pull_data: 39,
   bpf_get_socket_cookie: 46,
-  bpf_jiffies64: 118, // Linux 5.5
   bpf_fib_lookup: 69,
   bpf_sk_storage_get: 107, // in cgroup sock_addr programs since Linux 5.3
+  bpf_jiffies64: 118, // Linux 5.5
   bpf_redirect_neigh: 152,
   bpf_ktime_get_coarse_ns: 160, // Linux 5.11
   bpf_set_retval: 187, // Linux 5.18

@@ -14,6 +14,7 @@ import { release } from 'node:os';
 import { after, before, describe, test } from 'node:test';
 import { CT_FIB, CT_FLAGS, IPPROTO, backendValue, u32Key, type CtKey, type CtValue, type StatName } from '../../src/contract/codecs.js';
 import type { Stats } from '../../src/datapath/stats.js';
+import { kernelHz } from '../../src/datapath/kernel-config.js';
 import type { ObjectSnapshot } from '../../src/k8s/types.js';
 import { buildModel } from '../../src/model/build.js';
 import type { ModelOptions } from '../../src/model/types.js';
@@ -193,13 +194,22 @@ function fibLookupSrcMissing(): string | undefined {
 }
 const remote = { skip: fibLookupSrcMissing() };
 
-describe('kpx_net.o under BPF_PROG_TEST_RUN', { skip: unavailable }, () => {
+/**
+ * The programs' clock: jiffies where the kernel's CONFIG_HZ is known, the
+ * coarse clock helper where it is not (kpx_now_ns); every case runs with each.
+ */
+const CLOCKS = [
+  { name: "jiffies, the kernel's CONFIG_HZ", kernelHz: kernelHz() },
+  { name: 'bpf_ktime_get_coarse_ns, CONFIG_HZ unknown', kernelHz: 0 },
+];
+
+for (const clock of CLOCKS) describe(`kpx_net.o under BPF_PROG_TEST_RUN (clock: ${clock.name})`, { skip: unavailable }, () => {
   let bed: BpfTestBed;
 
   before(async () => {
     const model = buildModel(SNAPSHOT, OPTIONS);
     assert.deepEqual(model.rejected, [], 'the fixture Services are valid');
-    bed = await createBpfTestBed({ ip: NODE_TOPOLOGY, sysctls: NODE_SYSCTLS });
+    bed = await createBpfTestBed({ ip: NODE_TOPOLOGY, sysctls: NODE_SYSCTLS, kernelHz: clock.kernelHz });
     bed.sync(model);
   });
 
