@@ -77,13 +77,13 @@ export const scenario: Scenario = async (quick) => {
     services: plan.sizes,
     endpointsPerService: ENDPOINTS_PER_SERVICE,
     runs: plan.runs,
-    secondsPerRun: `${plan.seconds} per target: a run takes the targets in turn`,
+    secondsPerRunPerTarget: plan.seconds,
     iptablesServices: plan.sizes,
     cpuPinning: `client and server pinned to CPU ${BENCH_CPU} (taskset)`,
     connection: 'connect, write 4 bytes, read 4 bytes, the server closes first, close; fresh ephemeral port each time; client TCP timestamps without per-destination offset (tcp_timestamps=2)',
     extraServices: 'two UDP Services besides the N TCP ones (for socket-program-cost), after them in KUBE-SERVICES',
     statistic:
-      'each run takes the targets in turn, connection by connection (backend, first Service, last Service, backend, ...): a target\'s conn/s in a run is its connections over the time they took. Median over runs of conn/s, p50 and p99. Ratio to direct, ebpf rows: the median over runs of (the target\'s conn/s) / (conn/s straight to the backend in the same run), with the min-max of those per-run ratios (this VM drifts between runs by more than the program costs); iptables rows (another install, minutes later): their median conn/s over the ebpf direct median',
+      'each run takes the targets in turn, connection by connection (backend, first Service, last Service, backend, ..., the order turned by one each run): a target\'s conn/s in a run is its connections over the time they took, each from the end of the connection before it to its own close. Median over runs of conn/s, p50 and p99. Ratio to direct, ebpf rows: the median over runs of (the target\'s conn/s) / (conn/s straight to the backend in the same run), with the min-max of those per-run ratios (this VM drifts between runs by more than the program costs); iptables rows (another install, minutes later): their median conn/s over the ebpf direct median',
   });
   const measured: Measured[] = [];
   const bed = await createServiceLab();
@@ -97,8 +97,11 @@ export const scenario: Scenario = async (quick) => {
         if (mode === 'iptables') await checkKubeServicesOrder(bed, services, targets, result.notes);
         const runs = new Map<Target, TcpRun[]>(targets.map((t) => [t, []]));
         for (let run = 0; run < plan.runs; run++) {
-          const perTarget = await runTcpInterleaved(bed, targets.map((t) => t.destination), plan.seconds * targets.length);
-          targets.forEach((target, i) => runs.get(target)!.push(perTarget[i]!));
+          // Each connection's time includes what the one before it left to the kernel (its teardown): the order
+          // turns by one every run, so no target always follows the same one.
+          const order = targets.map((_, i) => targets[(i + run) % targets.length]!);
+          const perTarget = await runTcpInterleaved(bed, order.map((t) => t.destination), plan.seconds * targets.length);
+          order.forEach((target, i) => runs.get(target)!.push(perTarget[i]!));
         }
         for (const target of targets) measured.push(summarise(services, mode, target, runs.get(target)!));
       }

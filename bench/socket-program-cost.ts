@@ -91,13 +91,13 @@ export const scenario: Scenario = async (quick) => {
       },
       {
         program: 'kpx_sendmsg4',
-        traffic: 'UDP sendto the UDP ClusterIP',
+        traffic: 'UDP sendto one UDP ClusterIP, repeated',
         translates: true,
         run: async () => (await runUdp(bed, udpServiceDestination(plan.services), plan.seconds)).datagrams,
       },
       {
         program: 'kpx_sendmsg4',
-        traffic: 'UDP sendto two UDP ClusterIPs in turn (no sendto repeats the last)',
+        traffic: 'UDP sendto two UDP ClusterIPs in turn (each sendto misses the last translation)',
         translates: true,
         run: async () => (await runUdp(bed, udpServicesDestination(plan.services), plan.seconds)).datagrams,
       },

@@ -7,7 +7,8 @@
  * The server pod holds ten addresses, the ten endpoints of the first and the
  * last Service; every other Service's endpoints are synthetic. Two extra UDP
  * Services (indexes N and N + 1, so they sort after every TCP one in
- * KUBE-SERVICES) have the same ten endpoints, for the sendmsg program.
+ * KUBE-SERVICES), for the sendmsg program, have the same ten addresses, the
+ * second on the next port: their backends differ.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +23,7 @@ export const BENCH_CPU = 0;
 export const SERVER_ADDRESSES = Array.from({ length: ENDPOINTS_PER_SERVICE }, (_, j) => `10.244.0.${20 + j}`);
 const SERVER_POD = { name: 'server', address: SERVER_ADDRESSES[0]! };
 const SERVER_ENDPOINTS: Endpoint[] = SERVER_ADDRESSES.map((ip) => ({ ip, port: TARGET_PORT }));
+const SERVER_ENDPOINTS_NEXT_PORT: Endpoint[] = SERVER_ADDRESSES.map((ip) => ({ ip, port: TARGET_PORT + 1 }));
 /** A 10,000-Service iptables-restore takes a while; startLabAgent's own wait is shorter. */
 const SYNC_TIMEOUT_MS = 180_000;
 
@@ -101,7 +103,10 @@ function clusterSpec(services: number, protocol: 'TCP' | 'UDP'): ClusterSpec {
   return {
     services,
     endpointsPerService: ENDPOINTS_PER_SERVICE,
-    endpointsOf: (i) => (served.has(i) || protocol === 'UDP' ? SERVER_ENDPOINTS : undefined),
+    endpointsOf: (i) => {
+      if (protocol === 'UDP') return i === services + 1 ? SERVER_ENDPOINTS_NEXT_PORT : SERVER_ENDPOINTS;
+      return served.has(i) ? SERVER_ENDPOINTS : undefined;
+    },
     protocol,
   };
 }

@@ -10,7 +10,9 @@
  *     the same machine: a VM that drifts between runs cannot favour one.
  *     Prints {"destinations":[{"connections","seconds","p50_us","p99_us"}]},
  *     in the order given; "seconds" is the sum of that destination's
- *     connections (connect to close), the latencies are whole connections.
+ *     connections, each from the end of the one before it (so including
+ *     what that one left the kernel to do) to its own close; the latencies
+ *     are the same spans.
  *   connect-loop udp DEST SECONDS
  *     one unconnected socket, sendto in a loop, DEST's addresses in turn
  *     (every datagram goes through the cgroup sendmsg hook). Prints
