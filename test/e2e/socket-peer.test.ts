@@ -4,11 +4,13 @@
 // agent restart takes it away; unconnected UDP answers through the LRU.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { frontendKey, frontendValue, IPPROTO, slotKey, slotValue, u32Key, u64Value } from '../../src/contract/codecs.js';
+import { mapLookup, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
 import { startLabAgent } from '../../src/lab/agent.js';
 import { createLab, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
 import { countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
@@ -53,7 +55,24 @@ interface PeerCheck {
   check: number;
   tcp: string;
   udp: string;
+  /** Where the holder's unconnected socket's last reply came from (recvmsg), and who sent it. */
+  sendto: string;
+  from: string;
 }
+
+/** Something done with a pinned map through a short-lived fd. */
+function withPinned<T>(pin: string, use: (fd: number) => T): T {
+  const fd = objGet(pin);
+  try {
+    return use(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** What every check must say: the Services, whichever name server answered. */
+const SERVICES_SEEN = { tcp: WEB, udp: DNS, sendto: DNS };
+const peersOf = ({ from: _from, ...peers }: PeerCheck) => peers;
 
 describe('socket peers (ebpf)', { skip }, () => {
   let lab: Lab;
@@ -94,7 +113,7 @@ describe('socket peers (ebpf)', { skip }, () => {
   });
 
   test('getpeername() shows the ClusterIP for connected TCP and UDP; recvmsg() shows it as the source for unconnected UDP', async () => {
-    assert.deepEqual(await holderPeers(0), { check: 0, tcp: WEB, udp: DNS });
+    assert.deepEqual(peersOf(await holderPeers(0)), { check: 0, ...SERVICES_SEEN });
     assert.deepEqual(countPeers(await probe(['udp', ...DNS.split(':'), '--count', '20'])), { [DNS]: 20 });
     assert.deepEqual(countPeers(await probe(['udp', ...DNS.split(':'), '--count', '5', '--connected', '--fresh'])), { [DNS]: 5 });
   });
@@ -106,7 +125,9 @@ describe('socket peers (ebpf)', { skip }, () => {
     const revnat = revnatMap();
     assert.equal(revnat.max_entries, REVNAT_ENTRIES, '--map-sizes sizes the kernel-owned LRU');
     assert.ok(revnat.entries <= REVNAT_ENTRIES && CHURN_SOCKETS > 2 * REVNAT_ENTRIES, `LRU holds ${revnat.entries}`);
-    assert.deepEqual(await holderPeers(1), { check: 1, tcp: WEB, udp: DNS });
+    // The holder's unconnected socket sends on its kept translation (kpx_sock_sendto), which writes no LRU
+    // entry: its replies show the Service from that translation.
+    assert.deepEqual(peersOf(await holderPeers(1)), { check: 1, ...SERVICES_SEEN });
   });
 
   test('connected sockets keep their Service across an agent restart (kpx_sock_peer is pinned and adopted)', async () => {
@@ -114,7 +135,7 @@ describe('socket peers (ebpf)', { skip }, () => {
     agent = await startAgent();
     assert.match(agent.stdout(), /adopted pinned maps/);
     assert.ok(existsSync(join(lab.bpffsPath, 'kpx_sock_peer')), 'kpx_sock_peer pinned');
-    assert.deepEqual(await holderPeers(2), { check: 2, tcp: WEB, udp: DNS });
+    assert.deepEqual(peersOf(await holderPeers(2)), { check: 2, ...SERVICES_SEEN });
   });
 
   test('a UDP socket connected to a Service, disconnected, then used straight with a backend, shows that backend', async () => {
@@ -150,6 +171,41 @@ describe('socket peers (ebpf)', { skip }, () => {
       assert.equal(s.viaService, DNS);
       assert.deepEqual(s.repliedFrom, ['10.244.0.11:5353', '10.244.0.12:5353'], 'after disconnect, replies show who sent them');
       assert.equal(s.direct, s.backend);
+    }
+  });
+  test('no sendto translation is kept from tables written under an odd kpx_sync_seq (a sync that failed part-way)', async () => {
+    const seqPin = join(lab.bpffsPath, 'kpx_sync_seq');
+    const zero = u32Key.encode({ id: 0 });
+    const writeSeq = (seq: bigint) => withPinned(seqPin, (fd) => mapUpdate(fd, zero, u64Value.encode({ value: seq })));
+    const even = withPinned(seqPin, (fd) => u64Value.decode(mapLookup(fd, zero, 8)!).value);
+    assert.equal(even % 2n, 0n, 'no sync is writing');
+    const [dnsAddress, dnsPort] = DNS.split(':');
+    const { service_id } = withPinned(join(lab.bpffsPath, 'kpx_frontends'), (fd) =>
+      frontendValue.decode(mapLookup(fd, frontendKey.encode({ addr: dnsAddress!, port: Number(dnsPort), proto: IPPROTO.UDP }), frontendValue.size)!),
+    );
+    const slotsPin = join(lab.bpffsPath, 'kpx_slots');
+    const slot = (n: number) => slotKey.encode({ service_id, slot: n });
+    const swapSlots = () =>
+      withPinned(slotsPin, (fd) => {
+        const [a, b] = [mapLookup(fd, slot(0), slotValue.size)!, mapLookup(fd, slot(1), slotValue.size)!];
+        mapUpdate(fd, slot(0), b);
+        mapUpdate(fd, slot(1), a);
+      });
+    try {
+      const before = await holderPeers(3);
+      // A sync failed after its first write: the sequence stays odd, and the next sync's writes leave it so.
+      writeSeq(even + 1n);
+      assert.equal((await holderPeers(4)).from, before.from, 'the tables still give the holder the same backend');
+      swapSlots();
+      const after = await holderPeers(5);
+      assert.deepEqual(peersOf(after), { check: 5, ...SERVICES_SEEN });
+      assert.notEqual(after.from, before.from, 'the sendto after the slots moved went where they say, not where a translation kept at check 4 would');
+    } finally {
+      swapSlots();
+      writeSeq(even + 2n);
+      // A fresh agent takes the sequence on from the map and resyncs every table.
+      await agent.close();
+      agent = await startAgent();
     }
   });
 });
