@@ -21,6 +21,14 @@ static __always_inline __u8 kpx_sock_proto(const struct bpf_sock_addr *ctx)
 	return ctx->protocol == IPPROTO_UDP ? IPPROTO_UDP : IPPROTO_TCP;
 }
 
+/* The call goes on to addr:port in place of the address it was given. */
+static __always_inline int kpx_proceed_to(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
+{
+	ctx->user_ip4 = addr;
+	ctx->user_port = (__u32)port;
+	return SYS_PROCEED;
+}
+
 /* A connected socket (connect(): TCP, or UDP) keeps its one mapping in its
  * own storage, which dies with it and is never evicted. */
 static __always_inline int kpx_remember_peer(struct bpf_sock_addr *ctx, const struct kpx_slot *slot, __be32 addr, __be16 port)
@@ -141,9 +149,7 @@ int kpx_connect4(struct bpf_sock_addr *ctx)
 	/* Socket storage can only fail to allocate: the LRU still answers. */
 	if (kpx_remember_peer(ctx, slot, addr, port) < 0)
 		kpx_remember_revnat(bpf_get_socket_cookie(ctx), slot, addr, port);
-	ctx->user_ip4 = slot->addr;
-	ctx->user_port = (__u32)slot->port;
-	return SYS_PROCEED;
+	return kpx_proceed_to(ctx, slot->addr, slot->port);
 }
 
 SEC("cgroup/sendmsg4")
@@ -164,9 +170,7 @@ int kpx_sendmsg4(struct bpf_sock_addr *ctx)
 	struct kpx_sock_sendto *last = bpf_sk_storage_get(&kpx_sock_sendto, ctx->sk, 0, 0);
 
 	if (last && last->sync_seq == seq && last->addr == addr && last->port == port) {
-		ctx->user_ip4 = last->backend_addr;
-		ctx->user_port = (__u32)last->backend_port;
-		return SYS_PROCEED;
+		return kpx_proceed_to(ctx, last->backend_addr, last->backend_port);
 	}
 	fe = kpx_frontend_of(ctx, false, &verdict);
 	if (!fe)
@@ -177,9 +181,7 @@ int kpx_sendmsg4(struct bpf_sock_addr *ctx)
 	if (!slot)
 		return SYS_PROCEED;
 	kpx_keep_sendto(ctx, last, kpx_remember_revnat(cookie, slot, addr, port), seq, slot, addr, port);
-	ctx->user_ip4 = slot->addr;
-	ctx->user_port = (__u32)slot->port;
-	return SYS_PROCEED;
+	return kpx_proceed_to(ctx, slot->addr, slot->port);
 }
 
 /* Shows the Service address in place of the backend the socket talks to. */
@@ -193,9 +195,7 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 	/* The storage speaks for the socket's connection only: a UDP socket
 	 * disconnected (connect AF_UNSPEC, which runs no program) keeps it. */
 	if (peer && ctx->sk->dst_ip4 == backend_addr && peer->backend_addr == backend_addr && peer->backend_port == backend_port) {
-		ctx->user_ip4 = peer->addr;
-		ctx->user_port = (__u32)peer->port;
-		return SYS_PROCEED;
+		return kpx_proceed_to(ctx, peer->addr, peer->port);
 	}
 
 	/* An unconnected socket: its last sendto() first, whether or not the
@@ -203,9 +203,7 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 	struct kpx_sock_sendto *last = bpf_sk_storage_get(&kpx_sock_sendto, ctx->sk, 0, 0);
 
 	if (last && last->backend_addr == backend_addr && last->backend_port == backend_port) {
-		ctx->user_ip4 = last->addr;
-		ctx->user_port = (__u32)last->port;
-		return SYS_PROCEED;
+		return kpx_proceed_to(ctx, last->addr, last->port);
 	}
 
 	struct kpx_sock_revnat_key rkey = {
@@ -216,11 +214,7 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 	struct kpx_sock_revnat *rval;
 
 	rval = bpf_map_lookup_elem(&kpx_sock_revnat, &rkey);
-	if (rval) {
-		ctx->user_ip4 = rval->addr;
-		ctx->user_port = (__u32)rval->port;
-	}
-	return SYS_PROCEED;
+	return rval ? kpx_proceed_to(ctx, rval->addr, rval->port) : SYS_PROCEED;
 }
 
 SEC("cgroup/recvmsg4")

@@ -21,6 +21,7 @@ import { listServicePorts } from '../../src/inspect/listing.js';
 import { createLab, type Lab } from '../../src/lab/lab.js';
 import { wholeModel } from '../../src/model/incremental.js';
 import { NODE_PORT_ADDRESS, type Model, type ServicePort } from '../../src/model/types.js';
+import { withPinned } from '../fixtures/pinned.js';
 import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
 const log = pino({ level: 'silent' });
@@ -73,19 +74,9 @@ function expectedBits(frontends: ReturnType<typeof readPinnedTables>['frontends'
 
 /** The set bits of the pinned kpx_filter, and those its frontends need. */
 function filterState(bpffs: string): { bits: number[]; needed: number[] } {
-  const value = readPinned(`${bpffs}/kpx_filter`, (fd) => mapLookup(fd, u32Key.encode({ id: 0 }), filterValue.size));
+  const value = withPinned(`${bpffs}/kpx_filter`, (fd) => mapLookup(fd, u32Key.encode({ id: 0 }), filterValue.size));
   assert.ok(value, 'kpx_filter has its entry');
   return { bits: setBits(value), needed: expectedBits(readPinnedTables(bpffs).frontends) };
-}
-
-/** Something read from a pinned object through a short-lived fd. */
-function readPinned<T>(pin: string, read: (fd: number) => T): T {
-  const fd = objGet(pin);
-  try {
-    return read(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 describe('ebpf tables in the kernel, larger than one read batch', { skip: missingKernelPrerequisite() }, () => {
@@ -128,7 +119,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
   test('a pinned map of another shape is replaced; the new programs attach once the first sync has filled it', () => {
     const bpffs = `${lab.bpffsPath}/upgrade`;
     const slotsPin = `${bpffs}/kpx_slots`;
-    const valueSize = () => readPinned(slotsPin, (fd) => mapShape(fd).valueSize);
+    const valueSize = () => withPinned(slotsPin, (fd) => mapShape(fd).valueSize);
     const small = model(0).servicePorts.slice(0, 10);
     const smallModel: Model = { ...model(0), servicePorts: small };
     const first = EbpfDatapath.open({ bpffs, log });
@@ -157,7 +148,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       const resized = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, mapSizes: { kpx_slots: 2048 }, log });
       try {
         resized.sync(wholeModel(smallModel));
-        assert.equal(readPinned(slotsPin, (fd) => mapShape(fd).maxEntries), 2048);
+        assert.equal(withPinned(slotsPin, (fd) => mapShape(fd).maxEntries), 2048);
         assert.deepEqual(
           listServicePorts(readPinnedTables(bpffs)).map((l) => l.backends.length),
           small.map(() => 3),
@@ -173,7 +164,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
   test('programs take over the links only when the first sync lands: until then the previous ones keep serving', () => {
     const bpffs = `${lab.bpffsPath}/takeover`;
     const pin = linkPinPath(bpffs, 'kpx_connect4');
-    const programOnLink = () => readPinned(pin, (fd) => linkInfo(fd).progId);
+    const programOnLink = () => withPinned(pin, (fd) => linkInfo(fd).progId);
     const small: Model = { ...model(0), servicePorts: model(0).servicePorts.slice(0, 10) };
     try {
       const first = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
@@ -202,7 +193,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
 
   test('programs that cannot take over every link give the swapped ones back; the sync landed and says it cannot go on', () => {
     const bpffs = `${lab.bpffsPath}/takeover-fails`;
-    const programOn = (program: string) => readPinned(linkPinPath(bpffs, program), (fd) => linkInfo(fd).progId);
+    const programOn = (program: string) => withPinned(linkPinPath(bpffs, program), (fd) => linkInfo(fd).progId);
     const small: Model = { ...model(0), servicePorts: model(0).servicePorts.slice(0, 10) };
     try {
       const first = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
@@ -257,13 +248,13 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       // The build before the kept FIB result: 32-byte values, one tracked flow in them.
       unlinkSync(ctPin);
       execFileSync('bpftool', ['map', 'create', ctPin, 'type', 'lru_hash', 'key', '16', 'value', '32', 'entries', '1024', 'name', 'kpx_ct']);
-      readPinned(ctPin, (fd) => mapUpdate(fd, key, ctValue.encode(flow).subarray(0, 32)));
+      withPinned(ctPin, (fd) => mapUpdate(fd, key, ctValue.encode(flow).subarray(0, 32)));
 
       const upgraded = EbpfDatapath.open({ bpffs, cgroup: lab.cgroupPath, log });
       try {
-        assert.equal(readPinned(ctPin, (fd) => mapLookup(fd, key, ctValue.size)), undefined, 'the new kpx_ct starts empty');
+        assert.equal(withPinned(ctPin, (fd) => mapLookup(fd, key, ctValue.size)), undefined, 'the new kpx_ct starts empty');
         upgraded.sync(wholeModel(small));
-        const carried = readPinned(ctPin, (fd) => mapLookup(fd, key, ctValue.size));
+        const carried = withPinned(ctPin, (fd) => mapLookup(fd, key, ctValue.size));
         assert.ok(carried, 'the flow is in the new kpx_ct once the programs took over');
         assert.deepEqual(ctValue.decode(carried), flow);
       } finally {
@@ -310,7 +301,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
       const { bits, needed } = filterState(bpffs);
       assert.deepEqual(bits, needed, what);
     };
-    const zeroFilter = () => readPinned(`${bpffs}/kpx_filter`, (fd) => mapUpdate(fd, u32Key.encode({ id: 0 }), Buffer.alloc(filterValue.size)));
+    const zeroFilter = () => withPinned(`${bpffs}/kpx_filter`, (fd) => mapUpdate(fd, u32Key.encode({ id: 0 }), Buffer.alloc(filterValue.size)));
     try {
       const dp = EbpfDatapath.open({ bpffs, log });
       try {
@@ -319,7 +310,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
         dp.sync(wholeModel(of(50, 150), 1));
         filterIs('after half the frontends went and others came');
         const fe = of(50, 51).servicePorts[0]!.frontends[0]!;
-        readPinned(`${bpffs}/kpx_frontends`, (fd) => mapDelete(fd, frontendKey.encode({ addr: fe.address, port: fe.port, proto: 6 })));
+        withPinned(`${bpffs}/kpx_frontends`, (fd) => mapDelete(fd, frontendKey.encode({ addr: fe.address, port: fe.port, proto: 6 })));
         dp.reread();
         dp.sync(wholeModel(of(51, 150), 2));
         filterIs('after a frontend deleted behind its back, a reread and a sync without it');
@@ -347,7 +338,7 @@ describe('ebpf tables in the kernel, larger than one read batch', { skip: missin
 
   test('kpx_sync_seq is odd only while a sync writes: even after each, two more than before it, two more again once the first sync\'s programs took over, and a restart goes on from it', () => {
     const bpffs = `${lab.bpffsPath}/seq`;
-    const seq = () => readPinned(`${bpffs}/kpx_sync_seq`, (fd) => mapLookup(fd, u32Key.encode({ id: 0 }), 8)!.readBigUInt64LE(0));
+    const seq = () => withPinned(`${bpffs}/kpx_sync_seq`, (fd) => mapLookup(fd, u32Key.encode({ id: 0 }), 8)!.readBigUInt64LE(0));
     try {
       const dp = EbpfDatapath.open({ bpffs, log });
       try {

@@ -4,16 +4,17 @@
 // agent restart takes it away; unconnected UDP answers through the LRU.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { frontendKey, frontendValue, IPPROTO, slotKey, slotValue, u32Key, u64Value } from '../../src/contract/codecs.js';
-import { mapLookup, mapUpdate, objGet } from '../../src/datapath/libbpf.js';
+import { mapLookup, mapUpdate } from '../../src/datapath/libbpf.js';
 import { startLabAgent } from '../../src/lab/agent.js';
 import { createLab, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/lab/lab.js';
 import { countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
+import { withPinned } from '../fixtures/pinned.js';
 import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
 const skip = missingKernelPrerequisite();
@@ -58,16 +59,6 @@ interface PeerCheck {
   /** Where the holder's unconnected socket's last reply came from (recvmsg), and who sent it. */
   sendto: string;
   from: string;
-}
-
-/** Something done with a pinned map through a short-lived fd. */
-function withPinned<T>(pin: string, use: (fd: number) => T): T {
-  const fd = objGet(pin);
-  try {
-    return use(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** What every check must say: the Services, whichever name server answered. */
