@@ -40,3 +40,28 @@ test('without gc() exposed it does nothing', () => {
   const r = run([], PROBE) as { whenEmpty: boolean; whenFull: boolean; full: boolean };
   assert.deepEqual([r.whenEmpty, r.whenFull, r.full], [false, false, false]);
 });
+
+const OLD_GARBAGE_PROBE = `
+import { getHeapSpaceStatistics } from 'node:v8';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { collectAfterSync } from ${JSON.stringify(HEAP)};
+const oldUsed = () => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space').space_used_size;
+collectAfterSync(true);
+// Some 16 MB that survive two scavenges (and so reach the old generation), then die.
+let doomed = Array.from({ length: 100_000 }, (_, i) => ({ i, tags: [String(i), String(-i)] }));
+gc({ type: 'minor' });
+gc({ type: 'minor' });
+doomed = undefined;
+const before = oldUsed();
+const started = collectAfterSync(false);
+// The collection goes on between turns of the event loop; left to itself, V8 would start one 8 s from now (its memory reducer).
+const until = Date.now() + 5_000;
+while (oldUsed() > before / 2 && Date.now() < until) await sleep(10);
+console.log(JSON.stringify({ started, before, after: oldUsed() }));
+`;
+
+test("with the agent's flags: old garbage past the budget starts a collection that ends without gc()", () => {
+  const r = run(agentNodeFlags(), OLD_GARBAGE_PROBE) as { started: boolean; before: number; after: number };
+  assert.equal(r.started, true);
+  assert.ok(r.after < r.before / 2, `old generation ${r.before} -> ${r.after} bytes`);
+});
