@@ -169,9 +169,8 @@ int kpx_sendmsg4(struct bpf_sock_addr *ctx)
 	__u64 seq = kpx_sync_seq_now();
 	struct kpx_sock_sendto *last = bpf_sk_storage_get(&kpx_sock_sendto, ctx->sk, 0, 0);
 
-	if (last && last->sync_seq == seq && last->addr == addr && last->port == port) {
+	if (last && last->sync_seq == seq && last->addr == addr && last->port == port)
 		return kpx_proceed_to(ctx, last->backend_addr, last->backend_port);
-	}
 	fe = kpx_frontend_of(ctx, false, &verdict);
 	if (!fe)
 		return verdict;
@@ -194,17 +193,15 @@ static __always_inline int kpx_untranslate4(struct bpf_sock_addr *ctx)
 	peer = bpf_sk_storage_get(&kpx_sock_peer, ctx->sk, 0, 0);
 	/* The storage speaks for the socket's connection only: a UDP socket
 	 * disconnected (connect AF_UNSPEC, which runs no program) keeps it. */
-	if (peer && ctx->sk->dst_ip4 == backend_addr && peer->backend_addr == backend_addr && peer->backend_port == backend_port) {
+	if (peer && ctx->sk->dst_ip4 == backend_addr && peer->backend_addr == backend_addr && peer->backend_port == backend_port)
 		return kpx_proceed_to(ctx, peer->addr, peer->port);
-	}
 
 	/* An unconnected socket: its last sendto() first, whether or not the
 	 * tables changed since (it did send to that Service), then the LRU. */
 	struct kpx_sock_sendto *last = bpf_sk_storage_get(&kpx_sock_sendto, ctx->sk, 0, 0);
 
-	if (last && last->backend_addr == backend_addr && last->backend_port == backend_port) {
+	if (last && last->backend_addr == backend_addr && last->backend_port == backend_port)
 		return kpx_proceed_to(ctx, last->addr, last->port);
-	}
 
 	struct kpx_sock_revnat_key rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),

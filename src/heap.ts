@@ -44,10 +44,14 @@ const trimCHeap = () => void libc?.trim(0);
  * in one pause of 80-100 ms. The collection is a memory-reducing one: it
  * also compacts fragmented pages and shrinks the young generation.
  *
- * Only the moderate level, which moves no object during the call: the
- * critical one collects within it, and that crashed Node 20.
+ * Only the moderate level, which starts marking within the call and
+ * finishes later, on the thread's own stack. koffi runs a call on a stack
+ * of its own, and a collection within the call (the critical level) scans
+ * the stack conservatively from there up to the thread's real stack: it
+ * crashed Node 20 in cppgc's stack scan. A V8 that one day collected while
+ * starting to mark would do the same.
  */
-const startIncrementalCollection = ((): (() => void) | undefined => {
+const startIncrementalCollection: (() => void) | undefined = ((): (() => void) | undefined => {
   try {
     const node = koffi.load(null);
     const isolate: unknown = node.func('void *_ZN2v87Isolate10GetCurrentEv()')();
@@ -83,13 +87,13 @@ function oldGenerationUsed(spaces: HeapSpaceInfo[]): number {
 let oldLiveBytes = Infinity;
 
 /**
- * After a full sync: a full collection, or V8 keeps the sync's garbage (its
+ * After a full sync: a memory-reducing collection (it also compacts and
+ * shrinks the young generation), finished at once by gc() so that none of
+ * it is left for the first changes, or V8 keeps the sync's garbage (its
  * heap grown to the peak, most of the RSS at 10,000 Services) until later
- * allocation makes it collect; then the C heap is trimmed (trimCHeap); then
- * a memory-reducing collection, finished at once by a second gc() so that
- * none of it is left for the first changes. At 10,000 Services the three
- * take 220-260 ms instead of 60-110 for gc() alone, and leave the V8 heap
- * at 62 MB instead of 80 (RSS 131 MB instead of 147).
+ * allocation makes it collect; then the C heap is trimmed (trimCHeap), of
+ * what all of that freed. It leaves the V8 heap at 62 MB instead of 80
+ * after gc() alone (RSS 131 MB instead of 147) at 10,000 Services.
  *
  * After any other sync: an incremental collection once the old generation
  * holds more garbage than OLD_GARBAGE_MIN_BYTES (every 10 s or so at 100
@@ -104,13 +108,10 @@ export function collectAfterSync(full: boolean): boolean {
   const gc = globalThis.gc;
   if (!gc) return false;
   if (full) {
+    startIncrementalCollection?.();
     // Not gc({ type: 'major' }): Node 20's V8 takes that for a scavenge.
     gc();
     trimCHeap();
-    if (startIncrementalCollection) {
-      startIncrementalCollection();
-      gc();
-    }
     oldLiveBytes = oldGenerationUsed(getHeapSpaceStatistics());
     return true;
   }
@@ -128,3 +129,6 @@ export function collectAfterSync(full: boolean): boolean {
   gc({ type: 'minor' });
   return true;
 }
+
+/** Whether this Node lets the agent start an incremental collection (V8's exported symbols were found). */
+export const canStartIncrementalCollection = startIncrementalCollection !== undefined;
