@@ -51,7 +51,7 @@ const trimCHeap = () => void libc?.trim(0);
  * crashed Node 20 in cppgc's stack scan. A V8 that one day collected while
  * starting to mark would do the same.
  */
-const startIncrementalCollection: (() => void) | undefined = ((): (() => void) | undefined => {
+const startIncrementalCollection = ((): (() => void) | undefined => {
   try {
     const node = koffi.load(null);
     const isolate: unknown = node.func('void *_ZN2v87Isolate10GetCurrentEv()')();

@@ -85,8 +85,9 @@ struct {
 } kpx_filter SEC(".maps");
 
 /* Bumped by the agent before it writes the tables (odd) and after (even):
- * a reader that must not act on a half-written update (kpx_iter.c) checks
- * it is even and unchanged around what it reads. */
+ * a reader that must not act on a half-written update checks it is even
+ * and unchanged around what it reads (kpx_iter.c), and kpx_sendmsg4 keeps
+ * a translation only under an even value, for as long as it holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);

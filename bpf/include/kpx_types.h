@@ -145,9 +145,10 @@ struct kpx_sock_sendto {
  * frontend. Most connects, datagrams and packets that reach a kpx program
  * are for no Service at all; two bit tests turn them away where the
  * frontend and node address lookups (hash maps, cold for such traffic) took
- * about 300 ns of a connect here. A set bit means "look it up": bit
- * kpx_filter_addr_bit(addr) of addr_bits for every frontend with an
- * address, bit <port> (host order) of nodeport_bits for every NodePort. */
+ * about 300 ns of a connect here. A set bit means "look it up": for every
+ * frontend with an address, the bit of addr_bits that kpx_filter_has_addr
+ * (kpx_lb.h) tests for it; bit <port> (host order) of nodeport_bits for
+ * every NodePort. */
 #define KPX_FILTER_ADDR_MUL 2654435761 /* 2^32 / golden ratio, odd */
 /* 2^20 address bits: at 100,000 frontend addresses 9% of them are set (a
  * set of 2^16 was 78% full there, and let most traffic through). */
