@@ -5,9 +5,10 @@
  * send()s: it would send to the old backend for ever, where kube-proxy's
  * conntrack cleanup moves the flow. This iterator walks the UDP sockets of
  * one network namespace (the one that opens it) and aborts each socket kpx
- * translated whose backend its Service no longer lists, or whose Service
- * is gone, as Cilium does: its next send() fails, and the application
- * connects again, to a backend that serves. The reader gets one byte per
+ * translated whose backend its Service no longer lists (a draining endpoint
+ * still counts: kpx_service_lists), or whose Service is gone, as Cilium
+ * does: its next send() fails, and the application connects again, to a
+ * backend that serves. The reader gets one byte per
  * socket aborted. A separate object, so that a kernel built without
  * bpf_sock_destroy loads the rest.
  */
@@ -40,23 +41,6 @@ struct bpf_iter__udp___kpx {
 extern int bpf_sock_destroy(struct sock_common___kpx *sock) __ksym;
 
 #define KPX_AF_INET 2
-/* Slots looked at per socket. A Service with more backends is not looked
- * at: its sockets are never aborted. */
-#define KPX_ITER_MAX_SLOTS 1024
-
-static __always_inline bool kpx_service_lists(const struct kpx_frontend *fe, __be32 addr, __be16 port)
-{
-	if (fe->backend_count > KPX_ITER_MAX_SLOTS)
-		return true;
-	for (__u32 i = 0; i < KPX_ITER_MAX_SLOTS && i < fe->backend_count; i++) {
-		struct kpx_slot_key key = { .service_id = fe->service_id, .slot = i };
-		struct kpx_slot *slot = bpf_map_lookup_elem(&kpx_slots, &key);
-
-		if (slot && slot->addr == addr && slot->port == port)
-			return true;
-	}
-	return false;
-}
 
 SEC("iter/udp")
 int kpx_udp_stale_sockets(struct bpf_iter__udp___kpx *ctx)
@@ -82,7 +66,8 @@ int kpx_udp_stale_sockets(struct bpf_iter__udp___kpx *ctx)
 		return 0;
 	/* As kpx_connect4 found it: a NodePort by its wildcard key too. */
 	struct kpx_frontend *fe = kpx_lookup_service(peer->addr, peer->port, IPPROTO_UDP);
-	bool listed = fe && kpx_service_lists(fe, daddr, dport);
+	/* A Service with more slots than are looked at keeps its sockets. */
+	bool listed = fe && kpx_service_lists(fe->service_id, daddr, dport) != KPX_NOT_LISTED;
 
 	asm volatile("" ::: "memory");
 	if (listed || kpx_sync_seq_now() != seq)

@@ -174,6 +174,17 @@ int kpx_sendmsg4(struct bpf_sock_addr *ctx)
 	fe = kpx_frontend_of(ctx, false, &verdict);
 	if (!fe)
 		return verdict;
+	/* The tables changed since this socket's last sendto() to this Service:
+	 * it stays on its backend while the Service lists it, as a kube-proxy
+	 * conntrack flow stays on an endpoint that still serves. (While a sync
+	 * rewrites the Service's slots, a backend that moves from one slot to
+	 * another is missing for a moment: a sendto then picks again.) */
+	if (last && last->addr == addr && last->port == port &&
+	    kpx_service_lists(fe->service_id, last->backend_addr, last->backend_port) == KPX_LISTED) {
+		if (!(seq & 1))
+			last->sync_seq = seq;
+		return kpx_proceed_to(ctx, last->backend_addr, last->backend_port);
+	}
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 
 	slot = kpx_select_slot(fe, kpx_socket_pick(cookie));

@@ -89,6 +89,33 @@ static __always_inline struct kpx_slot *kpx_select_slot(const struct kpx_fronten
 	return bpf_map_lookup_elem(&kpx_slots, &key);
 }
 
+/* Slots kpx_service_lists looks at. */
+#define KPX_LISTED_MAX_SLOTS 1024
+
+enum kpx_listed {
+	KPX_NOT_LISTED,
+	KPX_LISTED,
+	/* The Service has more slots than are looked at. */
+	KPX_LISTED_UNKNOWN,
+};
+
+/* Whether a Service still lists addr:port, in a slot that takes new flows
+ * or in a draining one after them (struct kpx_slot_key): kube-proxy's
+ * conntrack cleanup leaves the flows of an endpoint that still serves. */
+static __always_inline enum kpx_listed kpx_service_lists(__u32 service_id, __be32 addr, __be16 port)
+{
+	for (__u32 i = 0; i < KPX_LISTED_MAX_SLOTS; i++) {
+		struct kpx_slot_key key = { .service_id = service_id, .slot = i };
+		struct kpx_slot *slot = bpf_map_lookup_elem(&kpx_slots, &key);
+
+		if (!slot)
+			return KPX_NOT_LISTED;
+		if (slot->addr == addr && slot->port == port)
+			return KPX_LISTED;
+	}
+	return KPX_LISTED_UNKNOWN;
+}
+
 /* As kpx_select_slot for a new flow, with the whole backend entry (its
  * flags) for the packet programs. */
 static __always_inline struct kpx_backend *

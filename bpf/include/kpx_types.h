@@ -49,7 +49,10 @@ struct kpx_frontend {
 	__u8 pad;
 };
 
-/* kpx_slots: the usable backends of a service port, slots 0..count-1. */
+/* kpx_slots: the usable backends of a service port, slots 0..count-1,
+ * then its draining endpoints (serving terminating ones while ready ones
+ * take the new flows) up to the first slot missing: no new flow goes to
+ * those, but the flows they have stay (kpx_service_lists). */
 struct kpx_slot_key {
 	__u32 service_id;
 	__u32 slot;

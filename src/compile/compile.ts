@@ -48,7 +48,7 @@ import {
 import { emptyPackedTables, IdIndex, tablesContent, type PackedTable, type PackedTables } from '../contract/packed.js';
 import { slotId, TABLES, tupleAddress, tupleId, type TableName, type Tables } from '../contract/tables.js';
 import { parseIPv4 } from '../model/cluster-ip.js';
-import type { IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
+import type { Backend, IgnoredService, Model, ModelDelta, ServicePort } from '../model/types.js';
 
 /** Identity -> ID: services by serviceIdentity, backends by their addr:port/proto as tupleId. */
 export interface IdAssignment {
@@ -395,7 +395,7 @@ export class Compiler {
     let slots = 0;
     let frontends = 0;
     for (let i = 0; i < model.servicePorts.length; i++) {
-      slots += model.servicePorts[i]!.backends.length;
+      slots += slotCount(model.servicePorts[i]!);
       frontends += model.servicePorts[i]!.frontends.length;
     }
     const services = model.servicePorts.length + model.ignored.length;
@@ -411,7 +411,7 @@ export class Compiler {
     let backends = 0;
     for (let i = 0; i < sources.length; i++) {
       const source = sources[i]!;
-      if ('ref' in source) backends += source.backends.length;
+      if ('ref' in source) backends += slotCount(source);
     }
     this.wantedBackends = backends > 0 ? new Float64Array(backends) : NO_IDENTITIES;
     this.wantedCount = 0;
@@ -421,9 +421,10 @@ export class Compiler {
     const backendsAt = this.wantedCount;
     if ('ref' in source) {
       const proto = IPPROTO[source.ref.protocol];
-      const backends = source.backends;
-      for (let i = 0; i < backends.length; i++) {
-        this.wantedBackends[this.wantedCount++] = backendIdentity(backends[i]!.address, backends[i]!.port, proto);
+      const slots = slotCount(source);
+      for (let slot = 0; slot < slots; slot++) {
+        const backend = slotBackend(source, slot);
+        this.wantedBackends[this.wantedCount++] = backendIdentity(backend.address, backend.port, proto);
       }
     }
     const identity = sourceIdentity(source);
@@ -504,7 +505,7 @@ export class Compiler {
     let count = 0;
     for (let w = 0; w < changed.length; w++) {
       const { source, backendsAt } = changed[w]!;
-      const end = backendsAt + ('ref' in source ? source.backends.length : 0);
+      const end = backendsAt + ('ref' in source ? slotCount(source) : 0);
       for (let i = backendsAt; i < end; i++) if (!this.backendIds.has(identities[i]!)) fresh[count++] = identities[i]!;
     }
     const listed = fresh.subarray(0, count);
@@ -600,12 +601,13 @@ export class Compiler {
     for (const fe of source.frontends) this.remove(this.tables.frontends, tupleId(ipv4Of(fe.address), fe.port, proto));
     const b = this.backends;
     const slots = this.tables.slots;
-    for (let slot = 0; slot < source.backends.length; slot++) {
+    const count = slotCount(source);
+    for (let slot = 0; slot < count; slot++) {
       const keyId = slotId(serviceId, slot);
       const id = readHostU32(slots.values, slots.slot(keyId)! * slots.valueSize + SLOT.backend_id);
       this.remove(slots, keyId);
       b.listings[id]!--;
-      if (source.backends[slot]!.local) b.localListings[id]!--;
+      if (slotBackend(source, slot).local) b.localListings[id]!--;
       b.relist(id);
     }
   }
@@ -620,8 +622,9 @@ export class Compiler {
     const b = this.backends;
     const slots = this.tables.slots;
     const identities = this.wantedBackends;
-    for (let slot = 0; slot < source.backends.length; slot++) {
-      const backend = source.backends[slot]!;
+    const count = slotCount(source);
+    for (let slot = 0; slot < count; slot++) {
+      const backend = slotBackend(source, slot);
       const identity = identities[want.backendsAt + slot]!;
       const backendId = this.backendIds.get(identity);
       const address = tupleAddress(identity);
@@ -683,6 +686,20 @@ export class Compiler {
     Uint8Array.prototype.fill.call(t.values, 0, at, at + t.valueSize);
     serviceValue.encodeInto(value, t.values, at);
   }
+}
+
+/**
+ * A service port's slots: its backends (0..backend_count-1, where new flows
+ * are spread), then its draining endpoints, which no lookup spreads over
+ * but whose flows stay (bpf/kpx_iter.c looks for them, and their backend
+ * entries stay listed for the packet programs).
+ */
+function slotCount(sp: ServicePort): number {
+  return sp.draining ? sp.backends.length + sp.draining.length : sp.backends.length;
+}
+
+function slotBackend(sp: ServicePort, slot: number): Backend {
+  return slot < sp.backends.length ? sp.backends[slot]! : sp.draining![slot - sp.backends.length]!;
 }
 
 /*

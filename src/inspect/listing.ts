@@ -31,7 +31,16 @@ export interface ListedServicePort {
   /** A NodePort's address is 0.0.0.0: it answers on every node address (listNodeAddresses). */
   frontends: Array<{ kind: string; address: string; port: number }>;
   /** local: the endpoint runs on this node. */
-  backends: Array<{ address: string; port: number; state: string; local: boolean }>;
+  backends: ListedBackend[];
+  /** Endpoints that take no new flow but keep theirs (ServicePort.draining); absent when none. */
+  draining?: ListedBackend[];
+}
+
+export interface ListedBackend {
+  address: string;
+  port: number;
+  state: string;
+  local: boolean;
 }
 
 function nameOf<T extends Record<string, number>>(table: T, value: number): string {
@@ -52,10 +61,13 @@ export function listServicePorts(tables: Tables): ListedServicePort[] {
       backends: [],
     });
   }
+  /** Per service ID, how many of its slots take new flows (every frontend of it says the same). */
+  const backendCount = new Map<number, number>();
   for (const { key, value } of tables.frontends.values()) {
     const k = frontendKey.decode(key);
     const v = frontendValue.decode(value);
     byId.get(v.service_id)?.frontends.push({ kind: nameOf(KIND, v.kind), address: k.addr, port: k.port });
+    backendCount.set(v.service_id, v.backend_count);
   }
   const backends = new Map<number, BackendValue>();
   for (const { key, value } of tables.backends.values()) backends.set(u32Key.decode(key).id, backendValue.decode(value));
@@ -63,10 +75,11 @@ export function listServicePorts(tables: Tables): ListedServicePort[] {
   slots.sort((a, b) => a.service_id - b.service_id || a.slot - b.slot);
   for (const s of slots) {
     const b = backends.get(s.backend_id);
-    if (b) {
-      const local = (b.flags & BACKEND_FLAGS.local) !== 0;
-      byId.get(s.service_id)?.backends.push({ address: b.addr, port: b.port, state: nameOf(STATE, s.state), local });
-    }
+    const listed = byId.get(s.service_id);
+    if (!b || !listed) continue;
+    const backend = { address: b.addr, port: b.port, state: nameOf(STATE, s.state), local: (b.flags & BACKEND_FLAGS.local) !== 0 };
+    if (s.slot < (backendCount.get(s.service_id) ?? 0)) listed.backends.push(backend);
+    else (listed.draining ??= []).push(backend);
   }
   return sortListed([...byId.values()], Object.keys(KIND));
 }
@@ -97,8 +110,8 @@ function formatFrontend(f: ListedServicePort['frontends'][number]): string {
   return f.kind === 'NodePort' ? `NodePort *:${f.port}` : `${f.kind} ${f.address}:${f.port}`;
 }
 
-function formatBackend(b: ListedServicePort['backends'][number]): string {
-  const notes = [...(b.state === 'ready' ? [] : [b.state]), ...(b.local ? ['local'] : [])];
+function formatBackend(b: ListedBackend, draining = false): string {
+  const notes = [...(draining ? ['draining'] : b.state === 'ready' ? [] : [b.state]), ...(b.local ? ['local'] : [])];
   return `${b.address}:${b.port}${notes.length ? ` (${notes.join(', ')})` : ''}`;
 }
 
@@ -114,7 +127,7 @@ export function formatListing(listed: ListedServicePort[], nodeAddresses: string
     const backends = l.ignored
       ? `not programmed: ${l.ignored}`
       : l.backends.length
-        ? l.backends.map(formatBackend).join(', ')
+        ? [...l.backends.map((b) => formatBackend(b)), ...(l.draining ?? []).map((b) => formatBackend(b, true))].join(', ')
         : 'none (connections refused)';
     rows.push([l.namespace, l.name, l.portName || '-', l.protocol || '-', frontends || '-', backends]);
   }

@@ -11,6 +11,7 @@ import { allocateNodePorts } from './node-port.js';
 import {
   NODE_PORT_ADDRESS,
   type Backend,
+  type EndpointState,
   type Frontend,
   type IgnoreReason,
   type IgnoredService,
@@ -623,7 +624,13 @@ function listingsOf(groups: EpGroup[], portName: string, protocol: Protocol): Li
   return out;
 }
 
-function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): Backend[] {
+/** A service port's endpoints: those that take new flows, and those that only keep theirs (ServicePort.draining). */
+interface PortEndpoints {
+  backends: Backend[];
+  draining: Backend[] | undefined;
+}
+
+function endpointsFor(groups: EpGroup[], portName: string, protocol: Protocol, nodeName: string): PortEndpoints {
   // One group listing the port (the common case: one slice) is read in place, its addresses ordering it
   // as the keys would; several are merged (listingsOf).
   let only: EpGroup | undefined;
@@ -637,7 +644,7 @@ function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, no
       matches++;
     }
   }
-  if (matches === 0) return [];
+  if (matches === 0) return { backends: [], draining: undefined };
   const merged = matches > 1 ? listingsOf(groups, portName, protocol) : undefined;
   const keys = merged ? merged.keys : only!.addressNumbers;
   const ranks = merged ? merged.ranks : only!.ranks;
@@ -655,27 +662,34 @@ function backendsFor(groups: EpGroup[], portName: string, protocol: Protocol, no
   // Ready endpoints if any, else the serving terminating ones, never the others.
   let want = NOT_SERVING;
   for (let i = 0; i < n; i++) if (ranks[i]! < want) want = ranks[i]!;
-  if (want === NOT_SERVING) return [];
-  const state = want === READY ? 'ready' : 'serving-terminating';
-  // Counted first: the list is kept with the model, and one pushed to keeps room for 16 more.
-  let count = 0;
-  for (let at = 0; at < n; at++) if (taken(keys, ranks, order, at, want)) count++;
-  const backends = sizedArray<Backend>(count);
-  count = 0;
-  for (let at = 0; at < n; at++) {
-    if (!taken(keys, ranks, order, at, want)) continue;
+  if (want === NOT_SERVING) return { backends: [], draining: undefined };
+  const backendAt = (at: number, state: EndpointState): Backend => {
     const i = order ? order[at]! : at;
     const address = addresses[i]!;
     const port = merged ? merged.ports[i]! : onlyPort;
     const endpointNode = nodeNames[i];
     // An endpoint without nodeName is never local: nothing says where it runs. One literal per
     // shape: a property added later would give each of the hundred thousand backends a second object.
-    backends[count++] =
-      endpointNode === undefined
-        ? { address, port, state, local: endpointNode === nodeName }
-        : { address, port, state, local: endpointNode === nodeName, nodeName: endpointNode };
+    return endpointNode === undefined
+      ? { address, port, state, local: endpointNode === nodeName }
+      : { address, port, state, local: endpointNode === nodeName, nodeName: endpointNode };
+  };
+  // Counted first: the list is kept with the model, and one pushed to keeps room for 16 more.
+  let count = 0;
+  let drainingCount = 0;
+  for (let at = 0; at < n; at++) {
+    if (taken(keys, ranks, order, at, want)) count++;
+    else if (want === READY && taken(keys, ranks, order, at, SERVING_TERMINATING)) drainingCount++;
   }
-  return backends;
+  const backends = sizedArray<Backend>(count);
+  const draining = drainingCount > 0 ? sizedArray<Backend>(drainingCount) : undefined;
+  count = 0;
+  drainingCount = 0;
+  for (let at = 0; at < n; at++) {
+    if (taken(keys, ranks, order, at, want)) backends[count++] = backendAt(at, want === READY ? 'ready' : 'serving-terminating');
+    else if (draining && taken(keys, ranks, order, at, SERVING_TERMINATING)) draining[drainingCount++] = backendAt(at, 'serving-terminating');
+  }
+  return { backends, draining };
 }
 
 /** Whether listing `at` (in key order) becomes a backend: the first of its key, in the state wanted. */
@@ -809,11 +823,14 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       if (typeof p.nodePort === 'number') frontends.push({ kind: 'NodePort', address: NODE_PORT_ADDRESS, port: p.nodePort });
       for (const ip of s.externalIPs) frontends.push({ kind: 'ExternalIP', address: ip, port: p.port });
       for (const ip of s.loadBalancerIPs) frontends.push({ kind: 'LoadBalancer', address: ip, port: p.port });
-      servicePorts.push({
+      const endpoints = endpointsFor(groups, p.portName, p.protocol, opts.nodeName);
+      const servicePort: ServicePort = {
         ref: { namespace: s.id.namespace, name: s.id.name, portName: p.portName, protocol: p.protocol },
         frontends,
-        backends: backendsFor(groups, p.portName, p.protocol, opts.nodeName),
-      });
+        backends: endpoints.backends,
+      };
+      if (endpoints.draining) servicePort.draining = endpoints.draining;
+      servicePorts.push(servicePort);
     }
   }
   servicePorts.sort(byServicePort);

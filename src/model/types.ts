@@ -43,6 +43,13 @@ export interface ServicePort {
   frontends: Frontend[];
   /** The endpoints that take new connections, sorted by address then port. Empty means reject. */
   backends: Backend[];
+  /**
+   * Serving terminating endpoints while ready ones take the new connections:
+   * sorted as backends, never empty (absent instead). They get no new flow,
+   * but a UDP flow already on one stays there, as kube-proxy's conntrack
+   * cleanup leaves the flows of an endpoint that still serves.
+   */
+  draining?: Backend[];
 }
 
 /** Why kpx deliberately leaves a whole Service alone (kube-proxy ignores these too). */

@@ -286,6 +286,52 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
     });
   }
 
+  for (const connected of [false, true]) {
+    const aborts = connected && mode === 'ebpf';
+    test(`a UDP client${connected ? ' on a connected socket' : ''} stays on its endpoint while that terminates but still serves (kube-proxy leaves the flows of a serving endpoint), and moves once it stops serving`, {
+      skip: aborts && !kernelHasFunc('bpf_sock_destroy') && 'the kernel has no bpf_sock_destroy: a connected UDP socket keeps its backend',
+    }, async () => {
+      const file = `udp-drain-${connected ? 'connected' : 'sendto'}.json`;
+      const address = connected ? '10.96.0.59' : '10.96.0.58';
+      const podA = (conditions: object) => ({ addresses: ['10.244.0.11'], conditions });
+      const podB = { addresses: ['10.244.0.12'], conditions: { ready: true } };
+      const manifest = (...endpoints: object[]) => [
+        service('udp-drain', address, [{ name: 'p', port: 53, protocol: 'UDP', targetPort: 5353 }]),
+        { ...slice('udp-drain', 'd', 5353, [], 'UDP'), endpoints },
+      ];
+      await writeManifest(file, manifest(podA({ ready: true })));
+      await kernelReflects('the UDP Service on pod-a', () => find('udp-drain')?.backends[0]?.address === '10.244.0.11');
+      try {
+        const sending = probe(['udp', address, '53', '--count', '70', '--interval', '50', ...(connected ? ['--connected', '--reconnect'] : [])]);
+        await new Promise((r) => setTimeout(r, 500));
+        // pod-a terminates, still serving; pod-b is ready and takes the new flows.
+        await writeManifest(file, manifest(podA({ ready: false, serving: true, terminating: true }), podB));
+        await kernelReflects('new flows to pod-b', () => find('udp-drain')?.backends.map((b) => b.address).join() === '10.244.0.12');
+        await new Promise((r) => setTimeout(r, 1000));
+        const stopped = Date.now();
+        await writeManifest(file, manifest(podA({ ready: false, serving: false, terminating: true }), podB));
+        await kernelReflects('pod-a no longer serving', () => mode === 'iptables' || find('udp-drain')?.draining === undefined);
+        const settled = Date.now() + 300;
+        const results = await sending;
+        const failed = results.filter((r) => !r.ok);
+        if (aborts) {
+          assert.ok(failed.length >= 1 && failed.length <= 2, `the socket was aborted once, when pod-a stopped serving: ${JSON.stringify(countBodies(results))}`);
+          for (const r of failed) assert.ok(!r.ok && r.at > stopped && ['ECONNABORTED', 'EDESTADDRREQ'].includes(r.error), JSON.stringify(r));
+        } else {
+          assert.deepEqual(failed, [], JSON.stringify(countBodies(results)));
+        }
+        const serving = results.filter((r) => r.at < stopped);
+        assert.ok(serving.length >= 20, `datagrams while pod-a served: ${serving.length}`);
+        assert.deepEqual(countBodies(serving), { 'pod-a': serving.length }, `the flow stayed on pod-a while it served; all: ${JSON.stringify(countBodies(results))}`);
+        const after = results.filter((r) => r.at > settled);
+        assert.ok(after.length >= 5, `datagrams after pod-a stopped serving: ${after.length}`);
+        assert.deepEqual(countBodies(after), { 'pod-b': after.length }, `then it moved to pod-b; all: ${JSON.stringify(countBodies(results))}`);
+      } finally {
+        await rm(join(lab.manifestsDir, file));
+      }
+    });
+  }
+
   test('files added, changed and removed reach the kernel quickly', async (t) => {
     const add = performance.now();
     await writeManifest('churn.json', [service('churn', '10.96.0.95', [{ name: 'p', port: 80 }]), slice('churn', 'c', 80, [['10.244.0.11']])]);

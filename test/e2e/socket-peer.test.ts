@@ -23,6 +23,10 @@ const PEER_HOLDER = fileURLToPath(new URL('./peer-holder.js', import.meta.url));
 
 const WEB = '10.96.0.80:8222';
 const DNS = '10.96.0.53:53';
+const PODS = [
+  { name: 'pod-a', address: '10.244.0.11' },
+  { name: 'pod-b', address: '10.244.0.12' },
+];
 /** Small enough that the churn below cycles it twice over. */
 const REVNAT_ENTRIES = 256;
 const CHURN_SOCKETS = 600;
@@ -92,7 +96,7 @@ describe('socket peers (ebpf)', { skip }, () => {
   }
 
   before(async () => {
-    lab = await createLab({ pods: [{ name: 'pod-a', address: '10.244.0.11' }, { name: 'pod-b', address: '10.244.0.12' }] });
+    lab = await createLab({ pods: PODS });
     await lab.startNameServers(['pod-a', 'pod-b'].map((host) => ({ host, tcp: [80], udp: [5353] })));
     await writeFile(join(lab.manifestsDir, 'services.json'), JSON.stringify(MANIFESTS));
     agent = await startAgent();
@@ -178,21 +182,30 @@ describe('socket peers (ebpf)', { skip }, () => {
     );
     const slotsPin = join(lab.bpffsPath, 'kpx_slots');
     const slot = (n: number) => slotKey.encode({ service_id, slot: n });
-    const swapSlots = () =>
+    const originalSlots = withPinned(slotsPin, (fd) => [mapLookup(fd, slot(0), slotValue.size)!, mapLookup(fd, slot(1), slotValue.size)!]);
+    // Both slots then name the backend the holder does not use: a socket stays on its backend only while the Service lists it.
+    const dropBackend = (address: string) =>
       withPinned(slotsPin, (fd) => {
-        const [a, b] = [mapLookup(fd, slot(0), slotValue.size)!, mapLookup(fd, slot(1), slotValue.size)!];
-        mapUpdate(fd, slot(0), b);
-        mapUpdate(fd, slot(1), a);
+        const [a, b] = originalSlots;
+        const other = slotValue.decode(a!).addr === address ? b! : a!;
+        mapUpdate(fd, slot(0), other);
+        mapUpdate(fd, slot(1), other);
       });
+    const restoreSlots = () => withPinned(slotsPin, (fd) => originalSlots.forEach((value, n) => mapUpdate(fd, slot(n), value)));
     try {
       const before = await holderPeers(3);
       // A sync failed after its first write: the sequence stays odd, and the next sync's writes leave it so.
       writeSeq(even + 1n);
       assert.equal((await holderPeers(4)).from, before.from, 'the tables still give the holder the same backend');
-      swapSlots();
+      dropBackend(PODS.find((p) => p.name === before.from)!.address);
       const after = await holderPeers(5);
       assert.deepEqual(peersOf(after), { check: 5, ...SERVICES_SEEN });
-      assert.notEqual(after.from, before.from, 'the sendto after the slots moved went where they say, not where a translation kept at check 4 would');
+      assert.notEqual(after.from, before.from, 'the sendto after the backend left went where the slots say');
+      // Both backends listed again: the socket's translation from check 3 (an even sequence) holds again; one made at check 5 must not.
+      restoreSlots();
+      const back = await holderPeers(6);
+      assert.deepEqual(peersOf(back), { check: 6, ...SERVICES_SEEN });
+      assert.equal(back.from, before.from, 'the socket is back on its backend, not on the one a translation kept under the odd sequence names');
     } finally {
       // A fresh agent takes the sequence on from the map and writes every table back as the model has it.
       agent = await startAgent();

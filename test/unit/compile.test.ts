@@ -146,6 +146,28 @@ test('compile: a small model gives exactly these entries', () => {
   ]));
 });
 
+test('compile: draining endpoints take the slots after backend_count, and their backend entries stay until they go', () => {
+  const web = (draining?: Backend[]): ServicePort => ({
+    ...sp('default', 'web', 'dns', 'UDP', [{ kind: 'ClusterIP', address: '10.96.0.10', port: 53 }], [be('10.244.1.2', 5353)]),
+    ...(draining && { draining }),
+  });
+  const model = (servicePort: ServicePort): Model => ({ servicePorts: [servicePort], ignored: [], rejected: [], nodeAddresses: [] });
+  const compiler = new Compiler();
+  compiler.update(model(web([be('10.244.1.1', 5353, 'serving-terminating'), be('10.244.1.3', 5353, 'serving-terminating')])));
+  const d = decoded(compiler.content());
+  assert.deepEqual(d.frontends.map((f) => f.backend_count), [1], 'new flows spread over the ready backend only');
+  assert.deepEqual(
+    d.slots.map((s) => `${s.slot}:${s.addr}/${s.state}`),
+    ['0:10.244.1.2/0', '1:10.244.1.1/1', '2:10.244.1.3/1'],
+  );
+  assert.deepEqual(d.backends.map((b) => b.addr), ['10.244.1.1', '10.244.1.2', '10.244.1.3']);
+  const changes = compiler.update(model(web()))!;
+  const after = decoded(compiler.content());
+  assert.deepEqual(after.slots.map((s) => `${s.slot}:${s.addr}`), ['0:10.244.1.2']);
+  assert.deepEqual(after.backends.map((b) => b.addr), ['10.244.1.2']);
+  assert.equal(changes.touched.slots.size, 3, 'slot 0 rewritten, slots 1 and 2 gone');
+});
+
 test('compile: slots follow the model order, not the backend ID order', () => {
   const model = smallModel();
   model.servicePorts[0]!.backends.reverse();

@@ -129,6 +129,26 @@ test('listServicePorts: UDP, every frontend kind, every ignore reason', () => {
   ]);
 });
 
+test('listServicePorts: draining endpoints (the slots past backend_count) are listed apart, and shown as draining', () => {
+  const m: Model = {
+    servicePorts: [
+      {
+        ref: { namespace: 'kube-system', name: 'kube-dns', portName: 'dns', protocol: 'UDP' },
+        frontends: [{ kind: 'ClusterIP', address: '10.96.0.10', port: 53 }],
+        backends: [{ address: '10.244.0.3', port: 53, state: 'ready', local: false }],
+        draining: [{ address: '10.244.0.2', port: 53, state: 'serving-terminating', local: true }],
+      },
+    ],
+    ignored: [],
+    rejected: [],
+    nodeAddresses: [],
+  };
+  const listed = listServicePorts(compile(m, { services: new Map(), backends: new Map() }).tables);
+  assert.deepEqual(listed[0]!.backends, [{ address: '10.244.0.3', port: 53, state: 'ready', local: false }]);
+  assert.deepEqual(listed[0]!.draining, [{ address: '10.244.0.2', port: 53, state: 'serving-terminating', local: true }]);
+  assert.match(formatListing(listed, []), /10\.244\.0\.3:53, 10\.244\.0\.2:53 \(draining, local\)$/);
+});
+
 test('listServicePorts of empty tables is empty', () => {
   assert.deepEqual(listServicePorts(emptyTables()), []);
   assert.deepEqual(listNodeAddresses(emptyTables()), []);

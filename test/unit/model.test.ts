@@ -284,6 +284,29 @@ test('terminating fallback: only when no endpoint is ready, serving+terminating 
     OPTS,
   );
   assert.deepEqual(port(m2, 'default', 'web').backends, [{ address: '10.0.0.9', port: 80, state: 'ready', local: false }]);
+  // They drain instead: no new flow, but the flows they have stay (kube-proxy clears those of endpoints that stop serving).
+  assert.deepEqual(port(m2, 'default', 'web').draining, [
+    { address: '10.0.0.4', port: 80, state: 'serving-terminating', local: false },
+    { address: '10.0.0.5', port: 80, state: 'serving-terminating', local: false },
+  ]);
+  assert.equal('draining' in port(m, 'default', 'web'), false, 'nothing drains while the terminating endpoints take the new flows');
+});
+
+test('draining: an endpoint listed ready in one slice and terminating in another is a backend, not draining; across slices, in address order', () => {
+  const terminating = { ready: false, serving: true, terminating: true };
+  const m = buildModel(
+    snap(
+      [svc('web', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] })],
+      [
+        slice('web-b', 'web', [ep('10.0.0.8', terminating), ep('10.0.0.2', terminating)], [{ port: 80 }]),
+        slice('web-a', 'web', [ep('10.0.0.2'), ep('10.0.0.3', terminating)], [{ port: 80 }]),
+      ],
+    ),
+    OPTS,
+  );
+  const web = port(m, 'default', 'web');
+  assert.deepEqual(web.backends.map((b) => b.address), ['10.0.0.2']);
+  assert.deepEqual(web.draining?.map((b) => `${b.address}/${b.state}`), ['10.0.0.3/serving-terminating', '10.0.0.8/serving-terminating']);
 });
 
 test('no ready endpoint -> empty backends; unmatched port name -> empty backends', () => {

@@ -30,6 +30,16 @@ test('a flow to a UDP frontend whose replies come from no endpoint of it goes; o
   );
 });
 
+test("a flow on a draining endpoint stays, as kube-proxy keeps the flows of an endpoint that still serves; once it stops serving, it goes", () => {
+  const terminating: Backend = { ...backend('10.244.0.11'), state: 'serving-terminating' };
+  const flows = [flow('10.96.0.10', 53, '10.244.0.11'), flow('172.18.0.2', 30053, '10.244.0.11')];
+  assert.deepEqual(staleUdpFlows(model({ ...dns, draining: [terminating] }), flows), []);
+  assert.deepEqual(staleUdpFlows(model(dns), flows), [
+    { origDst: '10.96.0.10', origPortDst: 53, replySrc: '10.244.0.11' },
+    { origPortDst: 30053, replySrc: '10.244.0.11' },
+  ]);
+});
+
 test('a NodePort flow is matched by port on any node address', () => {
   assert.deepEqual(staleUdpFlows(model(dns), [flow('172.18.0.2', 30053, '10.244.0.11'), flow('127.0.0.1', 30053, '10.244.0.12')]), [
     { origPortDst: 30053, replySrc: '10.244.0.11' },
