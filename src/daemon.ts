@@ -42,6 +42,12 @@ export interface AgentConfig {
   mapSizes: Partial<Record<string, number>>;
 }
 
+/**
+ * How often the node's addresses are read for a change: nothing tells the
+ * agent of one. kube-proxy reads them at every sync (30 s apart at most).
+ */
+const NODE_ADDRESS_POLL_MS = 1000;
+
 export interface Agent {
   /** Stops watching and releases handles; what is in the kernel stays. */
   stop(): void;
@@ -66,9 +72,18 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
       : undefined;
   const source: Source = src.kind === 'manifests' ? new (await import('./source/manifests.js')).ManifestSource(src.dir, log) : kube!;
   const interfaces = config.interfaces === 'auto' ? defaultRouteInterfaces() : config.interfaces;
-  const nodePort = resolveNodePortAddresses(networkInterfaces(), interfaces, config.nodePortCIDRs);
-  for (const problem of nodePort.problems) log.warn({ interfaces, nodePortCIDRs: config.nodePortCIDRs }, problem);
-  log.info({ interfaces, nodePortAddresses: nodePort.addresses }, 'node addresses');
+  let nodePortProblems: string[] = [];
+  /** The node addresses that answer NodePorts, as the interfaces hold them now; each problem logged when it appears. */
+  const readNodePortAddresses = (): string[] => {
+    const resolved = resolveNodePortAddresses(networkInterfaces(), interfaces, config.nodePortCIDRs);
+    for (const problem of resolved.problems) {
+      if (!nodePortProblems.includes(problem)) log.warn({ interfaces, nodePortCIDRs: config.nodePortCIDRs }, problem);
+    }
+    nodePortProblems = resolved.problems;
+    return resolved.addresses;
+  };
+  const nodePortAddresses = readNodePortAddresses();
+  log.info({ interfaces, nodePortAddresses }, 'node addresses');
   const datapath: Datapath = choice.mode === 'ebpf' ? openEbpf(config, interfaces, log) : new IptablesDatapath({ log });
   let triggerTimes: number[] = [];
   const models = new ModelCache();
@@ -79,10 +94,16 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
     allocateNodePorts: src.kind === 'manifests',
     serviceNodePortRange: config.serviceNodePortRange,
     nodeName: config.nodeName,
-    nodePortAddresses: nodePort.addresses,
+    nodePortAddresses,
   };
   let manifestSequence = 0;
   const model = (): ModelUpdate => {
+    // An address added to or removed from the interfaces since: NodePorts follow it, as kube-proxy's do.
+    const addresses = readNodePortAddresses();
+    if (addresses.join() !== modelOptions.nodePortAddresses.join()) {
+      log.info({ nodePortAddresses: addresses, before: modelOptions.nodePortAddresses }, 'node addresses changed');
+      modelOptions.nodePortAddresses = addresses;
+    }
     // The API server's objects arrive one event at a time: the model follows them per Service.
     if (kube) {
       triggerTimes = triggerTimes.concat(kube.takeTriggerTimes());
@@ -110,8 +131,10 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
       onFatal(err);
     },
   );
+  let addressPoll: NodeJS.Timeout | undefined;
   /** Stops watching and syncing and lets go of the kernel handles; the dataplane stays. */
   const release = () => {
+    clearInterval(addressPoll);
     source.close();
     syncer.stop();
     datapath.close();
@@ -124,6 +147,10 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
     throw err;
   }
   syncer.start();
+  addressPoll = setInterval(() => {
+    if (readNodePortAddresses().join() !== modelOptions.nodePortAddresses.join()) syncer.request();
+  }, NODE_ADDRESS_POLL_MS);
+  addressPoll.unref();
   log.info({ mode: datapath.mode, node: config.nodeName, source: src.kind }, 'agent running');
   return {
     stop: release,

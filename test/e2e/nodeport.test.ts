@@ -492,6 +492,35 @@ for (const { label, mode, extraArgs } of VARIANTS) {
     });
 
     // Restarts the agents with another flag, so it runs last.
+    test('an address added to a node while its agent runs answers NodePorts within seconds, and one removed leaves them', async (t) => {
+      const added = '172.18.0.42';
+      const nodePortAddresses = async (): Promise<string[]> => {
+        const r = await lab.exec('node-a', kpxArgv(['list', '--bpffs', lab.node('node-a').bpffsPath]));
+        assert.equal(r.code, 0, r.stderr);
+        return /^NodePorts \(\*\) answer on: (.*)$/m.exec(r.stdout)?.[1]?.split(', ') ?? [];
+      };
+      const until = async (what: string, predicate: (addresses: string[]) => boolean): Promise<number> => {
+        const start = performance.now();
+        while (!predicate(await nodePortAddresses())) {
+          if (performance.now() - start > 5000) assert.fail(`node-a did not show ${what} within 5 s`);
+        }
+        return performance.now() - start;
+      };
+      const address = (op: 'add' | 'del') => lab.exec('node-a', ['ip', 'addr', op, `${added}/24`, 'dev', 'eth0']);
+      assert.ok(!(await nodePortAddresses()).includes(added));
+      try {
+        assert.equal((await address('add')).code, 0);
+        t.diagnostic(`shown after ${(await until(`${added} among the NodePort addresses`, (a) => a.includes(added))).toFixed(0)} ms`);
+        const answers = await fromOutside(['http', added, '30080', '--count', '6']);
+        assertAllAnswered(answers, `${added}:30080 from outside`);
+        assert.ok(Object.keys(countBodies(answers)).every((pod) => ['pod-a1', 'pod-b1'].includes(pod)), 'answered by web');
+      } finally {
+        await address('del');
+      }
+      t.diagnostic(`gone after ${(await until(`${added} gone`, (a) => !a.includes(added))).toFixed(0)} ms`);
+      assertAllAnswered(await fromOutside(['http', NODE_A, '30080', '--count', '3']), 'the other node addresses still answer');
+    });
+
     test(`--nodeport-addresses ${WIRE_CIDR}: 127.0.0.1:nodePort stops answering, nodeIP:nodePort still works`, async () => {
       await Promise.all(agents.map((a) => a.close()));
       await startAgents([...extraArgs, '--nodeport-addresses', WIRE_CIDR]);
