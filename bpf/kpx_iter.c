@@ -8,9 +8,9 @@
  * translated whose backend its Service no longer lists (a draining endpoint
  * still counts: kpx_service_lists), or whose Service is gone, as Cilium
  * does: its next send() fails, and the application connects again, to a
- * backend that serves. The reader gets one byte per
- * socket aborted. A separate object, so that a kernel built without
- * bpf_sock_destroy loads the rest.
+ * backend that serves. The reader gets one byte per socket aborted. A
+ * separate object, so that a kernel built without bpf_sock_destroy loads
+ * the rest.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>

@@ -39,7 +39,8 @@ export function tupleAddress(id: number): number {
 }
 
 /**
- * A slot number stays below 2^16 (kpx_frontend.backend_count is a __u16).
+ * A slot number stays below 2^16: kpx_frontend.backend_count is a __u16,
+ * and the model keeps backends and draining endpoints together under it.
  * The ids of the first 32,767 services' slots stay small integers, which a
  * Map looks up several times faster than larger numbers.
  */

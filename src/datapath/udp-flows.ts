@@ -6,10 +6,10 @@
  * where that first packet went. So every sync looks at the UDP flows the
  * kernel tracks, and a flow to a UDP Service frontend (address and port, or
  * a NodePort on any address) whose replies do not come from an endpoint of
- * that service port (one that takes new flows, or a draining one) goes: NATed to an endpoint the port dropped, or never
- * NATed (sent while the port had no endpoints), its next datagram then
- * starts a flow that is. Pure: the kernel's flows and the model in, the
- * deletions out.
+ * that service port (one that takes new flows, or a draining one) goes:
+ * NATed to an endpoint the port dropped, or never NATed (sent while the port
+ * had no endpoints), its next datagram then starts a flow that is. Pure: the
+ * kernel's flows and the model in, the deletions out.
  */
 import { NODE_PORT_ADDRESS, type Model } from '../model/types.js';
 
@@ -33,7 +33,7 @@ export function staleUdpFlows(model: Model, flows: readonly UdpFlow[]): UdpFlowF
   const byNodePort = new Map<number, Set<string>>();
   for (const sp of model.servicePorts) {
     if (sp.ref.protocol !== 'UDP') continue;
-    // A draining endpoint keeps its flows: kube-proxy clears those of an endpoint that no longer serves only.
+    // A draining endpoint keeps its flows: kube-proxy clears only those of an endpoint that no longer serves.
     const endpoints = new Set([...sp.backends, ...(sp.draining ?? [])].map((b) => b.address));
     for (const f of sp.frontends) {
       if (f.address === NODE_PORT_ADDRESS) byNodePort.set(f.port, endpoints);

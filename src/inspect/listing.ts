@@ -78,7 +78,8 @@ export function listServicePorts(tables: Tables): ListedServicePort[] {
     const listed = byId.get(s.service_id);
     if (!b || !listed) continue;
     const backend = { address: b.addr, port: b.port, state: nameOf(STATE, s.state), local: (b.flags & BACKEND_FLAGS.local) !== 0 };
-    if (s.slot < (backendCount.get(s.service_id) ?? 0)) listed.backends.push(backend);
+    // A port whose frontends all went to other Services still has its slots: all of them backends.
+    if (s.slot < (backendCount.get(s.service_id) ?? Infinity)) listed.backends.push(backend);
     else (listed.draining ??= []).push(backend);
   }
   return sortListed([...byId.values()], Object.keys(KIND));

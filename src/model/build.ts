@@ -20,6 +20,7 @@ import {
   type Protocol,
   type Rejected,
   type ServicePort,
+  type ServicePortRef,
 } from './types.js';
 
 type Obj = Record<string, unknown>;
@@ -681,13 +682,15 @@ function endpointsFor(groups: EpGroup[], portName: string, protocol: Protocol, n
     if (taken(keys, ranks, order, at, want)) count++;
     else if (want === READY && taken(keys, ranks, order, at, SERVING_TERMINATING)) drainingCount++;
   }
+  // Slot numbers stay below 2^16 (contract/tables.ts): past that, draining endpoints lose their stickiness.
+  drainingCount = Math.min(drainingCount, Math.max(0, MAX_BACKENDS_PER_SERVICE_PORT - count));
   const backends = sizedArray<Backend>(count);
   const draining = drainingCount > 0 ? sizedArray<Backend>(drainingCount) : undefined;
   count = 0;
-  drainingCount = 0;
+  let drained = 0;
   for (let at = 0; at < n; at++) {
     if (taken(keys, ranks, order, at, want)) backends[count++] = backendAt(at, want === READY ? 'ready' : 'serving-terminating');
-    else if (draining && taken(keys, ranks, order, at, SERVING_TERMINATING)) draining[drainingCount++] = backendAt(at, 'serving-terminating');
+    else if (drained < drainingCount && taken(keys, ranks, order, at, SERVING_TERMINATING)) draining![drained++] = backendAt(at, 'serving-terminating');
   }
   return { backends, draining };
 }
@@ -823,14 +826,10 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
       if (typeof p.nodePort === 'number') frontends.push({ kind: 'NodePort', address: NODE_PORT_ADDRESS, port: p.nodePort });
       for (const ip of s.externalIPs) frontends.push({ kind: 'ExternalIP', address: ip, port: p.port });
       for (const ip of s.loadBalancerIPs) frontends.push({ kind: 'LoadBalancer', address: ip, port: p.port });
-      const endpoints = endpointsFor(groups, p.portName, p.protocol, opts.nodeName);
-      const servicePort: ServicePort = {
-        ref: { namespace: s.id.namespace, name: s.id.name, portName: p.portName, protocol: p.protocol },
-        frontends,
-        backends: endpoints.backends,
-      };
-      if (endpoints.draining) servicePort.draining = endpoints.draining;
-      servicePorts.push(servicePort);
+      const ref: ServicePortRef = { namespace: s.id.namespace, name: s.id.name, portName: p.portName, protocol: p.protocol };
+      const { backends, draining } = endpointsFor(groups, p.portName, p.protocol, opts.nodeName);
+      // One literal per shape, as for backends: a property added later would give most ports a second object.
+      servicePorts.push(draining ? { ref, frontends, backends, draining } : { ref, frontends, backends });
     }
   }
   servicePorts.sort(byServicePort);

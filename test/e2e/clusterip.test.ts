@@ -14,6 +14,7 @@ import { createLab, PROBE_SCRIPT, type Lab, type LabProcess } from '../../src/la
 import { countBodies, countPeers, parseProbeOutput, type ProbeResult } from '../../src/lab/probe-results.js';
 import { allocateClusterIPs } from '../../src/model/cluster-ip.js';
 import { kernelHasFunc } from '../../src/datapath/libbpf.js';
+import { parseConntrackList } from '../../src/datapath/udp-flows.js';
 import { programmedServicePorts } from '../fixtures/programmed.js';
 import { missingKernelPrerequisite } from '../fixtures/tools.js';
 
@@ -98,6 +99,17 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
       await new Promise((r) => setTimeout(r, 2));
     }
     return performance.now() - start;
+  }
+
+  /** iptables mode: polls the node's conntrack table until no UDP flow to `to` has its replies from `endpoint`. */
+  async function untilNoFlowFrom(endpoint: string, to: string, timeoutMs = 3000): Promise<void> {
+    const start = performance.now();
+    for (;;) {
+      const listed = await lab.exec('node', ['conntrack', '-L', '-p', 'udp', '--orig-dst', to]);
+      if (listed.code === 0 && parseConntrackList(listed.stdout).every((f) => f.replySrc !== endpoint)) return;
+      if (performance.now() - start > timeoutMs) assert.fail(`a UDP flow to ${to} from ${endpoint} was still tracked after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   before(async () => {
@@ -310,7 +322,8 @@ for (const mode of ['ebpf', 'iptables'] as const) describe(`ClusterIP from pods 
         await new Promise((r) => setTimeout(r, 1000));
         const stopped = Date.now();
         await writeManifest(file, manifest(podA({ ready: false, serving: false, terminating: true }), podB));
-        await kernelReflects('pod-a no longer serving', () => mode === 'iptables' || find('udp-drain')?.draining === undefined);
+        if (mode === 'ebpf') await kernelReflects('pod-a no longer draining', () => find('udp-drain')?.draining === undefined);
+        else await untilNoFlowFrom('10.244.0.11', address);
         const settled = Date.now() + 300;
         const results = await sending;
         const failed = results.filter((r) => !r.ok);

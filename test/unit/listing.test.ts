@@ -149,6 +149,24 @@ test('listServicePorts: draining endpoints (the slots past backend_count) are li
   assert.match(formatListing(listed, []), /10\.244\.0\.3:53, 10\.244\.0\.2:53 \(draining, local\)$/);
 });
 
+test('listServicePorts: a port whose frontends all went to other Services lists its slots as backends', () => {
+  const m: Model = {
+    servicePorts: [
+      {
+        ref: { namespace: 'default', name: 'loser', portName: '', protocol: 'TCP' },
+        frontends: [],
+        backends: [{ address: '10.244.0.3', port: 80, state: 'ready', local: false }],
+      },
+    ],
+    ignored: [],
+    rejected: [],
+    nodeAddresses: [],
+  };
+  const [listed] = listServicePorts(compile(m, { services: new Map(), backends: new Map() }).tables);
+  assert.deepEqual(listed!.backends, [{ address: '10.244.0.3', port: 80, state: 'ready', local: false }]);
+  assert.equal(listed!.draining, undefined);
+});
+
 test('listServicePorts of empty tables is empty', () => {
   assert.deepEqual(listServicePorts(emptyTables()), []);
   assert.deepEqual(listNodeAddresses(emptyTables()), []);

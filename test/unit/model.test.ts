@@ -292,6 +292,18 @@ test('terminating fallback: only when no endpoint is ready, serving+terminating 
   assert.equal('draining' in port(m, 'default', 'web'), false, 'nothing drains while the terminating endpoints take the new flows');
 });
 
+test('draining: backends and draining endpoints together stay within a port\'s 65,535 slots (slot numbers are 16 bits)', () => {
+  const address = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  const endpoints = [
+    ...Array.from({ length: 65534 }, (_, i) => ep(address(i + 1))),
+    ...[0x20001, 0x20002, 0x20003].map((i) => ep(address(i), { ready: false, serving: true, terminating: true })),
+  ];
+  const m = buildModel(snap([svc('web', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] })], [slice('web-a', 'web', endpoints, [{ port: 80 }])]), OPTS);
+  const web = port(m, 'default', 'web');
+  assert.equal(web.backends.length, 65534);
+  assert.deepEqual(web.draining?.map((b) => b.address), ['10.2.0.1']);
+});
+
 test('draining: an endpoint listed ready in one slice and terminating in another is a backend, not draining; across slices, in address order', () => {
   const terminating = { ready: false, serving: true, terminating: true };
   const m = buildModel(

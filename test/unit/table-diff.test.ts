@@ -233,3 +233,22 @@ test('diffTables: a service shrinking from 3 to 2 backends lowers the count befo
     { op: 'delete', table: 'backends', keys: [id(3).toString('hex')] },
   ]);
 });
+
+test('diffTables: a Service\'s changed slots are written highest first, so an endpoint turning draining (it moves up) is listed throughout', () => {
+  const ready = (address: string) => ({ address, port: 8080, state: 'ready' as const, local: false });
+  const model = (servicePort: Pick<Model['servicePorts'][number], 'backends' | 'draining'>): Model => ({
+    servicePorts: [
+      { ref: { namespace: 'default', name: 'web', portName: 'http', protocol: 'UDP' }, frontends: [{ kind: 'ClusterIP', address: '10.96.0.10', port: 53 }], ...servicePort },
+    ],
+    ignored: [],
+    rejected: [],
+    nodeAddresses: [],
+  });
+  const before = compile(model({ backends: [ready('10.244.1.2'), ready('10.244.1.3')] }), { services: new Map(), backends: new Map() }).tables;
+  const after = compile(
+    model({ backends: [ready('10.244.1.1'), ready('10.244.1.3')], draining: [{ ...ready('10.244.1.2'), state: 'serving-terminating' }] }),
+    idsFromTables(before),
+  ).tables;
+  const slotWrites = diffTables(after, before).flatMap((o) => (o.op === 'upsert' && o.table === 'slots' ? o.entries.map((e) => slotKey.decode(e.key).slot) : []));
+  assert.deepEqual(slotWrites, [2, 0], "10.244.1.2 lands in slot 2 before slot 0 takes 10.244.1.1");
+});
