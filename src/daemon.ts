@@ -9,11 +9,13 @@ import { EbpfDatapath } from './datapath/ebpf.js';
 import { IptablesDatapath } from './datapath/iptables.js';
 import { chooseMode, probeKernel } from './datapath/probe.js';
 import type { Datapath } from './datapath/types.js';
+import { ProxyHealth } from './health/proxy-health.js';
+import { HealthServers, type BindAddress } from './health/servers.js';
 import { collectAfterSync } from './heap.js';
 import { networkProgrammingLatencies } from './metrics/programming-latency.js';
 import { ModelCache, wholeModel } from './model/incremental.js';
 import { resolveNodePortAddresses } from './model/node-addresses.js';
-import type { ModelOptions, ModelUpdate, PortRange } from './model/types.js';
+import type { HealthCheckNodePort, ModelOptions, ModelUpdate, PortRange } from './model/types.js';
 import { DEFAULT_SYNCER_OPTIONS, Syncer } from './reconcile/syncer.js';
 import type { Source } from './source/types.js';
 
@@ -40,6 +42,8 @@ export interface AgentConfig {
   serviceNodePortRange: PortRange;
   minSyncIntervalMs: number;
   mapSizes: Partial<Record<string, number>>;
+  /** Where /healthz and /livez are served (kube-proxy's --healthz-bind-address); undefined: nowhere. */
+  healthz: BindAddress | undefined;
 }
 
 /**
@@ -86,6 +90,10 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   log.info({ interfaces, nodePortAddresses }, 'node addresses');
   const datapath: Datapath = choice.mode === 'ebpf' ? openEbpf(config, interfaces, log) : new IptablesDatapath({ log });
   let triggerTimes: number[] = [];
+  const health = new ProxyHealth(Date.now());
+  const healthServers = new HealthServers({ healthz: config.healthz, health, node: () => source.node(), log });
+  /** The health check node ports of the model the syncer last built: served once that sync has landed. */
+  let healthChecks: HealthCheckNodePort[] = [];
   const models = new ModelCache();
   const modelOptions: ModelOptions = {
     serviceClusterIPRange: config.serviceClusterIPRange,
@@ -98,12 +106,11 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   };
   let manifestSequence = 0;
   const model = (): ModelUpdate => {
-    // An address added to or removed from the interfaces since: NodePorts follow it, as kube-proxy's do.
-    const addresses = readNodePortAddresses();
-    if (addresses.join() !== modelOptions.nodePortAddresses.join()) {
-      log.info({ nodePortAddresses: addresses, before: modelOptions.nodePortAddresses }, 'node addresses changed');
-      modelOptions.nodePortAddresses = addresses;
-    }
+    const update = buildUpdate();
+    healthChecks = update.healthChecks;
+    return update;
+  };
+  const buildUpdate = (): ModelUpdate => {
     // The API server's objects arrive one event at a time: the model follows them per Service.
     if (kube) {
       triggerTimes = triggerTimes.concat(kube.takeTriggerTimes());
@@ -114,7 +121,15 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
     const built = models.build(snap.objects, modelOptions);
     return wholeModel({ ...built, rejected: [...snap.rejected, ...built.rejected] }, ++manifestSequence);
   };
+  /** A change waits for a sync: what /healthz fails on when it waits too long. */
+  const request = () => {
+    health.queued(Date.now());
+    syncer.request();
+  };
   const onApplied = (appliedAtMs: number) => {
+    health.updated(appliedAtMs);
+    // kube-proxy listens on the NodePort addresses when --nodeport-addresses narrows them, else on every address.
+    healthServers.syncServices(healthChecks, config.nodePortCIDRs.length ? modelOptions.nodePortAddresses : undefined);
     const latencies = networkProgrammingLatencies(triggerTimes, appliedAtMs);
     triggerTimes = [];
     if (latencies.length) log.debug({ networkProgrammingSeconds: latencies }, 'network programming latency');
@@ -135,20 +150,28 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   /** Stops watching and syncing and lets go of the kernel handles; the dataplane stays. */
   const release = () => {
     clearInterval(addressPoll);
+    healthServers.close();
     source.close();
     syncer.stop();
     datapath.close();
   };
   try {
-    await source.start(() => syncer.request());
+    await source.start(request);
   } catch (err) {
+    healthServers.close();
     source.close();
     datapath.close();
     throw err;
   }
   syncer.start();
+  // An address added to or removed from the interfaces: NodePorts follow it, as kube-proxy's do. Read here rather
+  // than at every sync: with a veth per pod the read costs more than a whole single-change sync.
   addressPoll = setInterval(() => {
-    if (readNodePortAddresses().join() !== modelOptions.nodePortAddresses.join()) syncer.request();
+    const addresses = readNodePortAddresses();
+    if (addresses.join() === modelOptions.nodePortAddresses.join()) return;
+    log.info({ nodePortAddresses: addresses, before: modelOptions.nodePortAddresses }, 'node addresses changed');
+    modelOptions.nodePortAddresses = addresses;
+    request();
   }, NODE_ADDRESS_POLL_MS);
   addressPoll.unref();
   log.info({ mode: datapath.mode, node: config.nodeName, source: src.kind }, 'agent running');

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ALL_MAPS, TABLES } from '../contract/tables.js';
+import type { BindAddress } from '../health/servers.js';
 import type { ListedServicePort } from '../inspect/listing.js';
 import { createLogger } from '../log.js';
 import { parseNodePortRange } from '../model/node-addresses.js';
@@ -35,6 +36,15 @@ async function readProgrammed(bpffs: string): Promise<{ mode: 'ebpf' | 'iptables
   const saved = spawnSync('iptables-save', [], { encoding: 'utf8' });
   if (saved.status !== 0) throw new Error(`no pinned maps under ${bpffs}, and iptables-save failed: ${saved.stderr.trim()}`);
   return { mode: 'iptables', servicePorts: listFromIptablesSave(saved.stdout), nodeAddresses: nodeAddressesFromIptablesSave(saved.stdout) };
+}
+
+/** kube-proxy's --healthz-bind-address: "host:port" ("[v6]:port" too; port 0: a free one, which the log names), or "" for none. */
+function parseBindAddress(flag: string, text: string): BindAddress | undefined {
+  if (text === '') return undefined;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new Error(`${flag}: expected host:port (e.g. 0.0.0.0:10256) or "" to serve nothing, got "${text}"`);
+  return { host: m[1] ?? m[2]!, port };
 }
 
 function commaList(text: string | undefined): string[] {
@@ -94,7 +104,12 @@ await yargs(hideBin(process.argv))
         .option('nodeport-addresses', { type: 'string', describe: 'CIDRs of the node addresses that answer NodePorts, comma-separated (default: all)' })
         .option('xdp', { type: 'boolean', default: false, describe: 'also translate in XDP on the external interfaces' })
         .option('min-sync-period', { type: 'string', default: '100ms', describe: 'least time between two syncs of a burst (e.g. 100ms, 1s)' })
-        .option('map-sizes', { type: 'string', describe: 'max entries per map, e.g. frontends=65536,slots=262144' }),
+        .option('map-sizes', { type: 'string', describe: 'max entries per map, e.g. frontends=65536,slots=262144' })
+        .option('healthz-bind-address', {
+          type: 'string',
+          default: '0.0.0.0:10256',
+          describe: 'where /healthz and /livez are served, as kube-proxy serves them ("" for nowhere)',
+        }),
     async (argv) => {
       const log = createLogger(argv['log-level']);
       const { startAgent } = await import('../daemon.js');
@@ -116,6 +131,7 @@ await yargs(hideBin(process.argv))
           xdp: argv.xdp,
           minSyncIntervalMs: parseDurationMs(argv['min-sync-period']),
           mapSizes: parseMapSizes(argv['map-sizes']),
+          healthz: parseBindAddress('--healthz-bind-address', argv['healthz-bind-address']),
         },
         log,
         () => process.exit(1),

@@ -334,6 +334,12 @@ export function renderRules(model: Model): RenderedRules {
     for (const [, r] of jumps.sort((a, b) => jumpOrder(a[0], b[0]))) rules.push(r);
   }
 
+  // Whatever the host's INPUT policy, a load balancer must reach its health check node port (kube-proxy writes one such
+  // rule per service port; one per Service says the same).
+  for (const hc of model.healthChecks) {
+    filter.add(KUBE_NODEPORTS, ...comment(`${hc.namespace}/${hc.name} health check node port`), '-m', 'tcp', '-p', 'tcp', '--dport', String(hc.port), '-j', 'ACCEPT');
+  }
+
   // Last in KUBE-SERVICES, so a Service address on a node address wins over a NodePort. One jump per address is
   // upstream's form when --nodeport-addresses narrows the addresses; kpx always knows them (model.nodeAddresses).
   for (const address of model.nodeAddresses) {

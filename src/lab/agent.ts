@@ -44,7 +44,8 @@ export async function startLabAgent(lab: ClusterLab, opts: LabAgentOptions = {})
       '--log-level',
       opts.logLevel ?? 'debug',
       'run',
-      ...(opts.kubeconfig ? ['--kubeconfig', opts.kubeconfig, '--mode', 'ebpf'] : ['--manifests', lab.manifestsDir]),
+      // In the root netns, health is served on a free loopback port (the log names it), never on the host's 10256.
+      ...(opts.kubeconfig ? ['--kubeconfig', opts.kubeconfig, '--mode', 'ebpf', '--healthz-bind-address', '127.0.0.1:0'] : ['--manifests', lab.manifestsDir]),
       '--cgroup',
       node.cgroupPath,
       '--bpffs',

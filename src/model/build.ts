@@ -13,6 +13,7 @@ import {
   type Backend,
   type EndpointState,
   type Frontend,
+  type HealthCheckNodePort,
   type IgnoreReason,
   type IgnoredService,
   type Model,
@@ -85,6 +86,8 @@ interface LiveService {
   endpointGroups: EpGroup[];
   /** An EndpointSlice names it (IPv6 ones too): its Endpoints object is not used. */
   hasSlices: boolean;
+  /** spec.healthCheckNodePort of a LoadBalancer with externalTrafficPolicy Local; null for any other Service. */
+  healthCheckNodePort: number | null;
 }
 
 interface EpPort {
@@ -446,7 +449,16 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
     }
   }
 
-  return { live: { id, clusterIP, ports, externalIPs, loadBalancerIPs, endpointGroups: [], hasSlices: false } };
+  // kube-proxy serves a health check for a LoadBalancer whose external traffic must stay on the node (NeedsHealthCheck).
+  let healthCheckNodePort: number | null = null;
+  if (type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local') {
+    const hc = spec.healthCheckNodePort;
+    if (isPort(hc)) healthCheckNodePort = hc;
+    else if (hc === undefined || hc === null || hc === 0) rej.of(id, "spec.healthCheckNodePort is missing: its load balancer's health checks get no answer");
+    else rej.of(id, `invalid spec.healthCheckNodePort ${show(hc)} (want an integer 1..65535): its load balancer's health checks get no answer`);
+  }
+
+  return { live: { id, clusterIP, ports, externalIPs, loadBalancerIPs, endpointGroups: [], hasSlices: false, healthCheckNodePort } };
 }
 
 /** Reads a condition; missing/null gives the default, a non-boolean is an error (undefined). */
@@ -833,17 +845,37 @@ export function buildModel(snapshot: ObjectSnapshot, opts: ModelOptions): Model 
     }
   }
   servicePorts.sort(byServicePort);
+  const healthChecks: HealthCheckNodePort[] = [];
+  for (let i = 0; i < live.length; i++) {
+    const s = live[i]!;
+    if (s.healthCheckNodePort === null) continue;
+    healthChecks.push({ namespace: s.id.namespace, name: s.id.name, port: s.healthCheckNodePort, localEndpoints: localReadyAddresses(s.endpointGroups, opts.nodeName) });
+  }
+  healthChecks.sort(byHealthCheck);
   const claimed = claimFrontends(servicePorts, (ns, name) => live.find((s) => s.id.namespace === ns && s.id.name === name)?.id.origin ?? '');
   rej.list.push(...claimed.rejected);
   ignored.sort(byIgnored);
   const rejected = rej.list.sort(byRejection);
-  return { servicePorts: claimed.servicePorts, ignored, rejected, nodeAddresses: nodeAddressesOf(opts.nodePortAddresses) };
+  return { servicePorts: claimed.servicePorts, ignored, rejected, healthChecks, nodeAddresses: nodeAddressesOf(opts.nodePortAddresses) };
+}
+
+/** The ready endpoints on this node, each address once whatever its ports (kube-proxy's LocalReadyEndpoints). */
+function localReadyAddresses(groups: EpGroup[], nodeName: string): number {
+  const addresses = new Set<number>();
+  for (const g of groups) {
+    for (let i = 0; i < g.addresses.length; i++) if (g.ranks[i] === READY && g.nodeNames[i] === nodeName) addresses.add(g.addressNumbers[i]!);
+  }
+  return addresses.size;
 }
 
 /* The model's orders, as functions rather than a closure per call. */
 
 function byServicePort(a: ServicePort, b: ServicePort): number {
   return cmp(a.ref.namespace, b.ref.namespace) || cmp(a.ref.name, b.ref.name) || cmp(a.ref.portName, b.ref.portName) || cmp(a.ref.protocol, b.ref.protocol);
+}
+
+export function byHealthCheck(a: HealthCheckNodePort, b: HealthCheckNodePort): number {
+  return cmp(a.namespace, b.namespace) || cmp(a.name, b.name);
 }
 
 function byIgnored(a: IgnoredService, b: IgnoredService): number {

@@ -15,10 +15,10 @@
  * different node name starts the cache afresh.
  */
 import type { ObjectSnapshot } from '../k8s/types.js';
-import { buildModel, claimedElsewhere, frontendClaimKey, sizedArray, unaddressable } from './build.js';
+import { buildModel, byHealthCheck, claimedElsewhere, frontendClaimKey, sizedArray, unaddressable } from './build.js';
 import { sortedIPv4s } from './cluster-ip.js';
 import { ServiceGroups, type Group } from './groups.js';
-import type { IgnoredService, Model, ModelOptions, ModelUpdate, Rejected, ServicePort, ServicePortRef } from './types.js';
+import type { HealthCheckNodePort, IgnoredService, Model, ModelOptions, ModelUpdate, Rejected, ServicePort, ServicePortRef } from './types.js';
 
 /** A group's model, as much of it as is kept: 10,000 Services make 10,000 of these. */
 interface Part {
@@ -26,6 +26,7 @@ interface Part {
   servicePorts: ServicePort[];
   ignored: IgnoredService[];
   rejected: Rejected[];
+  healthChecks: HealthCheckNodePort[];
   /** Where the group's Service came from, for rejections of its ports. */
   origin: string;
 }
@@ -89,7 +90,7 @@ function inputsOf(g: Group): object[] {
 
 /** The whole model as a datapath that starts over takes it, with no delta. */
 export function wholeModel(model: Model, sequence = 0): ModelUpdate {
-  return { sequence, full: () => model, rejected: model.rejected, servicePortCount: model.servicePorts.length };
+  return { sequence, full: () => model, rejected: model.rejected, healthChecks: model.healthChecks, servicePortCount: model.servicePorts.length };
 }
 
 export class ModelCache {
@@ -99,6 +100,8 @@ export class ModelCache {
   private effective = new Map<string, Effective>();
   /** Groups and service ports that hold rejections: listing them must not cost a pass over everything. */
   private rejectingGroups = new Set<string>();
+  /** Groups whose Service has a health check node port: few, and listed at every update. */
+  private healthCheckedGroups = new Set<string>();
   private rejectingPorts = new Set<string>();
   private cachedNodeName: string | undefined;
   private sequence = 0;
@@ -126,6 +129,7 @@ export class ModelCache {
       this.claims = new Map();
       this.effective = new Map();
       this.rejectingGroups = new Set();
+      this.healthCheckedGroups = new Set();
       this.rejectingPorts = new Set();
       this.cachedNodeName = opts.nodeName;
       fresh = true;
@@ -145,11 +149,13 @@ export class ModelCache {
     const nodeAddresses = sortedIPv4s(opts.nodePortAddresses);
     let whole: Model | undefined;
     const rejected = this.rejected();
+    const healthChecks = this.healthChecks();
     return {
       sequence: this.sequence,
-      full: () => (whole ??= this.whole(nodeAddresses, rejected)),
+      full: () => (whole ??= this.whole(nodeAddresses, rejected, healthChecks)),
       ...(fresh ? {} : { delta: { since, upserted, removed, nodeAddresses } }),
       rejected,
+      healthChecks,
       servicePortCount: this.effective.size,
     };
   }
@@ -180,6 +186,7 @@ export class ModelCache {
         removed.push(...previous.ignored);
       }
       this.rejectingGroups.delete(key);
+      this.healthCheckedGroups.delete(key);
       if (!group) {
         this.parts.delete(key);
         continue;
@@ -190,9 +197,11 @@ export class ModelCache {
         servicePorts: model.servicePorts.length ? model.servicePorts : NONE,
         ignored: model.ignored.length ? model.ignored : NONE,
         rejected: model.rejected.length ? model.rejected : NONE,
+        healthChecks: model.healthChecks.length ? model.healthChecks : NONE,
         origin: group.services[0]?.origin ?? '',
       });
       if (model.rejected.length) this.rejectingGroups.add(key);
+      if (model.healthChecks.length) this.healthCheckedGroups.add(key);
       for (let i = 0; i < model.servicePorts.length; i++) newRaw.push(model.servicePorts[i]!);
       for (let i = 0; i < model.ignored.length; i++) upserted.push(model.ignored[i]!);
     }
@@ -307,7 +316,13 @@ export class ModelCache {
     return out;
   }
 
-  private whole(nodeAddresses: string[], rejected: Rejected[]): Model {
+  private healthChecks(): HealthCheckNodePort[] {
+    const out: HealthCheckNodePort[] = [];
+    for (const key of this.healthCheckedGroups) out.push(...this.parts.get(key)!.healthChecks);
+    return out.sort(byHealthCheck);
+  }
+
+  private whole(nodeAddresses: string[], rejected: Rejected[], healthChecks: HealthCheckNodePort[]): Model {
     const servicePorts: ServicePort[] = [];
     const orders = sorted([...this.effective.keys()]);
     for (let i = 0; i < orders.length; i++) {
@@ -317,7 +332,7 @@ export class ModelCache {
     const ignored: IgnoredService[] = [];
     const keys = sorted([...this.parts.keys()]);
     for (let i = 0; i < keys.length; i++) ignored.push(...this.parts.get(keys[i]!)!.ignored);
-    return { servicePorts, ignored, rejected, nodeAddresses };
+    return { servicePorts, ignored, rejected, healthChecks, nodeAddresses };
   }
 }
 

@@ -70,10 +70,25 @@ export interface Rejected {
   reason: string;
 }
 
+/**
+ * A LoadBalancer Service with externalTrafficPolicy Local: its load balancer
+ * probes this node on spec.healthCheckNodePort and sends traffic only where
+ * the answer is 200, i.e. where the Service has a ready local endpoint.
+ */
+export interface HealthCheckNodePort {
+  namespace: string;
+  name: string;
+  port: number;
+  /** Ready endpoints on this node, each address once (a pod serving two ports counts once), as kube-proxy counts them. */
+  localEndpoints: number;
+}
+
 export interface Model {
   servicePorts: ServicePort[];
   ignored: IgnoredService[];
   rejected: Rejected[];
+  /** Sorted by namespace, then name. */
+  healthChecks: HealthCheckNodePort[];
   /** The node addresses NodePorts answer on: ModelOptions.nodePortAddresses sorted numerically, without duplicates. */
   nodeAddresses: string[];
 }
@@ -125,5 +140,7 @@ export interface ModelUpdate {
   full(): Model;
   delta?: ModelDelta;
   rejected: Rejected[];
+  /** The whole model's healthChecks, made without building the whole model. */
+  healthChecks: HealthCheckNodePort[];
   servicePortCount: number;
 }

@@ -9,6 +9,7 @@
  * again, and meanwhile the last good objects stay served.
  */
 import type { Logger } from 'pino';
+import type { NodeFacts } from '../health/proxy-health.js';
 import type { EndpointSlice, Endpoints, ObjectSnapshot, Origin, Service } from '../k8s/types.js';
 import { HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL } from '../k8s/types.js';
 import { ServiceGroups, type GroupedKind } from '../model/groups.js';
@@ -103,6 +104,12 @@ export class KubeSource implements Source {
       endpoints: all<Endpoints & Origin>('endpoints'),
     };
     return { objects, rejected: [] };
+  }
+
+  /** This node's Node object, as last listed or watched. */
+  node(): NodeFacts | undefined {
+    for (const node of this.watches.get('nodes')?.list() ?? []) return node as NodeFacts;
+    return undefined;
   }
 
   /**

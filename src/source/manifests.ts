@@ -36,6 +36,11 @@ export class ManifestSource implements Source {
     return this.current;
   }
 
+  /** A manifest folder has no Node objects. */
+  node(): undefined {
+    return undefined;
+  }
+
   close(): void {
     this.watcher?.close();
     clearTimeout(this.timer);

@@ -9,6 +9,7 @@
  * Values are copied as they are, wrong types included: the model validates
  * them and rejects an object with the reason.
  */
+import type { NodeFacts } from '../health/proxy-health.js';
 import type { EndpointSlice, Endpoints, ObjectMeta, Service } from '../k8s/types.js';
 import { HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL } from '../k8s/types.js';
 
@@ -127,10 +128,10 @@ const ENDPOINTS: Shape = {
   subsets: [{ addresses: [ADDRESS], notReadyAddresses: [ADDRESS], ports: [PORT] }],
 };
 
-/** Nothing of a Node is read yet: its name is kept, to key it. */
-const NODE: Shape = { metadata: { name: true, resourceVersion: true } };
+/** What says whether the node is going away (health/proxy-health.ts nodeEligible), and its name, to key it. */
+const NODE: Shape = { metadata: { name: true, resourceVersion: true, deletionTimestamp: true }, spec: { taints: [{ key: true, effect: true }] } };
 
 export const slimService = (raw: unknown) => slimTo(SERVICE, raw) as Service;
 export const slimEndpointSlice = (raw: unknown) => slimTo(ENDPOINT_SLICE, raw) as EndpointSlice;
 export const slimEndpoints = (raw: unknown) => slimTo(ENDPOINTS, raw) as Endpoints;
-export const slimNode = (raw: unknown) => slimTo(NODE, raw) as { metadata?: ObjectMeta };
+export const slimNode = (raw: unknown) => slimTo(NODE, raw) as { metadata?: ObjectMeta } & NodeFacts;

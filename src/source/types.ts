@@ -1,3 +1,4 @@
+import type { NodeFacts } from '../health/proxy-health.js';
 import type { ObjectSnapshot } from '../k8s/types.js';
 import type { Rejected } from '../model/types.js';
 
@@ -12,5 +13,7 @@ export interface Source {
   /** Resolves once the first complete view is available; onChange fires after every later change. */
   start(onChange: () => void): Promise<void>;
   snapshot(): SourceSnapshot;
+  /** This node's Node object, where the source has one (an API server). */
+  node(): NodeFacts | undefined;
   close(): void;
 }

@@ -42,6 +42,7 @@ function model(generation: number): Model {
     servicePorts: Array.from({ length: SERVICES }, (_, i) => servicePort(i, generation)),
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: ['172.18.0.2'],
   };
 }

@@ -41,7 +41,7 @@ function services(n: number, generation = 0, from = 0): ServicePort[] {
 }
 
 function model(servicePorts: ServicePort[]): Model {
-  return { servicePorts, ignored: [], rejected: [], nodeAddresses: ['10.0.0.1'] };
+  return { servicePorts, ignored: [], rejected: [], healthChecks: [], nodeAddresses: ['10.0.0.1'] };
 }
 
 interface Netns {

@@ -2,8 +2,10 @@
 // fixture, real HTTP list/watch protocol) is the only fake: the real client
 // library talks to it and the real agent programs the real kernel in a lab.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { readPinnedTables } from '../../src/datapath/ebpf.js';
 import { listServicePorts } from '../../src/inspect/listing.js';
@@ -70,6 +72,16 @@ async function waitUntil(what: string, predicate: () => boolean, timeoutMs = 500
   return performance.now() - start;
 }
 
+const execFileAsync = promisify(execFile);
+
+async function waitUntilAsync(what: string, predicate: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const start = performance.now();
+  while (!(await predicate())) {
+    if (performance.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 describe('kube source (ebpf)', { skip }, () => {
   let lab: Lab;
   let api: FakeApiServer;
@@ -108,6 +120,29 @@ describe('kube source (ebpf)', { skip }, () => {
     assert.deepEqual(backendsOf('web'), ['10.244.0.11', '10.244.0.12', '10.244.0.13']);
     assert.deepEqual(Object.keys(await bodies('10.96.0.80', 60)).sort(), ['pod-a', 'pod-b', 'pod-c']);
     assert.deepEqual(api.requests.filter((r) => r.resource === 'nodes' && r.verb === 'list').map((r) => r.query.fieldSelector), ['metadata.name=node-a']);
+  });
+
+  test('/healthz fails while the Node is being deleted or marked for removal by the autoscaler; /livez does not', async () => {
+    // This agent runs in the root netns, with the fake API server: its health is on a loopback port its log names.
+    const address = /"address":"(127\.0\.0\.1:\d+)","msg":"serving \/healthz and \/livez"/.exec(agent.stdout())?.[1];
+    assert.ok(address, 'the agent says where it serves /healthz');
+    const status = async (path: string) => (await execFileAsync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${address}${path}`])).stdout;
+    const node = (extra: object) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', namespace: '' }, ...extra });
+    assert.deepEqual([await status('/healthz'), await status('/livez')], ['200', '200']);
+    try {
+      for (const going of [
+        node({ spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', value: '1700000000', effect: 'NoSchedule' }] } }),
+        node({ metadata: { name: 'node-a', namespace: '', deletionTimestamp: '2026-01-01T00:00:00Z', finalizers: ['example.com/hold'] } }),
+      ]) {
+        api.update('nodes', going);
+        await waitUntilAsync('/healthz 503', async () => (await status('/healthz')) === '503');
+        assert.equal(await status('/livez'), '200', 'the agent itself is fine');
+        api.update('nodes', node({}));
+        await waitUntilAsync('/healthz 200 again', async () => (await status('/healthz')) === '200');
+      }
+    } finally {
+      api.update('nodes', node({}));
+    }
   });
 
   test("kube-proxy's label filters: another proxy's Service is not programmed", () => {

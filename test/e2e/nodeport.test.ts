@@ -36,6 +36,14 @@ const ECHO_PORT = 9000;
 const EXTERNAL_IP = '203.0.113.10';
 const LB_VIP = '198.51.100.10';
 const LB_PROXY = '198.51.100.20';
+const HC_NODE_PORT = 30301;
+
+/** One HTTP GET with curl from `host`: status, headers (lower-cased names) and body; status 0 when nothing answered. */
+interface HttpReply {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
 
 type Endpoint = [address: string, nodeName: string];
 
@@ -87,6 +95,7 @@ const MANIFESTS: Record<string, unknown[]> = {
     service('stream', { type: 'NodePort', clusterIP: '10.96.10.6', ports: [port({ port: ECHO_PORT, targetPort: ECHO_PORT, nodePort: 30900 })] }),
     slice('stream', ECHO_PORT, [[POD.b2, 'node-b']]),
   ],
+  'hc.json': healthCheckedManifest([POD.a1, 'node-a']),
   'churn.json': churnManifest([POD.a2, 'node-a']),
   'bystander.json': bystanderManifest([POD.a2, 'node-a']),
 };
@@ -95,6 +104,20 @@ function churnManifest(endpoint: Endpoint): unknown[] {
   return [
     service('churn', { type: 'NodePort', clusterIP: '10.96.10.7', ports: [port({ port: 80, targetPort: HTTP_PORT, nodePort: 30070 })] }),
     slice('churn', HTTP_PORT, [endpoint]),
+  ];
+}
+
+/** A LoadBalancer whose traffic stays on the node its load balancer picks: it probes HC_NODE_PORT on every node. */
+function healthCheckedManifest(endpoint: Endpoint): unknown[] {
+  return [
+    service('hc', {
+      type: 'LoadBalancer',
+      clusterIP: '10.96.10.20',
+      externalTrafficPolicy: 'Local',
+      healthCheckNodePort: HC_NODE_PORT,
+      ports: [port({ port: 80, targetPort: HTTP_PORT, nodePort: 30300 })],
+    }),
+    slice('hc', HTTP_PORT, [endpoint]),
   ];
 }
 
@@ -187,6 +210,15 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       const r = await lab.exec(host, [process.execPath, '-e', BIND_SCRIPT, proto, address, String(portNumber)], { inCgroup });
       assert.equal(r.code, 0, r.stderr);
       return r.stdout.trim();
+    }
+
+    async function get(host: string, url: string): Promise<HttpReply> {
+      const r = await lab.exec(host, ['curl', '-s', '-i', '--max-time', '2', url]);
+      if (r.code !== 0) return { status: 0, headers: {}, body: r.stderr };
+      const [head = '', body = ''] = r.stdout.split('\r\n\r\n');
+      const [statusLine = '', ...lines] = head.split('\r\n');
+      const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+      return { status: Number(statusLine.split(' ')[1]), headers, body };
     }
 
     async function startAgents(flags: string[]): Promise<void> {
@@ -519,6 +551,46 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       }
       t.diagnostic(`gone after ${(await until(`${added} gone`, (a) => !a.includes(added))).toFixed(0)} ms`);
       assertAllAnswered(await fromOutside(['http', NODE_A, '30080', '--count', '3']), 'the other node addresses still answer');
+    });
+
+    test('/healthz and /livez answer on port 10256 as kube-proxy\'s do; other paths are not found', async () => {
+      for (const path of ['/healthz', '/livez']) {
+        const reply = await get(EXTERNAL.name, `http://${NODE_A}:10256${path}`);
+        assert.equal(reply.status, 200, `${path}: ${reply.body}`);
+        assert.equal(reply.headers['content-type'], 'application/json');
+        const body = JSON.parse(reply.body) as Record<string, unknown>;
+        assert.deepEqual(Object.keys(body).sort(), path === '/healthz' ? ['currentTime', 'lastUpdated', 'nodeEligible'] : ['currentTime', 'lastUpdated']);
+        assert.ok(Math.abs(Date.parse(body.currentTime as string) - Date.now()) < 5000, `${path}: currentTime ${String(body.currentTime)}`);
+        if (path === '/healthz') assert.equal(body.nodeEligible, true);
+      }
+      assert.equal((await get(EXTERNAL.name, `http://${NODE_A}:10256/metrics`)).status, 404);
+    });
+
+    test('a LoadBalancer with externalTrafficPolicy Local: its health check node port answers 200 only on the node with a ready endpoint, and follows it', async () => {
+      const check = async (address: string) => {
+        const reply = await get(EXTERNAL.name, `http://${address}:${HC_NODE_PORT}/`);
+        return { status: reply.status, endpoints: reply.headers['x-load-balancing-endpoints'], body: reply.status ? JSON.parse(reply.body) as unknown : reply.body };
+      };
+      const expected = (status: number, localEndpoints: number) => ({
+        status,
+        endpoints: String(localEndpoints),
+        body: { service: { namespace: 'default', name: 'hc' }, localEndpoints, serviceProxyHealthy: true },
+      });
+      assert.deepEqual(await check(NODE_A), expected(200, 1));
+      assert.deepEqual(await check(NODE_B), expected(503, 0));
+      if (mode === 'iptables') {
+        const saved = await lab.exec('node-a', ['iptables-save', '-t', 'filter']);
+        // As iptables-save prints the rule: the protocol match first.
+        assert.match(saved.stdout, new RegExp(`-A KUBE-NODEPORTS -p tcp -m comment --comment "default/hc health check node port" -m tcp --dport ${HC_NODE_PORT} -j ACCEPT`));
+      }
+      await writeManifest('hc.json', healthCheckedManifest([POD.b1, 'node-b']));
+      const start = performance.now();
+      while ((await check(NODE_B)).status !== 200) {
+        if (performance.now() - start > 5000) assert.fail(`node-b's health check did not turn 200 within 5 s: ${JSON.stringify(await check(NODE_B))}`);
+      }
+      assert.deepEqual(await check(NODE_B), expected(200, 1));
+      assert.deepEqual(await check(NODE_A), expected(503, 0));
+      await writeManifest('hc.json', healthCheckedManifest([POD.a1, 'node-a']));
     });
 
     test(`--nodeport-addresses ${WIRE_CIDR}: 127.0.0.1:nodePort stops answering, nodeIP:nodePort still works`, async () => {

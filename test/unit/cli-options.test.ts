@@ -30,3 +30,12 @@ test('--map-sizes refuses maps that cannot be sized, and malformed entries', () 
     assert.equal(r.stderr.trim().split('\n').length, 1, `${spec}: one line`);
   }
 });
+
+test('--healthz-bind-address wants host:port, or "" for no health server', () => {
+  for (const value of ['10256', 'localhost:10256', '0.0.0.0:70000', '0.0.0.0:']) {
+    const r = run('--healthz-bind-address', value);
+    assert.equal(r.status, 2, `${value}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`--healthz-bind-address: expected host:port \\(e\\.g\\. 0\\.0\\.0\\.0:10256\\) or "" to serve nothing, got "${value}"`));
+    assert.equal(r.stderr.trim().split('\n').length, 1, `${value}: one line`);
+  }
+});

@@ -58,6 +58,7 @@ function smallModel(): Model {
     ],
     ignored: [{ namespace: 'kube-system', name: 'ext', reason: 'ExternalName' }],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: ['127.0.0.1', '192.168.1.10'],
   };
 }
@@ -151,7 +152,7 @@ test('compile: draining endpoints take the slots after backend_count, and their 
     ...sp('default', 'web', 'dns', 'UDP', [{ kind: 'ClusterIP', address: '10.96.0.10', port: 53 }], [be('10.244.1.2', 5353)]),
     ...(draining && { draining }),
   });
-  const model = (servicePort: ServicePort): Model => ({ servicePorts: [servicePort], ignored: [], rejected: [], nodeAddresses: [] });
+  const model = (servicePort: ServicePort): Model => ({ servicePorts: [servicePort], ignored: [], rejected: [], healthChecks: [], nodeAddresses: [] });
   const compiler = new Compiler();
   compiler.update(model(web([be('10.244.1.1', 5353, 'serving-terminating'), be('10.244.1.3', 5353, 'serving-terminating')])));
   const d = decoded(compiler.content());
@@ -195,6 +196,7 @@ test('compile: backends are shared across services by addr:port/proto only', () 
     ],
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   };
   const { tables } = compile(model, NONE);
@@ -265,20 +267,20 @@ test('compile: adding a service keeps every existing ID', () => {
 test('compile: an ID freed in a compile is not reused by that compile, but is later', () => {
   const svc = (name: string, backend: string) =>
     sp('default', name, '', 'TCP', [{ kind: 'ClusterIP', address: `10.96.0.${name.charCodeAt(0)}`, port: 80 }], [be(backend, 80)]);
-  const m1: Model = { servicePorts: [svc('a', '10.0.0.1'), svc('b', '10.0.0.2')], ignored: [], rejected: [], nodeAddresses: [] };
+  const m1: Model = { servicePorts: [svc('a', '10.0.0.1'), svc('b', '10.0.0.2')], ignored: [], rejected: [], healthChecks: [], nodeAddresses: [] };
   const c1 = compile(m1, NONE);
   assert.deepEqual(serviceIds(c1.tables), { 'default/a:': 1, 'default/b:': 2 });
   assert.deepEqual(backendIds(c1.tables), { '10.0.0.1:80/6': 1, '10.0.0.2:80/6': 2 });
 
   // remove a (and its backend), add c in the same step: c must not take a's IDs
-  const m2: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3')], ignored: [], rejected: [], nodeAddresses: [] };
+  const m2: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3')], ignored: [], rejected: [], healthChecks: [], nodeAddresses: [] };
   const c2 = compile(m2, idsFromTables(c1.tables));
   assert.deepEqual(serviceIds(c2.tables), { 'default/b:': 2, 'default/c:': 3 });
   assert.deepEqual(backendIds(c2.tables), { '10.0.0.2:80/6': 2, '10.0.0.3:80/6': 3 });
   assert.deepEqual(c2.ids.services, new Map([['default/b:/6', 2], ['default/c:/6', 3]]));
 
   // one compile later, the freed IDs are free again: lowest first
-  const m3: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3'), svc('d', '10.0.0.4')], ignored: [], rejected: [], nodeAddresses: [] };
+  const m3: Model = { servicePorts: [svc('b', '10.0.0.2'), svc('c', '10.0.0.3'), svc('d', '10.0.0.4')], ignored: [], rejected: [], healthChecks: [], nodeAddresses: [] };
   const c3 = compile(m3, idsFromTables(c2.tables));
   assert.deepEqual(serviceIds(c3.tables), { 'default/b:': 2, 'default/c:': 3, 'default/d:': 1 });
   assert.deepEqual(backendIds(c3.tables), { '10.0.0.2:80/6': 2, '10.0.0.3:80/6': 3, '10.0.0.4:80/6': 1 });
@@ -308,7 +310,7 @@ test('compile: deterministic', () => {
 });
 
 test('compile: an empty model gives empty tables', () => {
-  const { tables, ids } = compile({ servicePorts: [], ignored: [], rejected: [], nodeAddresses: [] }, NONE);
+  const { tables, ids } = compile({ servicePorts: [], ignored: [], rejected: [], healthChecks: [], nodeAddresses: [] }, NONE);
   assert.deepEqual(bytes(tables), { frontends: [], slots: [], backends: [], services: [], nodeAddrs: [] });
   assert.deepEqual(ids, { services: new Map(), backends: new Map() });
 });
@@ -327,6 +329,7 @@ test('compile: a backend is flagged local when any service port listing it says 
       ),
       ignored: [],
       rejected: [],
+      healthChecks: [],
       nodeAddresses: ['172.18.0.2'],
     };
     const d = decoded(compile(model, NONE).tables);
@@ -346,6 +349,7 @@ test('compile: past the arenas first size, every entry keeps its bytes (the aren
     ),
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   };
   const d = decoded(compile(model, NONE).tables);

@@ -23,7 +23,7 @@ function servicePort(i: number, backends: number[], local: number[] = [], addres
 }
 
 function model(servicePorts: ServicePort[], nodeAddresses: string[] = []): Model {
-  return { servicePorts, ignored: [], rejected: [], nodeAddresses };
+  return { servicePorts, ignored: [], rejected: [], healthChecks: [], nodeAddresses };
 }
 
 /** The keys a later update touched (a compiler's first update names none: every key is new). */

@@ -23,7 +23,7 @@ function servicePort(name: string, clusterIP: string, backend: string): ServiceP
   };
 }
 
-const model = (servicePorts: ServicePort[]): Model => ({ servicePorts, ignored: [], rejected: [], nodeAddresses: [] });
+const model = (servicePorts: ServicePort[]): Model => ({ servicePorts, ignored: [], rejected: [], healthChecks: [], nodeAddresses: [] });
 
 /** Stand-in iptables commands in a temp folder; restore appends its stdin to a log, or fails when told to. */
 function fakeCommands() {

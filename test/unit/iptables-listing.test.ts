@@ -73,6 +73,7 @@ function model(): Model {
     ],
     ignored: [{ namespace: 'kube-system', name: 'ext', reason: 'ExternalName' }],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: ['127.0.0.1', '192.168.1.10'],
   };
 }
@@ -253,6 +254,7 @@ test('listFromIptablesSave: a comment with escaped quotes reads back as the name
     ],
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   };
   assert.deepEqual(

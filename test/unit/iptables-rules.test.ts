@@ -27,7 +27,7 @@ function sp(r: ServicePortRef, frontends: Frontend[], backends: Backend[]): Serv
 }
 
 function model(servicePorts: ServicePort[], nodeAddresses: string[] = []): Model {
-  return { servicePorts, ignored: [], rejected: [], nodeAddresses };
+  return { servicePorts, ignored: [], rejected: [], healthChecks: [], nodeAddresses };
 }
 
 const POSTROUTING = [
@@ -623,4 +623,12 @@ test('KUBE-SERVICES and KUBE-NODEPORTS jumps go by target chain, descending; the
   const nodePorts = rendered.nat.get('KUBE-NODEPORTS')!.map(target);
   assert.equal(nodePorts.length, 10);
   assert.deepEqual(nodePorts, [...nodePorts].sort().reverse());
+});
+
+test('a health check node port is accepted in the filter table\'s KUBE-NODEPORTS, whatever the INPUT policy, as kube-proxy does', () => {
+  const m = { ...model([]), healthChecks: [{ namespace: 'default', name: 'lb', port: 32000, localEndpoints: 0 }] };
+  assert.deepEqual(renderRules(m).filter.get('KUBE-NODEPORTS'), [
+    '-A KUBE-NODEPORTS -m comment --comment "default/lb health check node port" -m tcp -p tcp --dport 32000 -j ACCEPT',
+  ]);
+  assert.deepEqual(renderRules(model([])).filter.get('KUBE-NODEPORTS'), []);
 });

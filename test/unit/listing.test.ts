@@ -30,6 +30,7 @@ function model(): Model {
     ],
     ignored: [{ namespace: 'kube-system', name: 'ext', reason: 'ExternalName' }],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: ['192.168.1.10', '10.0.0.9', '127.0.0.1'],
   };
 }
@@ -107,6 +108,7 @@ test('listServicePorts: UDP, every frontend kind, every ignore reason', () => {
       { namespace: 'a', name: 'mesh', reason: 'service-proxy-name' },
     ],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   };
   const listed = listServicePorts(compile(m, { services: new Map(), backends: new Map() }).tables);
@@ -141,6 +143,7 @@ test('listServicePorts: draining endpoints (the slots past backend_count) are li
     ],
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   };
   const listed = listServicePorts(compile(m, { services: new Map(), backends: new Map() }).tables);
@@ -160,6 +163,7 @@ test('listServicePorts: a port whose frontends all went to other Services lists 
     ],
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   };
   const [listed] = listServicePorts(compile(m, { services: new Map(), backends: new Map() }).tables);

@@ -40,6 +40,7 @@ function service(name: string, rnd: () => number): any {
   }
   if (rnd() < 0.3) spec.externalIPs = [`192.0.2.${1 + Math.floor(rnd() * 3)}`];
   if (rnd() < 0.3) spec.ports.push({ name: 'dns', port: 53, protocol: 'UDP' });
+  if (rnd() < 0.2) Object.assign(spec, { type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: 32000 + Number(name.slice(4)) });
   return { kind: 'Service', metadata: { name, namespace: 'ns' }, spec, origin: name };
 }
 
@@ -70,6 +71,7 @@ test('ModelCache.update: after every random change, full() is what buildModel gi
     const objects = new Map<string, { kind: 'services' | 'endpointSlices'; obj: any }>();
     const compiler = new Compiler();
     let deltas = 0;
+    let healthChecked = 0;
     for (let step = 0; step < 150; step++) {
       const name = `svc-${Math.floor(rnd() * 12)}`;
       const op = rnd();
@@ -102,6 +104,9 @@ test('ModelCache.update: after every random change, full() is what buildModel gi
       assert.deepEqual(got.ignored, expected.ignored, where);
       assert.deepEqual(new Set(update.rejected.map((r) => JSON.stringify(r))), new Set(expected.rejected.map((r) => JSON.stringify(r))), where);
       assert.equal(update.servicePortCount, expected.servicePorts.length, where);
+      assert.deepEqual(update.healthChecks, expected.healthChecks, where);
+      assert.deepEqual(got.healthChecks, expected.healthChecks, where);
+      if (update.healthChecks.some((hc) => hc.localEndpoints > 0)) healthChecked++;
 
       if (update.delta) {
         compiler.updateDelta(update.delta);
@@ -116,6 +121,7 @@ test('ModelCache.update: after every random change, full() is what buildModel gi
       }
     }
     assert.ok(deltas > 50, `seed ${seed}: only ${deltas} updates went through the delta path`);
+    assert.ok(healthChecked > 10, `seed ${seed}: only ${healthChecked} updates had a health check with a local endpoint`);
   }
 });
 

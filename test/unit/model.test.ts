@@ -103,6 +103,7 @@ test('ClusterIP Service with 3 ready endpoints via EndpointSlice, port 8222 -> e
     ],
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   });
 });
@@ -885,4 +886,41 @@ test('a service port with more endpoints than a frontend can count is rejected w
   );
   assert.deepEqual(m.rejected, [rej('Service', 'huge', 'port TCP has 200000 endpoints, more than 65535', 'svc.yaml')]);
   assert.deepEqual(port(m, 'default', 'small').backends.map((b) => b.address), ['10.3.0.1']);
+});
+
+test('health check node port: a LoadBalancer with externalTrafficPolicy Local, with its ready endpoints on this node counted once per address', () => {
+  const lb = (name: string, spec: J = {}) =>
+    svc(name, { type: 'LoadBalancer', clusterIP: '10.96.0.10', externalTrafficPolicy: 'Local', healthCheckNodePort: 32001, ports: [{ name: 'a', port: 80, nodePort: 30080 }, { name: 'b', port: 81, nodePort: 30081 }], ...spec });
+  const endpoints = [
+    ep('10.0.0.1', undefined, 'node-a'),
+    ep('10.0.0.2', { ready: false, serving: true, terminating: true }, 'node-a'),
+    ep('10.0.0.3', { ready: false }, 'node-a'),
+    ep('10.0.0.4', undefined, 'node-b'),
+    ep('10.0.0.5'),
+  ];
+  const ports = [{ name: 'a', port: 8080 }, { name: 'b', port: 8081 }];
+  const m = buildModel(snap([lb('web')], [slice('web-1', 'web', endpoints, ports), slice('web-2', 'web', [ep('10.0.0.1', undefined, 'node-a'), ep('10.0.0.6', undefined, 'node-a')], ports)]), OPTS);
+  assert.deepEqual(m.healthChecks, [{ namespace: 'default', name: 'web', port: 32001, localEndpoints: 2 }]);
+  assert.deepEqual(m.rejected, []);
+  // Not a LoadBalancer, or its external traffic may leave the node: nothing to answer.
+  const others = buildModel(
+    snap([lb('cluster', { externalTrafficPolicy: 'Cluster' }), lb('node-port', { type: 'NodePort' }), lb('default-policy', { externalTrafficPolicy: undefined })]),
+    OPTS,
+  );
+  assert.deepEqual(others.healthChecks, []);
+});
+
+test('health check node port: missing or invalid, one log line each and the Service is still served', () => {
+  const lb = (name: string, healthCheckNodePort: J) =>
+    svc(name, { type: 'LoadBalancer', clusterIP: '10.96.0.10', externalTrafficPolicy: 'Local', healthCheckNodePort, ports: [{ port: 80, nodePort: 30080 }] });
+  for (const [value, reason] of [
+    [undefined, "spec.healthCheckNodePort is missing: its load balancer's health checks get no answer"],
+    [0, "spec.healthCheckNodePort is missing: its load balancer's health checks get no answer"],
+    [70000, "invalid spec.healthCheckNodePort 70000 (want an integer 1..65535): its load balancer's health checks get no answer"],
+  ] as const) {
+    const m = buildModel(snap([lb('web', value)]), OPTS);
+    assert.deepEqual(m.healthChecks, []);
+    assert.deepEqual(m.rejected.map((r) => r.reason), [reason]);
+    assert.equal(m.servicePorts.length, 1, 'still served');
+  }
 });

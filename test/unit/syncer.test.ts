@@ -8,7 +8,7 @@ import type { Model } from '../../src/model/types.js';
 import { Syncer, type SyncerOptions } from '../../src/reconcile/syncer.js';
 
 const silent = pino({ level: 'silent' });
-const EMPTY: Model = { servicePorts: [], ignored: [], rejected: [], nodeAddresses: [] };
+const EMPTY: Model = { servicePorts: [], ignored: [], rejected: [], healthChecks: [], nodeAddresses: [] };
 const OPTS: SyncerOptions = { minSyncIntervalMs: 100, resyncIntervalMs: 60_000, retryMinMs: 10, retryMaxMs: 40 };
 
 class CountingDatapath implements Datapath {

@@ -168,6 +168,7 @@ test('diffTables: identical tables (equal bytes, distinct buffers) give no ops',
     ],
     ignored: [{ namespace: 'default', name: 'db', reason: 'headless' }],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: ['192.168.1.10'],
   };
   const a = compile(model, { services: new Map(), backends: new Map() }).tables;
@@ -212,6 +213,7 @@ test('diffTables: a service shrinking from 3 to 2 backends lowers the count befo
     ],
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: ['192.168.1.10'],
   });
   const before = compile(model(3), { services: new Map(), backends: new Map() }).tables;
@@ -242,6 +244,7 @@ test('diffTables: a Service\'s changed slots are written highest first, so an en
     ],
     ignored: [],
     rejected: [],
+    healthChecks: [],
     nodeAddresses: [],
   });
   const before = compile(model({ backends: [ready('10.244.1.2'), ready('10.244.1.3')] }), { services: new Map(), backends: new Map() }).tables;

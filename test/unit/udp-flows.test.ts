@@ -11,7 +11,7 @@ function port(name: string, frontends: Frontend[], backends: Backend[], protocol
   return { ref: { namespace: 'default', name, portName: 'dns', protocol }, frontends, backends };
 }
 
-const model = (...servicePorts: ServicePort[]): Model => ({ servicePorts, ignored: [], rejected: [], nodeAddresses: ['172.18.0.2'] });
+const model = (...servicePorts: ServicePort[]): Model => ({ servicePorts, ignored: [], rejected: [], healthChecks: [], nodeAddresses: ['172.18.0.2'] });
 const flow = (origDst: string, origPortDst: number, replySrc: string): UdpFlow => ({ origDst, origPortDst, replySrc });
 
 const dns = port('dns', [clusterIP('10.96.0.10'), { kind: 'ExternalIP', address: '192.0.2.7', port: 53 }, nodePort(30053)], [backend('10.244.0.12')]);

@@ -1,0 +1,127 @@
+/**
+ * kube-proxy's health servers, the effects around proxy-health.ts: /healthz
+ * and /livez on the healthz address, and a listener on each health check
+ * node port, answering for its Service. A listener that cannot bind is
+ * logged once and tried again: the healthz one every few seconds, as
+ * kube-proxy does, a node port one at the next sync.
+ */
+import http from 'node:http';
+import type { Logger } from 'pino';
+import type { HealthCheckNodePort } from '../model/types.js';
+import { healthzAnswer, livezAnswer, serviceHealthAnswer, type HttpAnswer, type NodeFacts, type ProxyHealth } from './proxy-health.js';
+
+const HEALTHZ_RETRY_MS = 5000;
+
+export interface BindAddress {
+  host: string;
+  port: number;
+}
+
+export interface HealthServersOptions {
+  /** Where /healthz and /livez are served (kube-proxy's --healthz-bind-address); undefined: nowhere. */
+  healthz: BindAddress | undefined;
+  health: ProxyHealth;
+  /** This node's Node object, once the source has it. */
+  node: () => NodeFacts | undefined;
+  log: Logger;
+}
+
+function reply(res: http.ServerResponse, answer: HttpAnswer): void {
+  res.writeHead(answer.status, answer.headers).end(answer.body);
+}
+
+export class HealthServers {
+  private healthzServer: http.Server | undefined;
+  private healthzRetry: NodeJS.Timeout | undefined;
+  /** Per host and port ("host|port"; host '' for every address), the listener of a health check node port. */
+  private readonly listeners = new Map<string, http.Server>();
+  /** Per node port, the Service it answers for. */
+  private checks = new Map<number, HealthCheckNodePort>();
+  /** What was last logged per listener that failed, so a failure that repeats is logged once. */
+  private readonly reported = new Map<string, string>();
+  private closed = false;
+
+  constructor(private readonly opts: HealthServersOptions) {
+    if (opts.healthz) this.listenHealthz(opts.healthz);
+  }
+
+  /** Answers each of checks on its port, on every address (hosts undefined) or on each of hosts; stops the others. */
+  syncServices(checks: readonly HealthCheckNodePort[], hosts: readonly string[] | undefined): void {
+    const byPort = new Map<number, HealthCheckNodePort>();
+    for (const check of checks) {
+      const holder = byPort.get(check.port);
+      if (holder) this.reportOnce(`port|${check.port}|${check.namespace}/${check.name}`, `health check node port ${check.port} of ${check.namespace}/${check.name} is already ${holder.namespace}/${holder.name}'s`);
+      else byPort.set(check.port, check);
+    }
+    this.checks = byPort;
+    const wanted = new Set<string>();
+    for (const port of byPort.keys()) for (const host of hosts ?? ['']) wanted.add(`${host}|${port}`);
+    for (const [key, server] of this.listeners) {
+      if (wanted.has(key)) continue;
+      this.listeners.delete(key);
+      stop(server);
+    }
+    for (const key of wanted) {
+      if (this.listeners.has(key)) continue;
+      const [host, port] = key.split('|') as [string, string];
+      const server = http.createServer((_req, res) => this.answerService(Number(port), res));
+      this.listeners.set(key, server);
+      server.once('error', (err) => {
+        // Tried again at the next sync.
+        if (this.listeners.get(key) === server) this.listeners.delete(key);
+        this.reportOnce(key, `cannot serve health check node port ${port}${host ? ` on ${host}` : ''}: ${err.message}`);
+      });
+      server.once('listening', () => this.reported.delete(key));
+      server.listen(Number(port), host || undefined);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.healthzRetry);
+    if (this.healthzServer) stop(this.healthzServer);
+    for (const server of this.listeners.values()) stop(server);
+    this.listeners.clear();
+  }
+
+  private answerService(port: number, res: http.ServerResponse): void {
+    const check = this.checks.get(port);
+    // The port is closing: its Service went with the last sync.
+    if (!check) return void res.writeHead(503).end();
+    reply(res, serviceHealthAnswer(check, this.opts.health.healthy(Date.now())));
+  }
+
+  private listenHealthz(at: BindAddress): void {
+    const server = http.createServer((req, res) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path === '/healthz') reply(res, healthzAnswer(this.opts.health, Date.now(), this.opts.node()));
+      else if (path === '/livez') reply(res, livezAnswer(this.opts.health, Date.now()));
+      else res.writeHead(404).end();
+    });
+    this.healthzServer = server;
+    server.once('error', (err) => {
+      this.reportOnce('healthz', `cannot serve /healthz on ${at.host}:${at.port}: ${err.message}; trying again every ${HEALTHZ_RETRY_MS / 1000} s`);
+      if (this.closed) return;
+      this.healthzRetry = setTimeout(() => this.listenHealthz(at), HEALTHZ_RETRY_MS);
+      this.healthzRetry.unref();
+    });
+    server.once('listening', () => {
+      this.reported.delete('healthz');
+      const bound = server.address();
+      this.opts.log.info({ address: typeof bound === 'object' && bound ? `${bound.address}:${bound.port}` : String(bound) }, 'serving /healthz and /livez');
+    });
+    server.listen(at.port, at.host);
+  }
+
+  private reportOnce(key: string, message: string): void {
+    if (this.reported.get(key) === message) return;
+    this.reported.set(key, message);
+    this.opts.log.error(message);
+  }
+}
+
+/** Stops listening and drops the connections a load balancer keeps open. */
+function stop(server: http.Server): void {
+  server.close();
+  server.closeAllConnections();
+}
