@@ -9,9 +9,13 @@ import { EbpfDatapath } from './datapath/ebpf.js';
 import { IptablesDatapath } from './datapath/iptables.js';
 import { chooseMode, probeKernel } from './datapath/probe.js';
 import type { Datapath } from './datapath/types.js';
+import { readPinnedStats } from './datapath/stats.js';
 import { ProxyHealth } from './health/proxy-health.js';
-import { HealthServers, type BindAddress } from './health/servers.js';
+import { HealthServers } from './health/servers.js';
+import type { BindAddress } from './http-listener.js';
 import { collectAfterSync } from './heap.js';
+import { AgentMetrics } from './metrics/agent-metrics.js';
+import { serveMetrics } from './metrics/metrics-server.js';
 import { networkProgrammingLatencies } from './metrics/programming-latency.js';
 import { ModelCache, wholeModel } from './model/incremental.js';
 import { resolveNodePortAddresses } from './model/node-addresses.js';
@@ -44,6 +48,8 @@ export interface AgentConfig {
   mapSizes: Partial<Record<string, number>>;
   /** Where /healthz and /livez are served (kube-proxy's --healthz-bind-address); undefined: nowhere. */
   healthz: BindAddress | undefined;
+  /** Where /metrics and /proxyMode are served (kube-proxy's --metrics-bind-address); undefined: nowhere. */
+  metrics: BindAddress | undefined;
 }
 
 /**
@@ -90,8 +96,11 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   log.info({ interfaces, nodePortAddresses }, 'node addresses');
   const datapath: Datapath = choice.mode === 'ebpf' ? openEbpf(config, interfaces, log) : new IptablesDatapath({ log });
   let triggerTimes: number[] = [];
+  const metrics = new AgentMetrics({ packetCounts: datapath.mode === 'ebpf' ? () => readPinnedStats(config.bpffs) : undefined });
+  const metricsServer = config.metrics ? serveMetrics(config.metrics, metrics, datapath.mode, log) : undefined;
   const health = new ProxyHealth(Date.now());
-  const healthServers = new HealthServers({ healthz: config.healthz, health, node: () => source.node(), log });
+  const onAnswer = (path: '/healthz' | '/livez', status: number) => metrics.healthAnswered(path, status);
+  const healthServers = new HealthServers({ healthz: config.healthz, health, node: () => source.node(), onAnswer, log });
   /** The health check node ports of the model the syncer last built: served once that sync has landed. */
   let healthChecks: HealthCheckNodePort[] = [];
   const models = new ModelCache();
@@ -123,15 +132,19 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   };
   /** A change waits for a sync: what /healthz fails on when it waits too long. */
   const request = () => {
-    health.queued(Date.now());
+    const now = Date.now();
+    health.queued(now);
+    metrics.queued(now);
     syncer.request();
   };
-  const onApplied = (appliedAtMs: number) => {
+  const onApplied = (appliedAtMs: number, seconds: number, full: boolean) => {
     health.updated(appliedAtMs);
+    metrics.synced(appliedAtMs, seconds, full);
     // kube-proxy listens on the NodePort addresses when --nodeport-addresses narrows them, else on every address.
     healthServers.syncServices(healthChecks, config.nodePortCIDRs.length ? modelOptions.nodePortAddresses : undefined);
     const latencies = networkProgrammingLatencies(triggerTimes, appliedAtMs);
     triggerTimes = [];
+    metrics.programmed(latencies);
     if (latencies.length) log.debug({ networkProgrammingSeconds: latencies }, 'network programming latency');
   };
   const syncer = new Syncer(
@@ -150,6 +163,7 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   /** Stops watching and syncing and lets go of the kernel handles; the dataplane stays. */
   const release = () => {
     clearInterval(addressPoll);
+    metricsServer?.close();
     healthServers.close();
     source.close();
     syncer.stop();
@@ -158,6 +172,7 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   try {
     await source.start(request);
   } catch (err) {
+    metricsServer?.close();
     healthServers.close();
     source.close();
     datapath.close();

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ALL_MAPS, TABLES } from '../contract/tables.js';
-import type { BindAddress } from '../health/servers.js';
+import type { BindAddress } from '../http-listener.js';
 import type { ListedServicePort } from '../inspect/listing.js';
 import { createLogger } from '../log.js';
 import { parseNodePortRange } from '../model/node-addresses.js';
@@ -109,6 +109,11 @@ await yargs(hideBin(process.argv))
           type: 'string',
           default: '0.0.0.0:10256',
           describe: 'where /healthz and /livez are served, as kube-proxy serves them ("" for nowhere)',
+        })
+        .option('metrics-bind-address', {
+          type: 'string',
+          default: '127.0.0.1:10249',
+          describe: 'where /metrics and /proxyMode are served, as kube-proxy serves them ("" for nowhere)',
         }),
     async (argv) => {
       const log = createLogger(argv['log-level']);
@@ -132,6 +137,7 @@ await yargs(hideBin(process.argv))
           minSyncIntervalMs: parseDurationMs(argv['min-sync-period']),
           mapSizes: parseMapSizes(argv['map-sizes']),
           healthz: parseBindAddress('--healthz-bind-address', argv['healthz-bind-address']),
+          metrics: parseBindAddress('--metrics-bind-address', argv['metrics-bind-address']),
         },
         log,
         () => process.exit(1),

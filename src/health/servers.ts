@@ -7,15 +7,9 @@
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
+import { RetryingListener, stopServer, type BindAddress } from '../http-listener.js';
 import type { HealthCheckNodePort } from '../model/types.js';
 import { healthzAnswer, livezAnswer, serviceHealthAnswer, type HttpAnswer, type NodeFacts, type ProxyHealth } from './proxy-health.js';
-
-const HEALTHZ_RETRY_MS = 5000;
-
-export interface BindAddress {
-  host: string;
-  port: number;
-}
 
 export interface HealthServersOptions {
   /** Where /healthz and /livez are served (kube-proxy's --healthz-bind-address); undefined: nowhere. */
@@ -23,6 +17,8 @@ export interface HealthServersOptions {
   health: ProxyHealth;
   /** This node's Node object, once the source has it. */
   node: () => NodeFacts | undefined;
+  /** Told the status of every /healthz and /livez answer (kube-proxy counts them in its metrics). */
+  onAnswer: (path: '/healthz' | '/livez', status: number) => void;
   log: Logger;
 }
 
@@ -31,18 +27,16 @@ function reply(res: http.ServerResponse, answer: HttpAnswer): void {
 }
 
 export class HealthServers {
-  private healthzServer: http.Server | undefined;
-  private healthzRetry: NodeJS.Timeout | undefined;
+  private readonly healthz: RetryingListener | undefined;
   /** Per host and port ("host|port"; host '' for every address), the listener of a health check node port. */
   private readonly listeners = new Map<string, http.Server>();
   /** Per node port, the Service it answers for. */
   private checks = new Map<number, HealthCheckNodePort>();
   /** What was last logged per listener that failed, so a failure that repeats is logged once. */
   private readonly reported = new Map<string, string>();
-  private closed = false;
 
   constructor(private readonly opts: HealthServersOptions) {
-    if (opts.healthz) this.listenHealthz(opts.healthz);
+    if (opts.healthz) this.healthz = new RetryingListener(opts.healthz, '/healthz and /livez', (req, res) => this.answerHealthz(req, res), opts.log);
   }
 
   /** Answers each of checks on its port, on every address (hosts undefined) or on each of hosts; stops the others. */
@@ -59,7 +53,7 @@ export class HealthServers {
     for (const [key, server] of this.listeners) {
       if (wanted.has(key)) continue;
       this.listeners.delete(key);
-      stop(server);
+      stopServer(server);
     }
     for (const key of wanted) {
       if (this.listeners.has(key)) continue;
@@ -77,10 +71,8 @@ export class HealthServers {
   }
 
   close(): void {
-    this.closed = true;
-    clearTimeout(this.healthzRetry);
-    if (this.healthzServer) stop(this.healthzServer);
-    for (const server of this.listeners.values()) stop(server);
+    this.healthz?.close();
+    for (const server of this.listeners.values()) stopServer(server);
     this.listeners.clear();
   }
 
@@ -91,26 +83,12 @@ export class HealthServers {
     reply(res, serviceHealthAnswer(check, this.opts.health.healthy(Date.now())));
   }
 
-  private listenHealthz(at: BindAddress): void {
-    const server = http.createServer((req, res) => {
-      const path = (req.url ?? '').split('?')[0];
-      if (path === '/healthz') reply(res, healthzAnswer(this.opts.health, Date.now(), this.opts.node()));
-      else if (path === '/livez') reply(res, livezAnswer(this.opts.health, Date.now()));
-      else res.writeHead(404).end();
-    });
-    this.healthzServer = server;
-    server.once('error', (err) => {
-      this.reportOnce('healthz', `cannot serve /healthz on ${at.host}:${at.port}: ${err.message}; trying again every ${HEALTHZ_RETRY_MS / 1000} s`);
-      if (this.closed) return;
-      this.healthzRetry = setTimeout(() => this.listenHealthz(at), HEALTHZ_RETRY_MS);
-      this.healthzRetry.unref();
-    });
-    server.once('listening', () => {
-      this.reported.delete('healthz');
-      const bound = server.address();
-      this.opts.log.info({ address: typeof bound === 'object' && bound ? `${bound.address}:${bound.port}` : String(bound) }, 'serving /healthz and /livez');
-    });
-    server.listen(at.port, at.host);
+  private answerHealthz(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/healthz' && path !== '/livez') return void res.writeHead(404).end();
+    const answer = path === '/healthz' ? healthzAnswer(this.opts.health, Date.now(), this.opts.node()) : livezAnswer(this.opts.health, Date.now());
+    this.opts.onAnswer(path, answer.status);
+    reply(res, answer);
   }
 
   private reportOnce(key: string, message: string): void {
@@ -118,10 +96,4 @@ export class HealthServers {
     this.reported.set(key, message);
     this.opts.log.error(message);
   }
-}
-
-/** Stops listening and drops the connections a load balancer keeps open. */
-function stop(server: http.Server): void {
-  server.close();
-  server.closeAllConnections();
 }

@@ -44,8 +44,11 @@ export async function startLabAgent(lab: ClusterLab, opts: LabAgentOptions = {})
       '--log-level',
       opts.logLevel ?? 'debug',
       'run',
-      // In the root netns, health is served on a free loopback port (the log names it), never on the host's 10256.
-      ...(opts.kubeconfig ? ['--kubeconfig', opts.kubeconfig, '--mode', 'ebpf', '--healthz-bind-address', '127.0.0.1:0'] : ['--manifests', lab.manifestsDir]),
+      // In the root netns, health and metrics are served on free loopback ports (the log names them), never on the
+      // host's 10256 and 10249.
+      ...(opts.kubeconfig
+        ? ['--kubeconfig', opts.kubeconfig, '--mode', 'ebpf', '--healthz-bind-address', '127.0.0.1:0', '--metrics-bind-address', '127.0.0.1:0']
+        : ['--manifests', lab.manifestsDir]),
       '--cgroup',
       node.cgroupPath,
       '--bpffs',

@@ -41,8 +41,8 @@ export class Syncer {
     private readonly datapath: Datapath,
     private readonly log: Logger,
     private readonly opts: SyncerOptions = DEFAULT_SYNCER_OPTIONS,
-    /** Called after every successful sync, with when it reached the kernel (ms since epoch). */
-    private readonly onApplied: (appliedAtMs: number) => void = () => {},
+    /** Called after every successful sync, with when it reached the kernel (ms since epoch), how long it took and whether it was a full one. */
+    private readonly onApplied: (appliedAtMs: number, seconds: number, full: boolean) => void = () => {},
     /** Called after every successful sync, saying whether it was a full one: the agent collects garbage there (src/heap.ts). */
     private readonly afterSync: (full: boolean) => void = () => {},
     /** Called once, after the syncer has stopped, when the datapath says retrying cannot help (FatalDatapathError). */
@@ -83,9 +83,9 @@ export class Syncer {
       const update = this.buildModel();
       this.reportRejected(update.rejected);
       const result = this.datapath.sync(update);
-      this.onApplied(Date.now());
-      this.retryDelay = this.opts.retryMinMs;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      this.onApplied(Date.now(), ms / 1000, result.full);
+      this.retryDelay = this.opts.retryMinMs;
       const level = result.written || result.removed ? 'info' : 'debug';
       this.log[level]({ ...result, servicePorts: update.servicePortCount, ms: +ms.toFixed(3) }, 'synced');
       this.afterSync(result.full);

@@ -566,6 +566,23 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       assert.equal((await get(EXTERNAL.name, `http://${NODE_A}:10256/metrics`)).status, 404);
     });
 
+    test("/metrics on 127.0.0.1:10249 has kube-proxy's sync metrics (and, in ebpf mode, the packet programs' path counters); /proxyMode names the datapath", async () => {
+      const metrics = await get('node-a', 'http://127.0.0.1:10249/metrics');
+      assert.equal(metrics.status, 200, metrics.body);
+      assert.match(metrics.headers['content-type'] ?? '', /^text\/plain/);
+      const value = (sample: string) => Number(new RegExp(`^${sample.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(metrics.body)?.[1]);
+      assert.ok(Math.abs(value('kubeproxy_sync_proxy_rules_last_timestamp_seconds') - Date.now() / 1000) < 120, 'a sync landed lately');
+      assert.ok(value('kubeproxy_sync_full_proxy_rules_duration_seconds_count') >= 1, 'the first sync was a full one');
+      assert.ok(value('kubeproxy_sync_proxy_rules_duration_seconds_count') >= value('kubeproxy_sync_full_proxy_rules_duration_seconds_count'));
+      assert.ok(value('process_resident_memory_bytes') > 0);
+      // The earlier tests sent new flows through node-a's NodePorts from outside.
+      if (mode === 'ebpf') assert.ok(value('kpx_packets_total{path="new_flow"}') > 0, 'new flows counted');
+      else assert.doesNotMatch(metrics.body, /^kpx_packets_total/m);
+      const proxyMode = await get('node-a', 'http://127.0.0.1:10249/proxyMode');
+      assert.deepEqual([proxyMode.status, proxyMode.body], [200, mode]);
+      assert.equal((await get(EXTERNAL.name, `http://${NODE_A}:10249/metrics`)).status, 0, 'on loopback only, as kube-proxy by default');
+    });
+
     test('a LoadBalancer with externalTrafficPolicy Local: its health check node port answers 200 only on the node with a ready endpoint, and follows it', async () => {
       const check = async (address: string) => {
         const reply = await get(EXTERNAL.name, `http://${address}:${HC_NODE_PORT}/`);
