@@ -98,7 +98,7 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   let triggerTimes: number[] = [];
   const metrics = new AgentMetrics({ packetCounts: datapath.mode === 'ebpf' ? () => readPinnedStats(config.bpffs) : undefined });
   const metricsServer = config.metrics ? serveMetrics(config.metrics, metrics, datapath.mode, log) : undefined;
-  const health = new ProxyHealth(Date.now());
+  const health = new ProxyHealth();
   const onAnswer = (path: '/healthz' | '/livez', status: number) => metrics.healthAnswered(path, status);
   const healthServers = new HealthServers({ healthz: config.healthz, health, node: () => source.node(), onAnswer, log });
   /** The health check node ports of the model the syncer last built: served once that sync has landed. */
@@ -132,13 +132,12 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
   };
   /** A change waits for a sync: what /healthz fails on when it waits too long. */
   const request = () => {
-    const now = Date.now();
-    health.queued(now);
-    metrics.queued(now);
+    health.queued();
+    metrics.queued(Date.now());
     syncer.request();
   };
   const onApplied = (appliedAtMs: number, seconds: number, full: boolean) => {
-    health.updated(appliedAtMs);
+    health.updated();
     metrics.synced(appliedAtMs, seconds, full);
     // kube-proxy listens on the NodePort addresses when --nodeport-addresses narrows them, else on every address.
     healthServers.syncServices(healthChecks, config.nodePortCIDRs.length ? modelOptions.nodePortAddresses : undefined);
@@ -178,6 +177,8 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
     datapath.close();
     throw err;
   }
+  // The source has its first view: the first sync is due, and late after the health timeout.
+  health.queued();
   syncer.start();
   // An address added to or removed from the interfaces: NodePorts follow it, as kube-proxy's do. Read here rather
   // than at every sync: with a veth per pod the read costs more than a whole single-change sync.

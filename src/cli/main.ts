@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ALL_MAPS, TABLES } from '../contract/tables.js';
-import type { BindAddress } from '../http-listener.js';
+import { parseBindAddress, type BindAddress } from '../http-listener.js';
 import type { ListedServicePort } from '../inspect/listing.js';
 import { createLogger } from '../log.js';
 import { parseNodePortRange } from '../model/node-addresses.js';
@@ -38,13 +38,10 @@ async function readProgrammed(bpffs: string): Promise<{ mode: 'ebpf' | 'iptables
   return { mode: 'iptables', servicePorts: listFromIptablesSave(saved.stdout), nodeAddresses: nodeAddressesFromIptablesSave(saved.stdout) };
 }
 
-/** kube-proxy's --healthz-bind-address: "host:port" ("[v6]:port" too; port 0: a free one, which the log names), or "" for none. */
-function parseBindAddress(flag: string, text: string): BindAddress | undefined {
-  if (text === '') return undefined;
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(text);
-  const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new Error(`${flag}: expected host:port (e.g. 0.0.0.0:10256) or "" to serve nothing, got "${text}"`);
-  return { host: m[1] ?? m[2]!, port };
+function parseBindAddressFlag(flag: string, text: string, defaultPort: number): BindAddress | undefined {
+  const parsed = parseBindAddress(text, defaultPort);
+  if (typeof parsed === 'string') throw new Error(`${flag}: ${parsed}`);
+  return parsed;
 }
 
 function commaList(text: string | undefined): string[] {
@@ -136,8 +133,8 @@ await yargs(hideBin(process.argv))
           xdp: argv.xdp,
           minSyncIntervalMs: parseDurationMs(argv['min-sync-period']),
           mapSizes: parseMapSizes(argv['map-sizes']),
-          healthz: parseBindAddress('--healthz-bind-address', argv['healthz-bind-address']),
-          metrics: parseBindAddress('--metrics-bind-address', argv['metrics-bind-address']),
+          healthz: parseBindAddressFlag('--healthz-bind-address', argv['healthz-bind-address'], 10256),
+          metrics: parseBindAddressFlag('--metrics-bind-address', argv['metrics-bind-address'], 10249),
         },
         log,
         () => process.exit(1),

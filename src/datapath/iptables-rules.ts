@@ -334,10 +334,15 @@ export function renderRules(model: Model): RenderedRules {
     for (const [, r] of jumps.sort((a, b) => jumpOrder(a[0], b[0]))) rules.push(r);
   }
 
-  // Whatever the host's INPUT policy, a load balancer must reach its health check node port (kube-proxy writes one such
-  // rule per service port; one per Service says the same).
-  for (const hc of model.healthChecks) {
-    filter.add(KUBE_NODEPORTS, ...comment(`${hc.namespace}/${hc.name} health check node port`), '-m', 'tcp', '-p', 'tcp', '--dport', String(hc.port), '-j', 'ACCEPT');
+  // Whatever the host's INPUT policy, a load balancer must reach its health check node port: one rule per service port,
+  // as kube-proxy writes them.
+  if (model.healthChecks.length > 0) {
+    const healthCheckPorts = new Map(model.healthChecks.map((hc) => [`${hc.namespace}/${hc.name}`, hc.port]));
+    for (const sp of model.servicePorts) {
+      const port = healthCheckPorts.get(`${sp.ref.namespace}/${sp.ref.name}`);
+      if (port === undefined) continue;
+      filter.add(KUBE_NODEPORTS, ...comment(`${servicePortName(sp.ref)} health check node port`), '-m', 'tcp', '-p', 'tcp', '--dport', String(port), '-j', 'ACCEPT');
+    }
   }
 
   // Last in KUBE-SERVICES, so a Service address on a node address wins over a NodePort. One jump per address is

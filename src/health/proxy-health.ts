@@ -26,38 +26,50 @@ export interface HttpAnswer {
   body: string;
 }
 
+/** Time spans on a monotonic clock, which a step of the wall clock cannot move; the wall clock only for reports. */
+export interface HealthClock {
+  monotonicMs(): number;
+  wallMs(): number;
+}
+
+export const SYSTEM_CLOCK: HealthClock = { monotonicMs: () => performance.now(), wallMs: () => Date.now() };
+
 /** When the kernel last took a sync, and since when a change has been waiting for one. */
 export class ProxyHealth {
-  private lastUpdatedMs: number;
+  private lastUpdatedWallMs: number;
   private oldestQueuedMs: number | undefined;
 
-  /** Starting up counts as a change waiting: healthy until the first sync is late. */
+  /**
+   * Healthy while starting up, as kube-proxy is: nothing waits until the
+   * source has its first view (queued() then), so an API server that is
+   * away at start makes no probe restart the agent.
+   */
   constructor(
-    startMs: number,
+    private readonly clock: HealthClock = SYSTEM_CLOCK,
     private readonly timeoutMs = HEALTH_TIMEOUT_MS,
   ) {
-    this.lastUpdatedMs = startMs;
-    this.oldestQueuedMs = startMs;
+    this.lastUpdatedWallMs = clock.wallMs();
   }
 
   /** A change waits for a sync; the oldest waiting one is what can make the proxy late. */
-  queued(nowMs: number): void {
-    this.oldestQueuedMs ??= nowMs;
+  queued(): void {
+    this.oldestQueuedMs ??= this.clock.monotonicMs();
   }
 
   /** A sync reached the kernel with everything known so far. */
-  updated(nowMs: number): void {
-    this.lastUpdatedMs = nowMs;
+  updated(): void {
+    this.lastUpdatedWallMs = this.clock.wallMs();
     this.oldestQueuedMs = undefined;
   }
 
-  healthy(nowMs: number): boolean {
-    return this.oldestQueuedMs === undefined || nowMs - this.oldestQueuedMs < this.timeoutMs;
+  healthy(): boolean {
+    return this.oldestQueuedMs === undefined || this.clock.monotonicMs() - this.oldestQueuedMs < this.timeoutMs;
   }
 
-  /** kube-proxy reports a healthy proxy as updated now, as its sync loop once ran whether or not anything changed. */
-  lastUpdated(nowMs: number): number {
-    return this.healthy(nowMs) ? nowMs : this.lastUpdatedMs;
+  /** The wall-clock times reports give: kube-proxy reports a healthy proxy as updated now, as its sync loop once ran whether or not anything changed. */
+  times(): { lastUpdated: string; currentTime: string } {
+    const now = this.clock.wallMs();
+    return { lastUpdated: iso(this.healthy() ? now : this.lastUpdatedWallMs), currentTime: iso(now) };
   }
 }
 
@@ -69,20 +81,20 @@ export function nodeEligible(node: NodeFacts | undefined): boolean {
 
 const JSON_HEADERS = { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' };
 
-const iso = (ms: number) => new Date(ms).toISOString();
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
 
 /** GET /healthz on the healthz port: the proxy's health and the node's eligibility. */
-export function healthzAnswer(health: ProxyHealth, nowMs: number, node: NodeFacts | undefined): HttpAnswer {
+export function healthzAnswer(health: ProxyHealth, node: NodeFacts | undefined): HttpAnswer {
   const eligible = nodeEligible(node);
-  const healthy = health.healthy(nowMs) && eligible;
-  const body = { lastUpdated: iso(health.lastUpdated(nowMs)), currentTime: iso(nowMs), nodeEligible: eligible };
-  return { status: healthy ? 200 : 503, headers: JSON_HEADERS, body: JSON.stringify(body) };
+  const body = { ...health.times(), nodeEligible: eligible };
+  return { status: health.healthy() && eligible ? 200 : 503, headers: JSON_HEADERS, body: JSON.stringify(body) };
 }
 
 /** GET /livez: the proxy's health alone, for a liveness probe that must not restart the agent of a draining node. */
-export function livezAnswer(health: ProxyHealth, nowMs: number): HttpAnswer {
-  const body = { lastUpdated: iso(health.lastUpdated(nowMs)), currentTime: iso(nowMs) };
-  return { status: health.healthy(nowMs) ? 200 : 503, headers: JSON_HEADERS, body: JSON.stringify(body) };
+export function livezAnswer(health: ProxyHealth): HttpAnswer {
+  return { status: health.healthy() ? 200 : 503, headers: JSON_HEADERS, body: JSON.stringify(health.times()) };
 }
 
 /** Any request to a health check node port. */
@@ -90,7 +102,8 @@ export function serviceHealthAnswer(check: HealthCheckNodePort, proxyHealthy: bo
   const body = { service: { namespace: check.namespace, name: check.name }, localEndpoints: check.localEndpoints, serviceProxyHealthy: proxyHealthy };
   return {
     status: check.localEndpoints > 0 && proxyHealthy ? 200 : 503,
-    headers: { ...JSON_HEADERS, 'X-Load-Balancing-Endpoints': String(check.localEndpoints) },
+    // What Google Cloud's weighted load balancing reads, as kube-proxy sets it.
+    headers: { ...JSON_HEADERS, 'X-Load-Balancing-Endpoint-Weight': String(check.localEndpoints) },
     body: JSON.stringify(body),
   };
 }

@@ -42,11 +42,19 @@ export class HealthServers {
   /** Answers each of checks on its port, on every address (hosts undefined) or on each of hosts; stops the others. */
   syncServices(checks: readonly HealthCheckNodePort[], hosts: readonly string[] | undefined): void {
     const byPort = new Map<number, HealthCheckNodePort>();
+    const conflicts = new Set<string>();
     for (const check of checks) {
       const holder = byPort.get(check.port);
-      if (holder) this.reportOnce(`port|${check.port}|${check.namespace}/${check.name}`, `health check node port ${check.port} of ${check.namespace}/${check.name} is already ${holder.namespace}/${holder.name}'s`);
-      else byPort.set(check.port, check);
+      if (!holder) {
+        byPort.set(check.port, check);
+        continue;
+      }
+      const key = `conflict|${check.port}|${check.namespace}/${check.name}`;
+      conflicts.add(key);
+      this.reportOnce(key, `health check node port ${check.port} of ${check.namespace}/${check.name} is already ${holder.namespace}/${holder.name}'s`);
     }
+    // A conflict that ends and comes back is logged again.
+    for (const key of this.reported.keys()) if (key.startsWith('conflict|') && !conflicts.has(key)) this.reported.delete(key);
     this.checks = byPort;
     const wanted = new Set<string>();
     for (const port of byPort.keys()) for (const host of hosts ?? ['']) wanted.add(`${host}|${port}`);
@@ -60,12 +68,18 @@ export class HealthServers {
       const [host, port] = key.split('|') as [string, string];
       const server = http.createServer((_req, res) => this.answerService(Number(port), res));
       this.listeners.set(key, server);
-      server.once('error', (err) => {
+      const bindFailed = (err: Error) => {
         // Tried again at the next sync.
         if (this.listeners.get(key) === server) this.listeners.delete(key);
         this.reportOnce(key, `cannot serve health check node port ${port}${host ? ` on ${host}` : ''}: ${err.message}`);
+      };
+      server.once('error', bindFailed);
+      server.once('listening', () => {
+        // Bound: a later error (an accept that fails for want of file descriptors) is logged, the listener stays.
+        server.off('error', bindFailed);
+        server.on('error', (err) => this.opts.log.error({ err: err.message, port: Number(port) }, `health check node port ${port}: ${err.message}`));
+        this.reported.delete(key);
       });
-      server.once('listening', () => this.reported.delete(key));
       server.listen(Number(port), host || undefined);
     }
   }
@@ -80,13 +94,13 @@ export class HealthServers {
     const check = this.checks.get(port);
     // The port is closing: its Service went with the last sync.
     if (!check) return void res.writeHead(503).end();
-    reply(res, serviceHealthAnswer(check, this.opts.health.healthy(Date.now())));
+    reply(res, serviceHealthAnswer(check, this.opts.health.healthy()));
   }
 
   private answerHealthz(req: http.IncomingMessage, res: http.ServerResponse): void {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/healthz' && path !== '/livez') return void res.writeHead(404).end();
-    const answer = path === '/healthz' ? healthzAnswer(this.opts.health, Date.now(), this.opts.node()) : livezAnswer(this.opts.health, Date.now());
+    const answer = path === '/healthz' ? healthzAnswer(this.opts.health, this.opts.node()) : livezAnswer(this.opts.health);
     this.opts.onAnswer(path, answer.status);
     reply(res, answer);
   }

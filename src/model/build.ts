@@ -240,6 +240,9 @@ function portLabel(index: number, name: unknown): string {
   return typeof name === 'string' && name !== '' ? `spec.ports[${index}] ${JSON.stringify(name)}` : `spec.ports[${index}]`;
 }
 
+/** A health check node port that cannot be served leaves the rest of the Service served. */
+const NO_HEALTH_CHECK = "the Service is served, but its load balancer's health checks get no answer";
+
 function checkService(id: Named, rej: Rejections): ServiceVerdict {
   const labels = labelsOf(id);
   if (hasOwn(labels, SERVICE_PROXY_NAME_LABEL)) return { ignored: 'service-proxy-name' };
@@ -454,8 +457,8 @@ function checkService(id: Named, rej: Rejections): ServiceVerdict {
   if (type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local') {
     const hc = spec.healthCheckNodePort;
     if (isPort(hc)) healthCheckNodePort = hc;
-    else if (hc === undefined || hc === null || hc === 0) rej.of(id, "spec.healthCheckNodePort is missing: its load balancer's health checks get no answer");
-    else rej.of(id, `invalid spec.healthCheckNodePort ${show(hc)} (want an integer 1..65535): its load balancer's health checks get no answer`);
+    else if (hc === undefined || hc === null || hc === 0) rej.of(id, `spec.healthCheckNodePort is missing: ${NO_HEALTH_CHECK}`);
+    else rej.of(id, `invalid spec.healthCheckNodePort ${show(hc)} (want an integer 1..65535): ${NO_HEALTH_CHECK}`);
   }
 
   return { live: { id, clusterIP, ports, externalIPs, loadBalancerIPs, endpointGroups: [], hasSlices: false, healthCheckNodePort } };

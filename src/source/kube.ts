@@ -45,6 +45,7 @@ export class KubeSource implements Source {
   private readonly watches = new Map<Resource, ListWatch<Kept>>();
   private triggerTimes: number[] = [];
   private started = false;
+  private lastNode: NodeFacts | undefined;
 
   constructor(private readonly opts: KubeSourceOptions) {}
 
@@ -62,6 +63,8 @@ export class KubeSource implements Source {
           else this.groups.set(grouped, obj as never);
         }
         if (!deleted && resource === 'endpointslices') this.noteTrigger(obj as EndpointSlice);
+        // A deleted Node keeps its last state, as kube-proxy's does: one the autoscaler tainted stays ineligible.
+        if (resource === 'nodes') this.lastNode = obj as NodeFacts;
         if (this.started) onChange();
       };
       const lw = new ListWatch<Kept>(conn, {
@@ -106,10 +109,9 @@ export class KubeSource implements Source {
     return { objects, rejected: [] };
   }
 
-  /** This node's Node object, as last listed or watched. */
+  /** This node's Node object, as last listed or watched, deleted or not. */
   node(): NodeFacts | undefined {
-    for (const node of this.watches.get('nodes')?.list() ?? []) return node as NodeFacts;
-    return undefined;
+    return this.lastNode;
   }
 
   /**

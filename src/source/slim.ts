@@ -129,7 +129,7 @@ const ENDPOINTS: Shape = {
 };
 
 /** What says whether the node is going away (health/proxy-health.ts nodeEligible), and its name, to key it. */
-const NODE: Shape = { metadata: { name: true, resourceVersion: true, deletionTimestamp: true }, spec: { taints: [{ key: true, effect: true }] } };
+const NODE: Shape = { metadata: { name: true, resourceVersion: true, deletionTimestamp: true }, spec: { taints: [{ key: true }] } };
 
 export const slimService = (raw: unknown) => slimTo(SERVICE, raw) as Service;
 export const slimEndpointSlice = (raw: unknown) => slimTo(ENDPOINT_SLICE, raw) as EndpointSlice;

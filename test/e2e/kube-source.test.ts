@@ -140,8 +140,17 @@ describe('kube source (ebpf)', { skip }, () => {
         api.update('nodes', node({}));
         await waitUntilAsync('/healthz 200 again', async () => (await status('/healthz')) === '200');
       }
+      // The autoscaler taints a node, then deletes its Node object, then stops it: the node stays ineligible.
+      api.update('nodes', node({ spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', value: '1700000000', effect: 'NoSchedule' }] } }));
+      await waitUntilAsync('/healthz 503', async () => (await status('/healthz')) === '503');
+      api.remove('nodes', '', 'node-a');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(await status('/healthz'), '503', 'a deleted Node keeps its last state');
+      api.create('nodes', node({}));
+      await waitUntilAsync('/healthz 200 once the Node is back', async () => (await status('/healthz')) === '200');
     } finally {
-      api.update('nodes', node({}));
+      if (api.objects('nodes').length) api.update('nodes', node({}));
+      else api.create('nodes', node({}));
     }
   });
 

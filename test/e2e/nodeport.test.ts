@@ -523,7 +523,6 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       assertAllAnswered(await fromOutside(['http', NODE_A, '30080', '--count', '5']), 'new flows after the restart');
     });
 
-    // Restarts the agents with another flag, so it runs last.
     test('an address added to a node while its agent runs answers NodePorts within seconds, and one removed leaves them', async (t) => {
       const added = '172.18.0.42';
       const nodePortAddresses = async (): Promise<string[]> => {
@@ -567,6 +566,7 @@ for (const { label, mode, extraArgs } of VARIANTS) {
     });
 
     test("/metrics on 127.0.0.1:10249 has kube-proxy's sync metrics (and, in ebpf mode, the packet programs' path counters); /proxyMode names the datapath", async () => {
+      assertAllAnswered(await fromOutside(['http', NODE_A, '30080', '--count', '2']), 'new flows through node-a');
       const metrics = await get('node-a', 'http://127.0.0.1:10249/metrics');
       assert.equal(metrics.status, 200, metrics.body);
       assert.match(metrics.headers['content-type'] ?? '', /^text\/plain/);
@@ -575,7 +575,6 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       assert.ok(value('kubeproxy_sync_full_proxy_rules_duration_seconds_count') >= 1, 'the first sync was a full one');
       assert.ok(value('kubeproxy_sync_proxy_rules_duration_seconds_count') >= value('kubeproxy_sync_full_proxy_rules_duration_seconds_count'));
       assert.ok(value('process_resident_memory_bytes') > 0);
-      // The earlier tests sent new flows through node-a's NodePorts from outside.
       if (mode === 'ebpf') assert.ok(value('kpx_packets_total{path="new_flow"}') > 0, 'new flows counted');
       else assert.doesNotMatch(metrics.body, /^kpx_packets_total/m);
       const proxyMode = await get('node-a', 'http://127.0.0.1:10249/proxyMode');
@@ -586,7 +585,7 @@ for (const { label, mode, extraArgs } of VARIANTS) {
     test('a LoadBalancer with externalTrafficPolicy Local: its health check node port answers 200 only on the node with a ready endpoint, and follows it', async () => {
       const check = async (address: string) => {
         const reply = await get(EXTERNAL.name, `http://${address}:${HC_NODE_PORT}/`);
-        return { status: reply.status, endpoints: reply.headers['x-load-balancing-endpoints'], body: reply.status ? JSON.parse(reply.body) as unknown : reply.body };
+        return { status: reply.status, endpoints: reply.headers['x-load-balancing-endpoint-weight'], body: reply.status ? JSON.parse(reply.body) as unknown : reply.body };
       };
       const expected = (status: number, localEndpoints: number) => ({
         status,
@@ -598,7 +597,7 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       if (mode === 'iptables') {
         const saved = await lab.exec('node-a', ['iptables-save', '-t', 'filter']);
         // As iptables-save prints the rule: the protocol match first.
-        assert.match(saved.stdout, new RegExp(`-A KUBE-NODEPORTS -p tcp -m comment --comment "default/hc health check node port" -m tcp --dport ${HC_NODE_PORT} -j ACCEPT`));
+        assert.match(saved.stdout, new RegExp(`-A KUBE-NODEPORTS -p tcp -m comment --comment "default/hc:p health check node port" -m tcp --dport ${HC_NODE_PORT} -j ACCEPT`));
       }
       await writeManifest('hc.json', healthCheckedManifest([POD.b1, 'node-b']));
       const start = performance.now();
@@ -610,6 +609,7 @@ for (const { label, mode, extraArgs } of VARIANTS) {
       await writeManifest('hc.json', healthCheckedManifest([POD.a1, 'node-a']));
     });
 
+    // Restarts the agents with another flag, so it runs last.
     test(`--nodeport-addresses ${WIRE_CIDR}: 127.0.0.1:nodePort stops answering, nodeIP:nodePort still works`, async () => {
       await Promise.all(agents.map((a) => a.close()));
       await startAgents([...extraArgs, '--nodeport-addresses', WIRE_CIDR]);

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { parseBindAddress } from '../../src/http-listener.js';
 
 const KPX = fileURLToPath(new URL('../../../bin/kpx', import.meta.url));
 
@@ -31,11 +32,24 @@ test('--map-sizes refuses maps that cannot be sized, and malformed entries', () 
   }
 });
 
-test('--healthz-bind-address wants host:port, or "" for no health server', () => {
-  for (const value of ['10256', 'localhost:10256', '0.0.0.0:70000', '0.0.0.0:']) {
-    const r = run('--healthz-bind-address', value);
-    assert.equal(r.status, 2, `${value}: ${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`--healthz-bind-address: expected host:port \\(e\\.g\\. 0\\.0\\.0\\.0:10256\\) or "" to serve nothing, got "${value}"`));
-    assert.equal(r.stderr.trim().split('\n').length, 1, `${value}: one line`);
+test('--healthz-bind-address and --metrics-bind-address want IP:port, an IP, or "" for no server', () => {
+  for (const [flag, port] of [['--healthz-bind-address', 10256], ['--metrics-bind-address', 10249]] as const) {
+    for (const value of ['10256', 'localhost:10256', '0.0.0.0:70000', '0.0.0.0:', '999.1.1.1', '[::1', 'fe80::1:10256:x']) {
+      const r = run(flag, value);
+      assert.equal(r.status, 2, `${flag} ${value}: ${r.stderr}`);
+      const escaped = value.replace(/[.[\]]/g, '\\$&');
+      assert.match(r.stderr, new RegExp(`${flag}: expected IP:port \\(e\\.g\\. 0\\.0\\.0\\.0:${port}\\), an IP, or "" to serve nothing, got "${escaped}"`));
+      assert.equal(r.stderr.trim().split('\n').length, 1, `${flag} ${value}: one line`);
+    }
   }
+});
+
+test('parseBindAddress: IP:port, [IPv6]:port, a bare IP with the default port, port 0, or nothing', () => {
+  assert.deepEqual(parseBindAddress('0.0.0.0:10256', 10256), { host: '0.0.0.0', port: 10256 });
+  assert.deepEqual(parseBindAddress('127.0.0.1', 10249), { host: '127.0.0.1', port: 10249 });
+  assert.deepEqual(parseBindAddress('[::]:10256', 10256), { host: '::', port: 10256 });
+  assert.deepEqual(parseBindAddress('::', 10256), { host: '::', port: 10256 });
+  assert.deepEqual(parseBindAddress('[::1]', 10249), { host: '::1', port: 10249 });
+  assert.deepEqual(parseBindAddress('127.0.0.1:0', 10249), { host: '127.0.0.1', port: 0 });
+  assert.equal(parseBindAddress('', 10256), undefined);
 });

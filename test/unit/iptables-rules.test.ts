@@ -625,10 +625,12 @@ test('KUBE-SERVICES and KUBE-NODEPORTS jumps go by target chain, descending; the
   assert.deepEqual(nodePorts, [...nodePorts].sort().reverse());
 });
 
-test('a health check node port is accepted in the filter table\'s KUBE-NODEPORTS, whatever the INPUT policy, as kube-proxy does', () => {
-  const m = { ...model([]), healthChecks: [{ namespace: 'default', name: 'lb', port: 32000, localEndpoints: 0 }] };
+test("a health check node port is accepted in the filter table's KUBE-NODEPORTS for each service port, whatever the INPUT policy, as kube-proxy does", () => {
+  const lb = (portName: string, protocol: 'TCP' | 'UDP') => sp(ref('default', 'lb', portName, protocol), [{ kind: 'ClusterIP', address: '10.96.0.9', port: 53 }], [be('10.244.0.2', 53)]);
+  const m = { ...model([lb('dns', 'TCP'), lb('dns', 'UDP')]), healthChecks: [{ namespace: 'default', name: 'lb', port: 32000, localEndpoints: 0 }] };
   assert.deepEqual(renderRules(m).filter.get('KUBE-NODEPORTS'), [
-    '-A KUBE-NODEPORTS -m comment --comment "default/lb health check node port" -m tcp -p tcp --dport 32000 -j ACCEPT',
+    '-A KUBE-NODEPORTS -m comment --comment "default/lb:dns health check node port" -m tcp -p tcp --dport 32000 -j ACCEPT',
+    '-A KUBE-NODEPORTS -m comment --comment "default/lb:dns health check node port" -m tcp -p tcp --dport 32000 -j ACCEPT',
   ]);
-  assert.deepEqual(renderRules(model([])).filter.get('KUBE-NODEPORTS'), []);
+  assert.deepEqual(renderRules(model([lb('dns', 'TCP')])).filter.get('KUBE-NODEPORTS'), []);
 });

@@ -914,9 +914,9 @@ test('health check node port: missing or invalid, one log line each and the Serv
   const lb = (name: string, healthCheckNodePort: J) =>
     svc(name, { type: 'LoadBalancer', clusterIP: '10.96.0.10', externalTrafficPolicy: 'Local', healthCheckNodePort, ports: [{ port: 80, nodePort: 30080 }] });
   for (const [value, reason] of [
-    [undefined, "spec.healthCheckNodePort is missing: its load balancer's health checks get no answer"],
-    [0, "spec.healthCheckNodePort is missing: its load balancer's health checks get no answer"],
-    [70000, "invalid spec.healthCheckNodePort 70000 (want an integer 1..65535): its load balancer's health checks get no answer"],
+    [undefined, "spec.healthCheckNodePort is missing: the Service is served, but its load balancer's health checks get no answer"],
+    [0, "spec.healthCheckNodePort is missing: the Service is served, but its load balancer's health checks get no answer"],
+    [70000, "invalid spec.healthCheckNodePort 70000 (want an integer 1..65535): the Service is served, but its load balancer's health checks get no answer"],
   ] as const) {
     const m = buildModel(snap([lb('web', value)]), OPTS);
     assert.deepEqual(m.healthChecks, []);
