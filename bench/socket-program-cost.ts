@@ -14,6 +14,8 @@
  * socket storage kpx_connect4 creates cost alone.
  */
 import { closeSync, constants as fsc, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { linkPinPath } from '../src/datapath/ebpf.js';
 import { enableRunTimeStats, linkCreate, linkInfo, loadConstantProgram, objGet, programFdById, programRunStats } from '../src/datapath/libbpf.js';
 import { PROG_TYPE, SOCK_ATTACH } from '../src/datapath/probe.js';
@@ -24,6 +26,7 @@ import {
   udpServiceDestination, udpServicesDestination, writeServices,
 } from './lib/service-lab.js';
 
+const BUMPER = fileURLToPath(new URL('./workers/sync-seq-bumper.js', import.meta.url));
 const FULL = { services: 10_000, runs: 3, seconds: 1 };
 const QUICK = { services: 1000, runs: 2, seconds: 0.25 };
 const TARGET_NS = 150;
@@ -31,7 +34,7 @@ const TARGET_NS = 150;
 interface Case {
   program: 'kpx_connect4' | 'kpx_sendmsg4' | FloorProgram;
   traffic: string;
-  /** Whether the program finds a frontend and translates (what the target is about). */
+  /** Whether the program finds a frontend and translates on the traffic the target is about. */
   translates: boolean;
   /** Runs the client; returns how many connect()s or sendto()s it made. */
   run(): Promise<number>;
@@ -100,6 +103,20 @@ export const scenario: Scenario = async (quick) => {
         traffic: 'UDP sendto two UDP ClusterIPs in turn (each sendto misses the last translation)',
         translates: true,
         run: async () => (await runUdp(bed, udpServicesDestination(plan.services), plan.seconds)).datagrams,
+      },
+      {
+        program: 'kpx_sendmsg4',
+        traffic: 'UDP sendto one UDP ClusterIP, a sync landing between every two (the socket looks for its backend in the slot it had)',
+        // A worst case, as reference: syncs land some times a second, not between every two datagrams.
+        translates: false,
+        run: async () => {
+          const bumper = lab.spawn('node', [process.execPath, BUMPER, join(lab.bpffsPath, 'kpx_sync_seq'), String(plan.seconds + 0.5)]);
+          await bumper.waitFor(/^moving$/);
+          const datagrams = (await runUdp(bed, udpServiceDestination(plan.services), plan.seconds)).datagrams;
+          const exit = await bumper.exited;
+          if (exit.code !== 0) throw new Error(`sync-seq-bumper failed: ${bumper.stderr()}`);
+          return datagrams;
+        },
       },
       {
         program: 'kpx_sendmsg4',

@@ -6,7 +6,7 @@
  * conntrack cleanup moves the flow. This iterator walks the UDP sockets of
  * one network namespace (the one that opens it) and aborts each socket kpx
  * translated whose backend its Service no longer lists (a draining endpoint
- * still counts: kpx_service_lists), or whose Service is gone, as Cilium
+ * still counts: kpx_service_slot_of), or whose Service is gone, as Cilium
  * does: its next send() fails, and the application connects again, to a
  * backend that serves. The reader gets one byte per socket aborted. A
  * separate object, so that a kernel built without bpf_sock_destroy loads
@@ -67,7 +67,7 @@ int kpx_udp_stale_sockets(struct bpf_iter__udp___kpx *ctx)
 	/* As kpx_connect4 found it: a NodePort by its wildcard key too. */
 	struct kpx_frontend *fe = kpx_lookup_service(peer->addr, peer->port, IPPROTO_UDP);
 	/* A Service with more slots than are looked at keeps its sockets. */
-	bool listed = fe && kpx_service_lists(fe->service_id, daddr, dport) != KPX_NOT_LISTED;
+	bool listed = fe && kpx_service_slot_of(fe->service_id, daddr, dport, 0) != KPX_NOT_LISTED;
 
 	asm volatile("" ::: "memory");
 	if (listed || kpx_sync_seq_now() != seq)

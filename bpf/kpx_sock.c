@@ -73,7 +73,7 @@ static __always_inline bool kpx_remember_revnat(__u64 cookie, const struct kpx_s
  * written, and a sync that failed leaves it odd through the next one's
  * writes, which would not make the translation stale. */
 static __always_inline void kpx_keep_sendto(struct bpf_sock_addr *ctx, struct kpx_sock_sendto *last, bool repeat, __u64 seq,
-					    const struct kpx_slot *slot, __be32 addr, __be16 port)
+					    const struct kpx_slot *slot, __u32 index, __be32 addr, __be16 port)
 {
 	if (seq & 1)
 		return;
@@ -87,6 +87,7 @@ static __always_inline void kpx_keep_sendto(struct bpf_sock_addr *ctx, struct kp
 	last->sync_seq = seq;
 	last->addr = addr;
 	last->port = port;
+	last->slot = (__u16)index;
 	last->backend_addr = slot->addr;
 	last->backend_port = slot->port;
 }
@@ -179,18 +180,24 @@ int kpx_sendmsg4(struct bpf_sock_addr *ctx)
 	 * conntrack flow stays on an endpoint that still serves. (While a sync
 	 * rewrites the Service's slots, a backend that moves from one slot to
 	 * another is missing for a moment: a sendto then picks again.) */
-	if (last && last->addr == addr && last->port == port &&
-	    kpx_service_lists(fe->service_id, last->backend_addr, last->backend_port) == KPX_LISTED) {
-		if (!(seq & 1))
-			last->sync_seq = seq;
-		return kpx_proceed_to(ctx, last->backend_addr, last->backend_port);
+	if (last && last->addr == addr && last->port == port) {
+		int listed = kpx_service_slot_of(fe->service_id, last->backend_addr, last->backend_port, last->slot);
+
+		if (listed >= 0) {
+			if (!(seq & 1)) {
+				last->sync_seq = seq;
+				last->slot = (__u16)listed;
+			}
+			return kpx_proceed_to(ctx, last->backend_addr, last->backend_port);
+		}
 	}
 	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 index = kpx_slot_index(fe, kpx_socket_pick(cookie));
 
-	slot = kpx_select_slot(fe, kpx_socket_pick(cookie));
+	slot = kpx_slot_at(fe->service_id, index);
 	if (!slot)
 		return SYS_PROCEED;
-	kpx_keep_sendto(ctx, last, kpx_remember_revnat(cookie, slot, addr, port), seq, slot, addr, port);
+	kpx_keep_sendto(ctx, last, kpx_remember_revnat(cookie, slot, addr, port), seq, slot, index, addr, port);
 	return kpx_proceed_to(ctx, slot->addr, slot->port);
 }
 

@@ -72,46 +72,53 @@ kpx_lookup_service(__be32 addr, __be16 port, __u8 proto)
 	return kpx_lookup_frontend(0, port, proto);
 }
 
+static __always_inline struct kpx_slot *kpx_slot_at(__u32 service_id, __u32 index)
+{
+	struct kpx_slot_key key = { .service_id = service_id, .slot = index };
+
+	return bpf_map_lookup_elem(&kpx_slots, &key);
+}
+
+/* The slot kpx_select_slot takes for `pick`: the high half of pick ×
+ * count, as even as a modulo (both off by at most count / 2^32) without a
+ * division, which is the costliest instruction on this path. */
+static __always_inline __u32 kpx_slot_index(const struct kpx_frontend *fe, __u32 pick)
+{
+	return (__u32)(((__u64)pick * fe->backend_count) >> 32);
+}
+
 /* Picks the frontend's slot for `pick`, a uniform 32-bit value (random for
  * a new connection): the backend's ID and address. NULL when the table is
  * mid-update in a way the write order should make impossible; callers then
  * leave the packet or socket untouched rather than guess. */
 static __always_inline struct kpx_slot *kpx_select_slot(const struct kpx_frontend *fe, __u32 pick)
 {
-	/* The high half of pick × count: as even as a modulo (both off by at
-	 * most count / 2^32) without a division, which is the costliest
-	 * instruction on this path. */
-	struct kpx_slot_key key = {
-		.service_id = fe->service_id,
-		.slot = (__u32)(((__u64)pick * fe->backend_count) >> 32),
-	};
-
-	return bpf_map_lookup_elem(&kpx_slots, &key);
+	return kpx_slot_at(fe->service_id, kpx_slot_index(fe, pick));
 }
 
-/* Slots kpx_service_lists looks at. */
+/* Slots kpx_service_slot_of looks at. */
 #define KPX_LISTED_MAX_SLOTS 1024
+/* kpx_service_slot_of: the Service does not list the backend. */
+#define KPX_NOT_LISTED (-1)
+/* kpx_service_slot_of: the Service has more slots than are looked at. */
+#define KPX_LISTED_UNKNOWN (-2)
 
-enum kpx_listed {
-	KPX_NOT_LISTED,
-	KPX_LISTED,
-	/* The Service has more slots than are looked at. */
-	KPX_LISTED_UNKNOWN,
-};
-
-/* Whether a Service still lists addr:port, in a slot that takes new flows
- * or in a draining one after them (struct kpx_slot_key): kube-proxy's
- * conntrack cleanup leaves the flows of an endpoint that still serves. */
-static __always_inline enum kpx_listed kpx_service_lists(__u32 service_id, __be32 addr, __be16 port)
+/* Where a Service still lists addr:port: the slot, one that takes new
+ * flows or a draining one after them (struct kpx_slot_key), as kube-proxy's
+ * conntrack cleanup leaves the flows of an endpoint that still serves. The
+ * slot `hint` is looked at first: where the backend was last time. */
+static __always_inline int kpx_service_slot_of(__u32 service_id, __be32 addr, __be16 port, __u32 hint)
 {
-	for (__u32 i = 0; i < KPX_LISTED_MAX_SLOTS; i++) {
-		struct kpx_slot_key key = { .service_id = service_id, .slot = i };
-		struct kpx_slot *slot = bpf_map_lookup_elem(&kpx_slots, &key);
+	struct kpx_slot *slot = kpx_slot_at(service_id, hint);
 
+	if (slot && slot->addr == addr && slot->port == port)
+		return (int)hint;
+	for (__u32 i = 0; i < KPX_LISTED_MAX_SLOTS; i++) {
+		slot = kpx_slot_at(service_id, i);
 		if (!slot)
 			return KPX_NOT_LISTED;
 		if (slot->addr == addr && slot->port == port)
-			return KPX_LISTED;
+			return (int)i;
 	}
 	return KPX_LISTED_UNKNOWN;
 }

@@ -52,7 +52,7 @@ struct kpx_frontend {
 /* kpx_slots: the usable backends of a service port, slots 0..count-1,
  * then its draining endpoints (serving terminating ones while ready ones
  * take the new flows) up to the first slot missing: no new flow goes to
- * those, but the flows they have stay (kpx_service_lists). */
+ * those, but the flows they have stay (kpx_service_slot_of). */
 struct kpx_slot_key {
 	__u32 service_id;
 	__u32 slot;
@@ -133,7 +133,7 @@ struct kpx_sock_sendto {
 	__u64 sync_seq;
 	__be32 addr;
 	__be16 port;
-	__u16 pad;
+	__u16 slot; /* where the Service listed the backend: looked at first once the tables change */
 	__be32 backend_addr;
 	__be16 backend_port;
 	__u16 pad2;

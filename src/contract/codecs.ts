@@ -462,6 +462,7 @@ export interface SockSendto {
   sync_seq: bigint;
   addr: string;
   port: number;
+  slot: number;
   backend_addr: string;
   backend_port: number;
 }
@@ -471,7 +472,7 @@ export const sockSendtoValue = new StructCodec<SockSendto>('kpx_sock_sendto', 24
   { c: 'sync_seq', kind: 'u64', offset: 0 },
   { c: 'addr', kind: 'ipv4', offset: 8 },
   { c: 'port', kind: 'be16', offset: 12 },
-  { c: 'pad', kind: 'u16', offset: 14 },
+  { c: 'slot', kind: 'u16', offset: 14 },
   { c: 'backend_addr', kind: 'ipv4', offset: 16 },
   { c: 'backend_port', kind: 'be16', offset: 20 },
   { c: 'pad2', kind: 'u16', offset: 22 },

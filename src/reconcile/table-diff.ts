@@ -51,7 +51,7 @@ export function diffTables(desired: PackedTables, applied: PackedTables, keys?: 
       for (const slot of want.slots()) consider(want.idAt(slot), slot);
     }
     // Highest slot of a service first: an endpoint that turns draining moves up, behind the ready ones, and written
-    // so it stays listed throughout, where an unconnected socket's sendto looks for it (kpx_service_lists).
+    // so it stays listed throughout, where an unconnected socket's sendto looks for it (kpx_service_slot_of).
     if (table === 'slots' && have.size > 0) slots.sort((a, b) => want.idAt(b) - want.idAt(a));
     if (slots.length) ops.push({ op: 'upsert', table, slots });
   }
