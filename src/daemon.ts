@@ -21,7 +21,7 @@ import { ModelCache, wholeModel } from './model/incremental.js';
 import { resolveNodePortAddresses } from './model/node-addresses.js';
 import type { HealthCheckNodePort, ModelOptions, ModelUpdate, PortRange } from './model/types.js';
 import { DEFAULT_SYNCER_OPTIONS, Syncer } from './reconcile/syncer.js';
-import type { Source } from './source/types.js';
+import type { ChangeKind, Source } from './source/types.js';
 
 export type SourceConfig =
   | { kind: 'manifests'; dir: string }
@@ -131,9 +131,9 @@ export async function startAgent(config: AgentConfig, log: Logger, onFatal: (err
     return wholeModel({ ...built, rejected: [...snap.rejected, ...built.rejected] }, ++manifestSequence);
   };
   /** A change waits for a sync: what /healthz fails on when it waits too long. */
-  const request = () => {
+  const request = (kind?: ChangeKind) => {
     health.queued();
-    metrics.queued(Date.now());
+    metrics.queued(Date.now(), kind);
     syncer.request();
   };
   const onApplied = (appliedAtMs: number, seconds: number, full: boolean) => {

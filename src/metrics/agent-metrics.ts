@@ -6,6 +6,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Stats } from '../datapath/stats.js';
+import type { ChangeKind } from '../source/types.js';
 
 /** kube-proxy's sync duration buckets: 1 ms doubling up to 16 s. */
 const SYNC_BUCKETS = Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i);
@@ -32,6 +33,7 @@ export class AgentMetrics {
   private readonly programming: Histogram;
   private readonly healthz: Counter<'code'>;
   private readonly livez: Counter<'code'>;
+  private readonly changes: Record<ChangeKind, { total: Counter; pending: Gauge }>;
 
   constructor(opts: AgentMetricsOptions = {}) {
     const registers = [this.registry];
@@ -44,6 +46,12 @@ export class AgentMetrics {
     this.lastQueued = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', help: 'The last time a sync of proxy rules was queued', registers });
     this.healthz = new Counter({ name: 'kubeproxy_proxy_healthz_total', help: 'Cumulative proxy healthz HTTP status', labelNames: ['code'], registers });
     this.livez = new Counter({ name: 'kubeproxy_proxy_livez_total', help: 'Cumulative proxy livez HTTP status', labelNames: ['code'], registers });
+    // kube-proxy counts the changes it tracks per Service; kpx counts the events, which a sync takes all at once.
+    const counted = (what: string, kind: string) => ({
+      total: new Counter({ name: `kubeproxy_sync_proxy_rules_${what}_changes_total`, help: `Cumulative proxy rules ${kind} changes`, registers }),
+      pending: new Gauge({ name: `kubeproxy_sync_proxy_rules_${what}_changes_pending`, help: `Pending proxy rules ${kind} changes`, registers }),
+    });
+    this.changes = { service: counted('service', 'Service'), endpoints: counted('endpoint', 'Endpoint') };
     const packetCounts = opts.packetCounts;
     if (packetCounts) {
       new Counter({
@@ -62,13 +70,18 @@ export class AgentMetrics {
     collectDefaultMetrics({ register: this.registry });
   }
 
-  /** A change is waiting for a sync. */
-  queued(atMs: number): void {
+  /** A change is waiting for a sync: of a Service or of endpoints, where the source says. */
+  queued(atMs: number, kind: ChangeKind | undefined): void {
     this.lastQueued.set(atMs / 1000);
+    if (!kind) return;
+    this.changes[kind].total.inc();
+    this.changes[kind].pending.inc();
   }
 
-  /** A sync reached the kernel. */
+  /** A sync reached the kernel, with every change known so far. */
   synced(atMs: number, seconds: number, full: boolean): void {
+    this.changes.service.pending.set(0);
+    this.changes.endpoints.pending.set(0);
     this.syncDuration.observe(seconds);
     (full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
     this.lastSync.set(atMs / 1000);

@@ -16,7 +16,7 @@ import { ServiceGroups, type GroupedKind } from '../model/groups.js';
 import { connectToApiServer, type KubeConnection } from './kube-connection.js';
 import { isServed, ListWatch, type Named } from './list-watch.js';
 import { slimEndpoints, slimEndpointSlice, slimNode, slimService, TRIGGER_TIME_ANNOTATION } from './slim.js';
-import type { Source, SourceSnapshot } from './types.js';
+import type { ChangeKind, Source, SourceSnapshot } from './types.js';
 
 /** kube-proxy's selector: Services (and their endpoints) another proxy owns, or headless ones, are not ours. */
 export const PROXY_LABEL_SELECTOR = `!${SERVICE_PROXY_NAME_LABEL},!${HEADLESS_LABEL}`;
@@ -49,7 +49,7 @@ export class KubeSource implements Source {
 
   constructor(private readonly opts: KubeSourceOptions) {}
 
-  async start(onChange: () => void): Promise<void> {
+  async start(onChange: (kind?: ChangeKind) => void): Promise<void> {
     const conn = await connectToApiServer(this.opts);
     const retryMinMs = this.opts.retryMinMs ?? 200;
     const retryMaxMs = this.opts.retryMaxMs ?? 30_000;
@@ -65,7 +65,7 @@ export class KubeSource implements Source {
         if (!deleted && resource === 'endpointslices') this.noteTrigger(obj as EndpointSlice);
         // A deleted Node keeps its last state, as kube-proxy's does: one the autoscaler tainted stays ineligible.
         if (resource === 'nodes') this.lastNode = obj as NodeFacts;
-        if (this.started) onChange();
+        if (this.started) onChange(resource === 'services' ? 'service' : resource === 'nodes' ? undefined : 'endpoints');
       };
       const lw = new ListWatch<Kept>(conn, {
         resource,

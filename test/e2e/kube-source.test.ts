@@ -154,6 +154,31 @@ describe('kube source (ebpf)', { skip }, () => {
     }
   });
 
+  test("kube-proxy's change counters: each Service and EndpointSlice event counts, and a sync takes the pending ones", async () => {
+    const address = /"address":"(127\.0\.0\.1:\d+)","msg":"serving \/metrics and \/proxyMode"/.exec(agent.stdout())?.[1];
+    assert.ok(address, 'the agent says where it serves /metrics');
+    const counters = async () => {
+      const text = (await execFileAsync('curl', ['-s', '--max-time', '2', `http://${address}/metrics`])).stdout;
+      const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+      return {
+        endpoints: value('kubeproxy_sync_proxy_rules_endpoint_changes_total'),
+        services: value('kubeproxy_sync_proxy_rules_service_changes_total'),
+        pending: value('kubeproxy_sync_proxy_rules_endpoint_changes_pending') + value('kubeproxy_sync_proxy_rules_service_changes_pending'),
+      };
+    };
+    const before = await counters();
+    api.create('services', service('counted', '10.96.0.95'));
+    api.create('endpointslices', slice('counted', 'counted-1', ['10.244.0.11']));
+    api.update('endpointslices', slice('counted', 'counted-1', ['10.244.0.12']));
+    await waitUntil('counted programmed', () => backendsOf('counted')[0] === '10.244.0.12');
+    await waitUntilAsync('the sync taken as landed', async () => (await counters()).pending === 0);
+    const after = await counters();
+    assert.deepEqual({ endpoints: after.endpoints - before.endpoints, services: after.services - before.services }, { endpoints: 2, services: 1 });
+    api.remove('endpointslices', 'default', 'counted-1');
+    api.remove('services', 'default', 'counted');
+    await waitUntil('counted gone', () => find('counted') === undefined);
+  });
+
   test("kube-proxy's label filters: another proxy's Service is not programmed", () => {
     assert.equal(find('elsewhere'), undefined);
     const selectors = api.requests.filter((r) => r.resource === 'services').map((r) => r.query.labelSelector);

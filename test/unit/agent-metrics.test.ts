@@ -9,14 +9,23 @@ function samples(text: string, name: string): string[] {
 
 test("AgentMetrics: kube-proxy's sync, queue, programming and health metrics under kube-proxy's names and buckets", async () => {
   const metrics = new AgentMetrics();
-  metrics.queued(1_765_000_000_000);
+  metrics.queued(1_765_000_000_000, 'endpoints');
+  metrics.queued(1_765_000_000_000, 'service');
+  metrics.queued(1_765_000_000_000, 'endpoints');
+  metrics.queued(1_765_000_000_000, undefined);
+  let text = await metrics.registry.metrics();
+  assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_pending'), ['kubeproxy_sync_proxy_rules_endpoint_changes_pending 2']);
+  assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_service_changes_pending'), ['kubeproxy_sync_proxy_rules_service_changes_pending 1']);
   metrics.synced(1_765_000_000_500, 0.003, true);
   metrics.synced(1_765_000_001_000, 0.0004, false);
   metrics.programmed([0.3, 2.5]);
   metrics.healthAnswered('/healthz', 200);
   metrics.healthAnswered('/healthz', 503);
   metrics.healthAnswered('/livez', 200);
-  const text = await metrics.registry.metrics();
+  text = await metrics.registry.metrics();
+  assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_pending'), ['kubeproxy_sync_proxy_rules_endpoint_changes_pending 0'], 'a sync takes them all');
+  assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_total'), ['kubeproxy_sync_proxy_rules_endpoint_changes_total 2']);
+  assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_service_changes_total'), ['kubeproxy_sync_proxy_rules_service_changes_total 1']);
   assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds'), ['kubeproxy_sync_proxy_rules_last_timestamp_seconds 1765000001']);
   assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds'), ['kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 1765000000']);
   assert.deepEqual(samples(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count'), ['kubeproxy_sync_proxy_rules_duration_seconds_count 2']);
